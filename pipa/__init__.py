@@ -1,0 +1,1 @@
+"""PIPA reproduction: library code behind the DVC stages in ``stages/``."""
