@@ -1,0 +1,206 @@
+"""Benchmark loaders: GSM8K, MATH, MATH500 and the built-in world's tiers, in one schema.
+
+Every loader returns a list of ``{"id": str, "question": str, "answer": str, "benchmark": str}``
+where ``answer`` is the gold *final* answer string (what a grader compares against).
+Ids are stable and sort in file order (zero-padded line or problem index), so predictions
+sorted by (benchmark, id) join across cells.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Iterable
+
+from pipa.io import read_jsonl
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+GSM8K_TEST = SHARED_DATA / "gsm8k" / "test.jsonl"
+MATH_TEST = SHARED_DATA / "math" / "test.jsonl"
+MATH500_TEST = SHARED_DATA / "math" / "test500.jsonl"
+
+REAL_BENCHMARKS = ("gsm8k", "math", "math500")
+WORLD_BENCHMARKS = ("gsm", "math")
+
+_BOX_COMMANDS = ("\\boxed", "\\fbox")
+
+
+def _read(path: str | os.PathLike, what: str) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{what} file not found: {path}. Point the loader at the shared data folder "
+            f"(default {SHARED_DATA}) or copy the file there; see ../shared/data/README.md. "
+            "This loader never downloads."
+        )
+    return read_jsonl(path)
+
+
+def _require(row: dict, keys: Iterable[str], path: str | os.PathLike, lineno: int) -> None:
+    missing = [k for k in keys if k not in row]
+    if missing:
+        raise ValueError(f"{path}: record {lineno} lacks field(s) {missing}")
+
+
+def strip_thousands_commas(text: str) -> str:
+    """``70,000`` -> ``70000``; commas that are not thousands separators are kept."""
+    prev = None
+    while prev != text:
+        prev = text
+        text = re.sub(r"(\d),(\d{3})(?!\d)", r"\1\2", text)
+    return text
+
+
+def gsm8k_final_answer(solution: str) -> str:
+    """The text after the last ``####`` of a GSM8K answer, commas removed."""
+    if "####" not in solution:
+        raise ValueError(f"GSM8K answer has no '####' marker: {solution[-80:]!r}")
+    ans = solution.rsplit("####", 1)[1].strip()
+    return strip_thousands_commas(ans).replace(",", "")
+
+
+def _braced(text: str, start: int) -> tuple[str, int] | None:
+    """Content of the balanced ``{...}`` whose ``{`` is at ``start``; and the index after it."""
+    depth = 0
+    i = start
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":  # skip escaped characters such as \{ and \}
+            i += 2
+            continue
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start + 1 : i], i + 1
+        i += 1
+    return None
+
+
+def boxed_contents(text: str) -> list[str]:
+    """Contents of every ``\\boxed{...}`` / ``\\fbox{...}`` in order (balanced braces).
+
+    Also accepts the brace-less form ``\\boxed 5`` (one token up to whitespace or ``$``).
+    Unbalanced boxes (truncated output) are skipped.
+    """
+    found: list[tuple[int, str]] = []
+    for cmd in _BOX_COMMANDS:
+        for m in re.finditer(re.escape(cmd) + r"(?![A-Za-z])", text):
+            j = m.end()
+            while j < len(text) and text[j] == " ":
+                j += 1
+            if j < len(text) and text[j] == "{":
+                got = _braced(text, j)
+                if got is not None:
+                    found.append((m.start(), got[0]))
+            elif j > m.end():
+                tok = re.match(r"[^\s$]+", text[j:])
+                if tok:
+                    found.append((m.start(), tok.group(0)))
+    return [content for _, content in sorted(found)]
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{}`` or ``\\fbox{}`` (balanced braces), else None."""
+    boxes = boxed_contents(text)
+    return boxes[-1] if boxes else None
+
+
+def load_gsm8k(path: str | os.PathLike = GSM8K_TEST) -> list[dict]:
+    rows = _read(path, "GSM8K")
+    out = []
+    for i, row in enumerate(rows):
+        _require(row, ("question", "answer"), path, i + 1)
+        out.append(
+            {
+                "id": f"gsm8k-{i:04d}",
+                "question": row["question"],
+                "answer": gsm8k_final_answer(row["answer"]),
+                "benchmark": "gsm8k",
+            }
+        )
+    return out
+
+
+def load_math(path: str | os.PathLike = MATH_TEST) -> list[dict]:
+    rows = _read(path, "MATH")
+    out = []
+    for i, row in enumerate(rows):
+        _require(row, ("problem", "solution"), path, i + 1)
+        ans = last_boxed(row["solution"])
+        if ans is None:
+            raise ValueError(f"{path}: record {i + 1} has no \\boxed{{}} answer in its solution")
+        idx = row.get("idx", i)
+        out.append(
+            {
+                "id": f"math-{int(idx):04d}",
+                "question": row["problem"],
+                "answer": ans.strip(),
+                "benchmark": "math",
+            }
+        )
+    return out
+
+
+def load_math500(path: str | os.PathLike = MATH500_TEST) -> list[dict]:
+    rows = _read(path, "MATH500")
+    out = []
+    for i, row in enumerate(rows):
+        _require(row, ("problem", "answer"), path, i + 1)
+        out.append(
+            {
+                "id": str(row.get("unique_id") or f"math500-{i:03d}"),
+                "question": row["problem"],
+                "answer": str(row["answer"]).strip(),
+                "benchmark": "math500",
+            }
+        )
+    return out
+
+
+def math500_answer_mismatches(path: str | os.PathLike = MATH500_TEST) -> list[dict]:
+    """Rows whose ``answer`` field differs (whitespace ignored) from the solution's last box."""
+    bad = []
+    for i, row in enumerate(_read(path, "MATH500")):
+        boxed = last_boxed(row.get("solution", ""))
+        norm = re.sub(r"\s+", "", str(row["answer"]))
+        if boxed is None or re.sub(r"\s+", "", boxed) != norm:
+            bad.append(
+                {"id": row.get("unique_id", str(i)), "answer": row["answer"], "boxed": boxed}
+            )
+    return bad
+
+
+def load_world_tier(problems: Iterable[dict], benchmark: str | None = None) -> list[dict]:
+    """World problems (dicts with id, question, answer, optionally tier) in the one schema.
+
+    ``benchmark`` defaults to each problem's ``tier`` (``gsm`` or ``math``).
+    """
+    out = []
+    for p in problems:
+        bench = benchmark or p.get("tier")
+        if not bench:
+            raise ValueError(f"world problem {p.get('id')!r} has no tier; pass benchmark=")
+        out.append(
+            {
+                "id": str(p["id"]),
+                "question": p["question"],
+                "answer": str(p["answer"]),
+                "benchmark": bench,
+            }
+        )
+    return sorted(out, key=lambda r: r["id"])
+
+
+def load_benchmark(name: str, data_dir: str | os.PathLike = SHARED_DATA) -> list[dict]:
+    """Load a real benchmark by name from ``data_dir`` (the shared data folder layout)."""
+    data_dir = Path(data_dir)
+    if name == "gsm8k":
+        return load_gsm8k(data_dir / "gsm8k" / "test.jsonl")
+    if name == "math":
+        return load_math(data_dir / "math" / "test.jsonl")
+    if name == "math500":
+        return load_math500(data_dir / "math" / "test500.jsonl")
+    raise ValueError(f"unknown real benchmark {name!r}; expected one of {REAL_BENCHMARKS}")

@@ -1,0 +1,158 @@
+"""Reading and validating ``params.yaml``: every bad knob is reported before any work starts."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SETTINGS = ("paired_answer", "paired_step", "unpaired_answer", "unpaired_step")
+
+
+class ConfigError(ValueError):
+    """A params problem, phrased so the user knows which key to fix and how."""
+
+
+def load_params(path: str | os.PathLike = "params.yaml") -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: params file not found; run from the repository root")
+    with open(path) as fh:
+        params = yaml.safe_load(fh)
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return params
+
+
+def get(params: dict, dotted: str, source: str = "params.yaml") -> Any:
+    """``params['a']['b']`` for ``'a.b'``, with an error naming the missing key."""
+    node: Any = params
+    walked = []
+    for key in dotted.split("."):
+        walked.append(key)
+        if not isinstance(node, dict) or key not in node:
+            raise ConfigError(
+                f"{source}: missing key '{'.'.join(walked)}' (needed as '{dotted}'); "
+                "add it (see the default params.yaml for its meaning)"
+            )
+        node = node[key]
+    return node
+
+
+def split_setting(setting: str) -> tuple[str, str]:
+    if setting not in SETTINGS:
+        raise ConfigError(f"unknown setting {setting!r}; valid settings: {', '.join(SETTINGS)}")
+    data, labels = setting.split("_")
+    return data, labels
+
+
+def check_threshold(value: Any, key: str = "threshold") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ConfigError(f"params.yaml: {key}={value!r} is not a number in [-1, 1]")
+    if not -1.0 <= float(value) <= 1.0:
+        raise ConfigError(
+            f"params.yaml: {key}={value} is outside [-1, 1] (Q values live in [-1, 1]); "
+            "pick a value in that range, e.g. -S threshold=0.5"
+        )
+    return float(value)
+
+
+def validate(params: dict, source: str = "params.yaml") -> None:
+    """Check the whole params tree once; raises ConfigError listing every problem found."""
+    from pipa.losses import ALGORITHMS  # the table is the single source of valid names
+
+    problems: list[str] = []
+
+    def need(dotted: str):
+        try:
+            return get(params, dotted, source)
+        except ConfigError as err:
+            problems.append(str(err))
+            return None
+
+    threshold = need("threshold")
+    if threshold is not None:
+        try:
+            check_threshold(threshold)
+        except ConfigError as err:
+            problems.append(str(err))
+    for t in need("sweep_thresholds") or []:
+        try:
+            check_threshold(t, "sweep_thresholds")
+        except ConfigError as err:
+            problems.append(str(err))
+
+    families = need("model_families") or {}
+    for model in need("models") or []:
+        if model not in families:
+            problems.append(
+                f"{source}: model {model!r} in 'models' has no entry in 'model_families' "
+                f"(defined: {', '.join(sorted(families))})"
+            )
+
+    algorithms = need("algorithms") or {}
+    valid_algos = ", ".join(sorted(ALGORITHMS))
+    for setting, names in algorithms.items():
+        if setting not in SETTINGS:
+            problems.append(
+                f"{source}: unknown setting {setting!r} under 'algorithms'; "
+                f"valid settings: {', '.join(SETTINGS)}"
+            )
+            continue
+        data, labels = setting.split("_")
+        for name in names or []:
+            spec = ALGORITHMS.get(name)
+            if spec is None:
+                problems.append(
+                    f"{source}: unknown algorithm {name!r} in algorithms.{setting}; "
+                    f"valid algorithms: {valid_algos}"
+                )
+            elif data == "unpaired" and spec.data_kind == "paired":
+                problems.append(
+                    f"{source}: algorithm {name!r} needs paired data but is listed under "
+                    f"algorithms.{setting}; move it to a paired setting"
+                )
+
+    ablations = need("ablations") or {}
+    for name, spec in ablations.items():
+        if not isinstance(spec, dict):
+            problems.append(f"{source}: ablations.{name} must be a mapping")
+            continue
+        if spec.get("algorithm") not in ALGORITHMS:
+            problems.append(
+                f"{source}: ablations.{name}.algorithm={spec.get('algorithm')!r} is unknown; "
+                f"valid algorithms: {valid_algos}"
+            )
+        if spec.get("setting") not in SETTINGS:
+            problems.append(
+                f"{source}: ablations.{name}.setting={spec.get('setting')!r} is unknown; "
+                f"valid settings: {', '.join(SETTINGS)}"
+            )
+        if spec.get("prior") not in ("sft", "all", "incorrect"):
+            problems.append(
+                f"{source}: ablations.{name}.prior={spec.get('prior')!r}; "
+                "valid priors: sft, all, incorrect"
+            )
+    sweep = need("sweep_algorithm")
+    if sweep is not None and sweep not in ALGORITHMS:
+        problems.append(f"{source}: sweep_algorithm={sweep!r} is unknown; valid: {valid_algos}")
+
+    for key in ("align.reduction",):
+        value = need(key)
+        if value is not None and value not in ("sum", "mean"):
+            problems.append(f"{source}: {key}={value!r}; valid: sum, mean")
+    for dotted in ("seeds", "align.batch_size", "align.epochs", "align.beta", "eval.batch_size"):
+        need(dotted)
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def lr_grid(params: dict, algorithm: str) -> list[float]:
+    grid = get(params, "align.lr_grid")
+    values = grid.get(algorithm, grid.get("default"))
+    if not values:
+        raise ConfigError(f"params.yaml: align.lr_grid has neither {algorithm!r} nor 'default'")
+    return [float(v) for v in values]

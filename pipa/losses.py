@@ -1,0 +1,928 @@
+"""Every training loss of the paper as a pure function, and the ``ALGORITHMS`` table.
+
+Conventions (see ``docs/ARCHITECTURE.md``, "Loss calling convention"):
+
+* Per-token tensors have shape (B, T); position t holds the log-prob of response token t.
+  ``mask`` (bool, (B, T)) marks response tokens. Values at masked-out positions never
+  reach the loss or its gradient, even when they are ``-inf``, ``nan`` or huge: every input
+  is first passed through ``torch.where(mask, x, 0)``.
+* ``log f_t`` = ``policy_logps`` (the model being trained), ``log p_t`` = ``prior_logps``
+  (frozen), ``r_t = log f_t - log p_t`` the implicit token reward and ``R(S) = sum_{t in S}
+  r_t`` the implicit reward of a token set (``R(y)`` over all response tokens).
+* ``token_labels`` are the c_t (float 0/1; anything > 0.5 counts as 1), ``is_correct`` (bool,
+  (B,)) is the answer label, ``value_logits`` the value head's v_t with g_t = sigmoid(v_t).
+* Every loss is called with keyword arguments only and accepts ``**unused``: the trainer
+  passes one uniform dict holding every tensor and hyperparameter it has (e.g. ``beta``,
+  ``reduction``, ``ipo_normalize``, ``sft_coef``), and each loss takes what it needs.
+  ``call_loss`` does this and turns a missing input into a ``ValueError`` naming it.
+* Every loss returns ``(loss, logs)``: ``loss`` a scalar (batch mean) and ``logs`` a dict
+  of detached 0-dim float tensors, always with ``reward_correct`` / ``reward_incorrect``
+  (mean R(y) of correct / incorrect responses in the batch, NaN when there are none); the
+  PIPA losses add ``value_label_likelihood``.
+* Everything is computed in float32 and in log space (``logsigmoid``, a stable
+  ``log(1 - exp(.))``), so finite inputs give a finite loss and finite gradients.
+
+Token reduction. ``reduction`` ("sum" | "mean") applies to the per-token losses (SFT, PIPA):
+"sum" sums the token terms of each sequence, "mean" divides that sum by the sequence's
+number of response tokens; both then average over the batch. The sequence-level baselines
+(DPO, IPO, KTO, Step-DPO, Step-KTO) use the summed R(.) of their papers and ignore
+``reduction``; IPO has its own ``ipo_normalize`` switch (TRL's length normalisation).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "ALGORITHMS",
+    "AlgorithmSpec",
+    "PIPA_M_CLIP",
+    "call_loss",
+    "dpo_loss",
+    "ipo_loss",
+    "kto_loss",
+    "kto_sft_loss",
+    "kto_z0",
+    "log1mexp",
+    "masked_sum",
+    "pipa_log_probs",
+    "pipa_m_fixed_g_loss",
+    "pipa_m_loss",
+    "pipa_m_sft_loss",
+    "pipa_n_fixed_g_loss",
+    "pipa_n_loss",
+    "required_inputs",
+    "sequence_reward",
+    "sft_loss",
+    "step_dpo_l0_loss",
+    "step_dpo_loss",
+    "step_kto_loss",
+    "step_kto_orig_loss",
+]
+
+Reduction = Literal["sum", "mean"]
+LossOutput = tuple[Tensor, dict[str, Tensor]]
+
+#: PIPA-M clips F_t = f_t g_t / p_t to [0, 1 - PIPA_M_CLIP] (paper Section 2.6, eps = 1e-6).
+PIPA_M_CLIP = 1e-6
+_LOG_CLIP = math.log1p(-PIPA_M_CLIP)  # log(1 - 1e-6)
+_NAN = float("nan")
+
+
+# --------------------------------------------------------------------------------------
+# input checks
+# --------------------------------------------------------------------------------------
+
+
+def _check_2d(fn: str, ref_name: str, ref: Tensor, **others: Tensor | None) -> None:
+    """Raise ValueError unless every tensor in ``others`` has the shape of ``ref``."""
+    if not isinstance(ref, Tensor) or ref.dim() != 2:
+        shape = tuple(ref.shape) if isinstance(ref, Tensor) else type(ref).__name__
+        raise ValueError(f"{fn}: {ref_name} must be a (B, T) tensor, got {shape}")
+    for name, t in others.items():
+        if t is None:
+            continue
+        if not isinstance(t, Tensor):
+            raise ValueError(f"{fn}: {name} must be a tensor, got {type(t).__name__}")
+        if t.shape != ref.shape:
+            raise ValueError(
+                f"{fn}: {name} has shape {tuple(t.shape)}, expected {tuple(ref.shape)} "
+                f"(the shape of {ref_name})"
+            )
+
+
+def _check_mask(fn: str, name: str, mask: Tensor) -> None:
+    if mask.dtype != torch.bool:
+        raise ValueError(f"{fn}: {name} must be a bool tensor, got dtype {mask.dtype}")
+
+
+def _check_batch(fn: str, name: str, t: Tensor | None, batch: int) -> None:
+    if t is None:
+        return
+    if not isinstance(t, Tensor) or t.shape != (batch,):
+        shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+        raise ValueError(f"{fn}: {name} has shape {shape}, expected ({batch},)")
+
+
+def _require(fn: str, **tensors: Tensor | None) -> None:
+    for name, t in tensors.items():
+        if t is None:
+            raise ValueError(f"{fn}: missing required input {name!r}")
+
+
+def _check_reduction(fn: str, reduction: str) -> None:
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"{fn}: reduction must be 'sum' or 'mean', got {reduction!r}")
+
+
+# --------------------------------------------------------------------------------------
+# building blocks
+# --------------------------------------------------------------------------------------
+
+
+def _clean(x: Tensor, mask: Tensor) -> Tensor:
+    """float32 copy of ``x`` with masked-out positions replaced by 0 (no gradient leaks)."""
+    return torch.where(mask, x.float(), torch.zeros((), dtype=torch.float32, device=x.device))
+
+
+def masked_sum(x: Tensor, mask: Tensor) -> Tensor:
+    """(B, T) -> (B,): sum of ``x`` over positions where ``mask`` is True (0 if none)."""
+    return _clean(x, mask).sum(-1)
+
+
+def sequence_reward(policy_logps: Tensor, prior_logps: Tensor, mask: Tensor) -> Tensor:
+    """Implicit reward R(S) = sum_{t in S} (log f_t - log p_t), (B, T) -> (B,)."""
+    return (_clean(policy_logps, mask) - _clean(prior_logps, mask)).sum(-1)
+
+
+def _reduce_tokens(per_token: Tensor, mask: Tensor, reduction: str) -> Tensor:
+    """(B, T) -> (B,): sum over response tokens, or that sum / number of response tokens."""
+    total = _clean(per_token, mask).sum(-1)
+    if reduction == "mean":
+        total = total / mask.sum(-1).clamp(min=1).to(total.dtype)
+    return total
+
+
+def _batch_mean(x: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Mean of ``x`` (B,) over the rows where ``weight`` is True; 0 (with graph) if none."""
+    if weight is None:
+        weight = torch.ones_like(x, dtype=torch.bool)
+    x = torch.where(weight, x, torch.zeros((), dtype=x.dtype, device=x.device))
+    return x.sum() / weight.sum().clamp(min=1).to(x.dtype)
+
+
+def _mean_or_nan(x: Tensor, weight: Tensor) -> Tensor:
+    """Detached mean of ``x`` (B,) over rows where ``weight``; NaN when no row qualifies."""
+    x = x.detach().float()
+    if not bool(weight.any()):
+        return torch.tensor(_NAN, dtype=torch.float32, device=x.device)
+    return x[weight].mean()
+
+
+def _reward_logs(reward: Tensor, is_correct: Tensor | None) -> dict[str, Tensor]:
+    if is_correct is None:
+        nan = torch.tensor(_NAN, dtype=torch.float32, device=reward.device)
+        return {"reward_correct": nan, "reward_incorrect": nan.clone()}
+    is_correct = is_correct.to(torch.bool)
+    return {
+        "reward_correct": _mean_or_nan(reward, is_correct),
+        "reward_incorrect": _mean_or_nan(reward, ~is_correct),
+    }
+
+
+def _labels(token_labels: Tensor) -> Tensor:
+    """Token labels as bool (c_t = 1 where the label is > 0.5)."""
+    return token_labels > 0.5 if token_labels.dtype != torch.bool else token_labels
+
+
+def log1mexp(u: Tensor) -> Tensor:
+    """log(1 - exp(u)) for u <= 0, accurate everywhere (Maechler's log1mexp).
+
+    Uses log(-expm1(u)) for u > -log 2 and log1p(-exp(u)) below; both branches are finite
+    for u < 0, so neither the value nor the gradient of the unused branch can be NaN.
+    """
+    near_zero = u > -math.log(2.0)
+    safe_near = torch.where(near_zero, u, torch.full_like(u, -1.0))
+    safe_far = torch.where(near_zero, torch.full_like(u, -1.0), u)
+    return torch.where(
+        near_zero, torch.log(-torch.expm1(safe_near)), torch.log1p(-torch.exp(safe_far))
+    )
+
+
+def kto_z0(
+    kl_policy_logps: Tensor, kl_prior_logps: Tensor, kl_mask: Tensor, fn: str = "kto_z0"
+) -> Tensor:
+    """KTO's reference point z0 = max(0, mean_i R_kl(i)), detached (0-dim).
+
+    R_kl(i) = sum over ``kl_mask`` of (kl_policy_logps - kl_prior_logps) for the mismatched
+    pairs (x_i, y_{i+1}) of the batch (shape (B_kl, T_kl)). An empty KL batch gives z0 = 0.
+    """
+    _check_2d(fn, "kl_policy_logps", kl_policy_logps, kl_prior_logps=kl_prior_logps,
+              kl_mask=kl_mask)
+    _check_mask(fn, "kl_mask", kl_mask)
+    with torch.no_grad():
+        r_kl = sequence_reward(kl_policy_logps, kl_prior_logps, kl_mask)
+        if r_kl.numel() == 0:
+            return torch.zeros((), dtype=torch.float32, device=r_kl.device)
+        return r_kl.mean().clamp(min=0.0)
+
+
+def _sft_term(
+    fn: str, policy_logps: Tensor, mask: Tensor, is_correct: Tensor | None, reduction: str
+) -> tuple[Tensor, Tensor]:
+    """Batch-mean NLL -sum_t log f_t (or per-token mean) over the correct rows; also NLL."""
+    nll = -_reduce_tokens(policy_logps, mask, reduction)
+    weight = None if is_correct is None else is_correct.to(torch.bool)
+    return _batch_mean(nll, weight), nll
+
+
+# --------------------------------------------------------------------------------------
+# SFT
+# --------------------------------------------------------------------------------------
+
+
+def sft_loss(
+    *,
+    policy_logps: Tensor,
+    mask: Tensor,
+    is_correct: Tensor | None = None,
+    prior_logps: Tensor | None = None,
+    reduction: Reduction = "sum",
+    **unused: Any,
+) -> LossOutput:
+    """SFT: L = -sum_t log f_t on correct answers (batch mean over the correct rows).
+
+    Shapes: ``policy_logps``, ``mask`` (and ``prior_logps``, used only for the reward logs)
+    (B, T); ``is_correct`` (B,). Rows with ``is_correct`` False are left out (the trainer
+    normally feeds correct answers only, ``correct_only=True``); without ``is_correct`` every
+    row counts. ``reduction="mean"`` divides each row's NLL by its number of tokens.
+    Logs: ``nll`` (mean NLL of the counted rows), ``reward_correct``/``reward_incorrect``
+    (NaN without ``prior_logps``).
+    """
+    fn = "sft_loss"
+    _check_2d(fn, "policy_logps", policy_logps, mask=mask, prior_logps=prior_logps)
+    _check_mask(fn, "mask", mask)
+    _check_batch(fn, "is_correct", is_correct, policy_logps.shape[0])
+    _check_reduction(fn, reduction)
+    loss, nll = _sft_term(fn, policy_logps, mask, is_correct, reduction)
+    if prior_logps is not None:
+        logs = _reward_logs(sequence_reward(policy_logps, prior_logps, mask), is_correct)
+    else:
+        logs = _reward_logs(nll, None)
+    logs["nll"] = loss.detach()
+    return loss, logs
+
+
+# --------------------------------------------------------------------------------------
+# paired: DPO, IPO, Step-DPO
+# --------------------------------------------------------------------------------------
+
+
+def _check_paired(
+    fn: str,
+    chosen_policy_logps: Tensor,
+    chosen_prior_logps: Tensor,
+    chosen_mask: Tensor,
+    rejected_policy_logps: Tensor,
+    rejected_prior_logps: Tensor,
+    rejected_mask: Tensor,
+    rejected_token_labels: Tensor | None = None,
+) -> None:
+    _check_2d(fn, "chosen_policy_logps", chosen_policy_logps,
+              chosen_prior_logps=chosen_prior_logps, chosen_mask=chosen_mask)
+    _check_2d(fn, "rejected_policy_logps", rejected_policy_logps,
+              rejected_prior_logps=rejected_prior_logps, rejected_mask=rejected_mask,
+              rejected_token_labels=rejected_token_labels)
+    _check_mask(fn, "chosen_mask", chosen_mask)
+    _check_mask(fn, "rejected_mask", rejected_mask)
+    if chosen_policy_logps.shape[0] != rejected_policy_logps.shape[0]:
+        raise ValueError(
+            f"{fn}: rejected_policy_logps has batch size {rejected_policy_logps.shape[0]}, "
+            f"expected {chosen_policy_logps.shape[0]} (that of chosen_policy_logps)"
+        )
+
+
+def _paired_logs(r_chosen: Tensor, r_rejected: Tensor) -> dict[str, Tensor]:
+    r_chosen, r_rejected = r_chosen.detach().float(), r_rejected.detach().float()
+    ones = torch.ones_like(r_chosen, dtype=torch.bool)
+    return {
+        "reward_correct": _mean_or_nan(r_chosen, ones),
+        "reward_incorrect": _mean_or_nan(r_rejected, ones),
+        "reward_accuracy": _mean_or_nan((r_chosen > r_rejected).float(), ones),
+        "reward_margin": _mean_or_nan(r_chosen - r_rejected, ones),
+    }
+
+
+def dpo_loss(
+    *,
+    chosen_policy_logps: Tensor,
+    chosen_prior_logps: Tensor,
+    chosen_mask: Tensor,
+    rejected_policy_logps: Tensor,
+    rejected_prior_logps: Tensor,
+    rejected_mask: Tensor,
+    beta: float = 0.1,
+    **unused: Any,
+) -> LossOutput:
+    """DPO: L = -log sigmoid(beta * (R(y+) - R(y-))), batch mean.
+
+    Shapes: ``chosen_*`` (B, T+), ``rejected_*`` (B, T-). By Theorem A.1 this is
+    -log p(c | x, (y+, y-)) with p(y | x, c=0) = prior and p(c=1 | x) = 1/2.
+    Logs: ``reward_correct`` = mean R(y+), ``reward_incorrect`` = mean R(y-),
+    ``reward_accuracy`` = fraction with R(y+) > R(y-), ``reward_margin``.
+    """
+    fn = "dpo_loss"
+    _check_paired(fn, chosen_policy_logps, chosen_prior_logps, chosen_mask,
+                  rejected_policy_logps, rejected_prior_logps, rejected_mask)
+    r_pos = sequence_reward(chosen_policy_logps, chosen_prior_logps, chosen_mask)
+    r_neg = sequence_reward(rejected_policy_logps, rejected_prior_logps, rejected_mask)
+    loss = _batch_mean(-F.logsigmoid(beta * (r_pos - r_neg)))
+    return loss, _paired_logs(r_pos, r_neg)
+
+
+def ipo_loss(
+    *,
+    chosen_policy_logps: Tensor,
+    chosen_prior_logps: Tensor,
+    chosen_mask: Tensor,
+    rejected_policy_logps: Tensor,
+    rejected_prior_logps: Tensor,
+    rejected_mask: Tensor,
+    beta: float = 0.1,
+    ipo_normalize: bool = False,
+    **unused: Any,
+) -> LossOutput:
+    """IPO: L = (h - 1/(2 beta))^2, batch mean.
+
+    ``ipo_normalize=False`` (OpenRLHF, used by the paper): h = R(y+) - R(y-).
+    ``ipo_normalize=True`` (TRL): h = R(y+)/|y+| - R(y-)/|y-| (|y| = number of response
+    tokens, at least 1). Shapes as in ``dpo_loss``; logs as in ``dpo_loss`` (summed R).
+    """
+    fn = "ipo_loss"
+    _check_paired(fn, chosen_policy_logps, chosen_prior_logps, chosen_mask,
+                  rejected_policy_logps, rejected_prior_logps, rejected_mask)
+    r_pos = sequence_reward(chosen_policy_logps, chosen_prior_logps, chosen_mask)
+    r_neg = sequence_reward(rejected_policy_logps, rejected_prior_logps, rejected_mask)
+    if ipo_normalize:
+        h = r_pos / chosen_mask.sum(-1).clamp(min=1) - r_neg / rejected_mask.sum(-1).clamp(min=1)
+    else:
+        h = r_pos - r_neg
+    loss = _batch_mean((h - 1.0 / (2.0 * beta)) ** 2)
+    return loss, _paired_logs(r_pos, r_neg)
+
+
+def _step_dpo(
+    fn: str,
+    keep_positive: bool,
+    chosen_policy_logps: Tensor,
+    chosen_prior_logps: Tensor,
+    chosen_mask: Tensor,
+    rejected_policy_logps: Tensor,
+    rejected_prior_logps: Tensor,
+    rejected_mask: Tensor,
+    rejected_token_labels: Tensor,
+    beta: float,
+) -> LossOutput:
+    _require(fn, rejected_token_labels=rejected_token_labels)
+    _check_paired(fn, chosen_policy_logps, chosen_prior_logps, chosen_mask,
+                  rejected_policy_logps, rejected_prior_logps, rejected_mask,
+                  rejected_token_labels)
+    pos_tokens = _labels(rejected_token_labels) & rejected_mask
+    neg_tokens = ~_labels(rejected_token_labels) & rejected_mask
+    r_pos = sequence_reward(chosen_policy_logps, chosen_prior_logps, chosen_mask)
+    r_neg0 = sequence_reward(rejected_policy_logps, rejected_prior_logps, neg_tokens)
+    r_neg1 = sequence_reward(rejected_policy_logps, rejected_prior_logps, pos_tokens)
+    margin = r_pos - r_neg0
+    if keep_positive:
+        margin = margin - r_neg1.detach()
+    loss = _batch_mean(-F.logsigmoid(beta * margin))
+    return loss, _paired_logs(r_pos, r_neg0 + r_neg1)
+
+
+def step_dpo_loss(
+    *,
+    chosen_policy_logps: Tensor,
+    chosen_prior_logps: Tensor,
+    chosen_mask: Tensor,
+    rejected_policy_logps: Tensor,
+    rejected_prior_logps: Tensor,
+    rejected_mask: Tensor,
+    rejected_token_labels: Tensor | None = None,
+    beta: float = 0.1,
+    **unused: Any,
+) -> LossOutput:
+    """Step-DPO, the paper's L1 (Appendix B, used in Table 1):
+
+    L1 = -log sigmoid(beta * (R(y+) - R_{c=0}(y-) - sg(R_{c=1}(y-)))),
+
+    R_{c=k}(y-) summing r_t over the rejected tokens with label k and sg the stop-gradient:
+    the positive steps of the incorrect answer count in the forward value (which equals
+    DPO's) but get no gradient. ``rejected_token_labels`` (B, T-) holds c-_t.
+    """
+    return _step_dpo("step_dpo_loss", True, chosen_policy_logps, chosen_prior_logps,
+                     chosen_mask, rejected_policy_logps, rejected_prior_logps, rejected_mask,
+                     rejected_token_labels, beta)
+
+
+def step_dpo_l0_loss(
+    *,
+    chosen_policy_logps: Tensor,
+    chosen_prior_logps: Tensor,
+    chosen_mask: Tensor,
+    rejected_policy_logps: Tensor,
+    rejected_prior_logps: Tensor,
+    rejected_mask: Tensor,
+    rejected_token_labels: Tensor | None = None,
+    beta: float = 0.1,
+    **unused: Any,
+) -> LossOutput:
+    """Step-DPO L0 (Appendix B): L0 = -log sigmoid(beta * (R(y+) - R_{c=0}(y-))).
+
+    The positive steps of the incorrect answer are dropped from value and gradient.
+    Logs report the full R(y-) like the other paired losses.
+    """
+    return _step_dpo("step_dpo_l0_loss", False, chosen_policy_logps, chosen_prior_logps,
+                     chosen_mask, rejected_policy_logps, rejected_prior_logps, rejected_mask,
+                     rejected_token_labels, beta)
+
+
+# --------------------------------------------------------------------------------------
+# unpaired: KTO, Step-KTO
+# --------------------------------------------------------------------------------------
+
+
+def _check_unpaired(
+    fn: str,
+    policy_logps: Tensor,
+    prior_logps: Tensor,
+    mask: Tensor,
+    is_correct: Tensor | None,
+    **more: Tensor | None,
+) -> None:
+    _check_2d(fn, "policy_logps", policy_logps, prior_logps=prior_logps, mask=mask, **more)
+    _check_mask(fn, "mask", mask)
+    _check_batch(fn, "is_correct", is_correct, policy_logps.shape[0])
+
+
+def _kto_inputs(
+    fn: str,
+    policy_logps: Tensor,
+    prior_logps: Tensor,
+    mask: Tensor,
+    is_correct: Tensor | None,
+    kl_policy_logps: Tensor | None,
+    kl_prior_logps: Tensor | None,
+    kl_mask: Tensor | None,
+    **more: Tensor | None,
+) -> Tensor:
+    _require(fn, is_correct=is_correct, kl_policy_logps=kl_policy_logps,
+             kl_prior_logps=kl_prior_logps, kl_mask=kl_mask)
+    _check_unpaired(fn, policy_logps, prior_logps, mask, is_correct, **more)
+    return kto_z0(kl_policy_logps, kl_prior_logps, kl_mask, fn)
+
+
+def kto_loss(
+    *,
+    policy_logps: Tensor,
+    prior_logps: Tensor,
+    mask: Tensor,
+    is_correct: Tensor | None = None,
+    kl_policy_logps: Tensor | None = None,
+    kl_prior_logps: Tensor | None = None,
+    kl_mask: Tensor | None = None,
+    beta: float = 0.1,
+    **unused: Any,
+) -> LossOutput:
+    """KTO (lambda_D = lambda_U = 1), batch mean of
+
+    desirable (is_correct):   1 - sigmoid(beta * (R(y) - z0))
+    undesirable:              1 - sigmoid(beta * (z0 - R(y)))
+
+    with z0 = max(0, mean over the mismatched pairs of R_kl), detached (``kto_z0``).
+    Shapes: ``policy_logps``, ``prior_logps``, ``mask`` (B, T); ``is_correct`` (B,);
+    ``kl_*`` (B_kl, T_kl). By Theorem A.2 (beta = 1) the loss is 1 - E p(c | x, y) with
+    p(y | x, c=0) = prior and log p(c=0|x)/p(c=1|x) = z0. Logs add ``z0``.
+    """
+    fn = "kto_loss"
+    z0 = _kto_inputs(fn, policy_logps, prior_logps, mask, is_correct, kl_policy_logps,
+                     kl_prior_logps, kl_mask)
+    correct = is_correct.to(torch.bool)
+    reward = sequence_reward(policy_logps, prior_logps, mask)
+    per_row = torch.where(
+        correct, torch.sigmoid(beta * (z0 - reward)), torch.sigmoid(beta * (reward - z0))
+    )
+    logs = _reward_logs(reward, correct)
+    logs["z0"] = z0.detach().float()
+    return _batch_mean(per_row), logs
+
+
+def step_kto_loss(
+    *,
+    policy_logps: Tensor,
+    prior_logps: Tensor,
+    mask: Tensor,
+    token_labels: Tensor | None = None,
+    is_correct: Tensor | None = None,
+    kl_policy_logps: Tensor | None = None,
+    kl_prior_logps: Tensor | None = None,
+    kl_mask: Tensor | None = None,
+    beta: float = 0.1,
+    **unused: Any,
+) -> LossOutput:
+    """Step-KTO, the paper's L1 (Appendix B, used in Table 1), batch mean of
+
+    correct answers:    1 - sigmoid(beta * (R(y) - z0))                  (= KTO)
+    incorrect answers:  1 - sigmoid(beta * (z0 - R_{c=0}(y) - sg(R_{c=1}(y))))
+
+    z0 as in ``kto_loss``; ``token_labels`` (B, T) gives c_t. The forward value equals
+    KTO's; the positive steps of an incorrect answer get no gradient.
+    """
+    fn = "step_kto_loss"
+    _require(fn, token_labels=token_labels)
+    z0 = _kto_inputs(fn, policy_logps, prior_logps, mask, is_correct, kl_policy_logps,
+                     kl_prior_logps, kl_mask, token_labels=token_labels)
+    correct = is_correct.to(torch.bool)
+    labels = _labels(token_labels)
+    r_pos = sequence_reward(policy_logps, prior_logps, mask & labels)
+    r_neg = sequence_reward(policy_logps, prior_logps, mask & ~labels)
+    reward = r_pos + r_neg
+    undesirable = torch.sigmoid(beta * (r_neg + r_pos.detach() - z0))
+    per_row = torch.where(correct, torch.sigmoid(beta * (z0 - reward)), undesirable)
+    logs = _reward_logs(reward, correct)
+    logs["z0"] = z0.detach().float()
+    return _batch_mean(per_row), logs
+
+
+def step_kto_orig_loss(
+    *,
+    policy_logps: Tensor,
+    prior_logps: Tensor,
+    mask: Tensor,
+    token_labels: Tensor | None = None,
+    step_ids: Tensor | None = None,
+    is_correct: Tensor | None = None,
+    kl_policy_logps: Tensor | None = None,
+    kl_prior_logps: Tensor | None = None,
+    kl_mask: Tensor | None = None,
+    beta: float = 0.1,
+    **unused: Any,
+) -> LossOutput:
+    """Step-KTO as in Lin et al. (Appendix B): a KTO term per step k, summed over steps,
+
+    L = sum_k [c_k (1 - sigmoid(beta (R_k - z0))) + (1 - c_k) (1 - sigmoid(beta (z0 - R_k)))]
+
+    with R_k = sum of r_t over the tokens of step k and c_k the label of the step's first
+    token. (The paper writes -sum_k sigma(.); it differs from this by a constant.)
+    ``step_ids`` (B, T) integer: the step index of each response token, -1 outside the
+    response; tokens with ``mask`` False or ``step_ids`` < 0 are ignored. Batch mean over
+    rows (a row without steps contributes 0). z0 as in ``kto_loss``.
+    """
+    fn = "step_kto_orig_loss"
+    _require(fn, token_labels=token_labels, step_ids=step_ids)
+    z0 = _kto_inputs(fn, policy_logps, prior_logps, mask, is_correct, kl_policy_logps,
+                     kl_prior_logps, kl_mask, token_labels=token_labels, step_ids=step_ids)
+    if step_ids.dtype.is_floating_point or step_ids.dtype == torch.bool:
+        raise ValueError(f"{fn}: step_ids must be an integer tensor, got {step_ids.dtype}")
+    batch, length = policy_logps.shape
+    valid = mask & (step_ids >= 0)
+    ids = torch.where(valid, step_ids, torch.zeros_like(step_ids)).long()
+    n_steps = int(ids.max().item()) + 1 if ids.numel() else 1
+    r_tok = _clean(policy_logps, valid) - _clean(prior_logps, valid)
+    step_r = r_tok.new_zeros(batch, n_steps).scatter_add(1, ids, r_tok)
+    step_len = torch.zeros(batch, n_steps, dtype=torch.long, device=ids.device)
+    step_len = step_len.scatter_add(1, ids, valid.long())
+    present = step_len > 0
+    pos = torch.arange(length, device=ids.device).expand(batch, length)
+    first = torch.full((batch, n_steps), length, dtype=torch.long, device=ids.device)
+    first = first.scatter_reduce(1, ids, torch.where(valid, pos, length), reduce="amin")
+    labels = _labels(token_labels)
+    step_label = torch.gather(labels, 1, first.clamp(max=length - 1))
+    terms = torch.where(
+        step_label, torch.sigmoid(beta * (z0 - step_r)), torch.sigmoid(beta * (step_r - z0))
+    )
+    per_row = torch.where(present, terms, torch.zeros_like(terms)).sum(-1)
+    reward = sequence_reward(policy_logps, prior_logps, mask)
+    logs = _reward_logs(reward, is_correct.to(torch.bool))
+    logs["z0"] = z0.detach().float()
+    return _batch_mean(per_row), logs
+
+
+def kto_sft_loss(
+    *,
+    policy_logps: Tensor,
+    prior_logps: Tensor,
+    mask: Tensor,
+    is_correct: Tensor | None = None,
+    kl_policy_logps: Tensor | None = None,
+    kl_prior_logps: Tensor | None = None,
+    kl_mask: Tensor | None = None,
+    beta: float = 0.1,
+    sft_coef: float = 1.0,
+    sft_reduction: Reduction = "mean",
+    **unused: Any,
+) -> LossOutput:
+    """KTO + SFT (Table 4): ``kto_loss`` + sft_coef * NLL of the correct answers.
+
+    The NLL term is -sum_t log f_t per correct row, divided by the row's token count when
+    ``sft_reduction="mean"`` (the default: the auxiliary-NLL convention of OpenRLHF/TRL,
+    which keeps it on the scale of a per-token loss), averaged over the correct rows of the
+    batch (0 if there are none). Logs add ``sft_nll``.
+    """
+    fn = "kto_sft_loss"
+    _check_reduction(fn, sft_reduction)
+    loss, logs = kto_loss(policy_logps=policy_logps, prior_logps=prior_logps, mask=mask,
+                          is_correct=is_correct, kl_policy_logps=kl_policy_logps,
+                          kl_prior_logps=kl_prior_logps, kl_mask=kl_mask, beta=beta)
+    sft, _ = _sft_term(fn, policy_logps, mask, is_correct, sft_reduction)
+    logs["sft_nll"] = sft.detach()
+    return loss + sft_coef * sft, logs
+
+
+# --------------------------------------------------------------------------------------
+# PIPA
+# --------------------------------------------------------------------------------------
+
+
+def pipa_log_probs(
+    variant: Literal["m", "n"],
+    policy_logps: Tensor,
+    prior_logps: Tensor,
+    log_g: Tensor,
+    log_1mg: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """Per-token (log F_t, log(1 - F_t)) of PIPA-M or PIPA-N, elementwise on finite inputs.
+
+    PIPA-M (Alg. 1): log F_t = log f_t + log g_t - log p_t, clipped from above at
+    log(1 - 1e-6) (``torch.clamp``: zero gradient where the clip is active), and
+    log(1 - F_t) = log1mexp(log F_t).
+    PIPA-N (Alg. 1): F_t = tau(f g / (p (1 - g))) = sigmoid(a_t) with
+    a_t = log f_t + log g_t - log p_t - log(1 - g_t), so log F_t = logsigmoid(a_t) and
+    log(1 - F_t) = logsigmoid(-a_t).
+    """
+    if variant == "m":
+        log_f = (policy_logps + log_g - prior_logps).clamp(max=_LOG_CLIP)
+        return log_f, log1mexp(log_f)
+    if variant == "n":
+        a = policy_logps + log_g - prior_logps - log_1mg
+        return F.logsigmoid(a), F.logsigmoid(-a)
+    raise ValueError(f"pipa_log_probs: variant must be 'm' or 'n', got {variant!r}")
+
+
+def _pipa(
+    fn: str,
+    variant: Literal["m", "n"],
+    policy_logps: Tensor,
+    prior_logps: Tensor,
+    mask: Tensor,
+    token_labels: Tensor | None,
+    is_correct: Tensor | None,
+    value_logits: Tensor | None,
+    fixed_g: bool,
+    reduction: str,
+) -> LossOutput:
+    if not fixed_g:
+        _require(fn, value_logits=value_logits)
+    _check_unpaired(fn, policy_logps, prior_logps, mask, is_correct,
+                    token_labels=token_labels,
+                    value_logits=None if fixed_g else value_logits)
+    _check_reduction(fn, reduction)
+    if token_labels is None:
+        _require(fn, is_correct=is_correct)
+        labels = is_correct.to(torch.bool)[:, None].expand_as(mask)
+    else:
+        labels = _labels(token_labels)
+    log_f = _clean(policy_logps, mask)
+    log_p = _clean(prior_logps, mask)
+    if fixed_g:
+        log_g = torch.full_like(log_f, -math.log(2.0))
+        log_1mg = log_g
+    else:
+        v = _clean(value_logits, mask)
+        log_g, log_1mg = F.logsigmoid(v), F.logsigmoid(-v)
+    log_fp, log_1mfp = pipa_log_probs(variant, log_f, log_p, log_g, log_1mg)
+    per_token = torch.where(labels, -log_fp, -log_1mfp)
+    loss = _batch_mean(_reduce_tokens(per_token, mask, reduction))
+
+    if is_correct is None:  # answer label = every labelled token is 1 (and there is one)
+        is_correct = ((labels | ~mask).all(-1)) & mask.any(-1)
+    logs = _reward_logs((log_f - log_p).sum(-1), is_correct.to(torch.bool))
+    with torch.no_grad():
+        label_ll = torch.where(labels, log_g, log_1mg)
+        n_tok = mask.sum()
+        if int(n_tok) == 0:
+            vll = torch.tensor(_NAN, dtype=torch.float32, device=mask.device)
+        else:
+            vll = torch.exp(_clean(label_ll, mask).sum() / n_tok)
+    logs["value_label_likelihood"] = vll.detach().float()
+    return loss, logs
+
+
+_PIPA_DOC_INPUTS = """
+    Shapes: ``policy_logps``, ``prior_logps``, ``mask``, ``token_labels``, ``value_logits``
+    (B, T); ``is_correct`` (B,). Without ``token_labels`` every token takes the answer label
+    ``is_correct`` (answer-level PIPA). ``reduction``: "sum" = sum of the token terms per
+    sequence, "mean" = their mean over the sequence's response tokens; then batch mean.
+    Logs: ``reward_correct``/``reward_incorrect`` (mean R(y); without ``is_correct`` a row is
+    correct when all its labelled tokens are 1) and ``value_label_likelihood`` =
+    exp(mean over the batch's labelled tokens of log p(c_t | x, y<t)), p(c_t=1) = g_t.
+"""
+
+
+def pipa_m_loss(
+    *,
+    policy_logps: Tensor,
+    prior_logps: Tensor,
+    mask: Tensor,
+    value_logits: Tensor | None = None,
+    token_labels: Tensor | None = None,
+    is_correct: Tensor | None = None,
+    reduction: Reduction = "sum",
+    **unused: Any,
+) -> LossOutput:
+    """PIPA-M (Algorithm 1): with F_t = min(f_t g_t / p_t, 1 - 1e-6), g_t = sigmoid(v_t),
+
+    L = -sum_{t: c_t=1} log F_t - sum_{t: c_t=0} log(1 - F_t).
+    """
+    return _pipa("pipa_m_loss", "m", policy_logps, prior_logps, mask, token_labels,
+                 is_correct, value_logits, False, reduction)
+
+
+def pipa_n_loss(
+    *,
+    policy_logps: Tensor,
+    prior_logps: Tensor,
+    mask: Tensor,
+    value_logits: Tensor | None = None,
+    token_labels: Tensor | None = None,
+    is_correct: Tensor | None = None,
+    reduction: Reduction = "sum",
+    **unused: Any,
+) -> LossOutput:
+    """PIPA-N (Algorithm 1): with F_t = tau(f_t g_t / (p_t (1 - g_t))), tau(x) = x/(1+x),
+
+    L = -sum_{t: c_t=1} log F_t - sum_{t: c_t=0} log(1 - F_t),
+    computed as logsigmoid(+-a_t), a_t = log f_t + log g_t - log p_t - log(1 - g_t).
+    """
+    return _pipa("pipa_n_loss", "n", policy_logps, prior_logps, mask, token_labels,
+                 is_correct, value_logits, False, reduction)
+
+
+def pipa_m_fixed_g_loss(
+    *,
+    policy_logps: Tensor,
+    prior_logps: Tensor,
+    mask: Tensor,
+    token_labels: Tensor | None = None,
+    is_correct: Tensor | None = None,
+    reduction: Reduction = "sum",
+    **unused: Any,
+) -> LossOutput:
+    """PIPA-M with g_t fixed at 0.5 (Table 2 ablation); ``value_logits`` is ignored, so the
+    value head takes no part in the graph."""
+    return _pipa("pipa_m_fixed_g_loss", "m", policy_logps, prior_logps, mask, token_labels,
+                 is_correct, None, True, reduction)
+
+
+def pipa_n_fixed_g_loss(
+    *,
+    policy_logps: Tensor,
+    prior_logps: Tensor,
+    mask: Tensor,
+    token_labels: Tensor | None = None,
+    is_correct: Tensor | None = None,
+    reduction: Reduction = "sum",
+    **unused: Any,
+) -> LossOutput:
+    """PIPA-N with g_t fixed at 0.5 (Table 2 ablation): a_t = log f_t - log p_t;
+    ``value_logits`` is ignored."""
+    return _pipa("pipa_n_fixed_g_loss", "n", policy_logps, prior_logps, mask, token_labels,
+                 is_correct, None, True, reduction)
+
+
+def pipa_m_sft_loss(
+    *,
+    policy_logps: Tensor,
+    prior_logps: Tensor,
+    mask: Tensor,
+    value_logits: Tensor | None = None,
+    token_labels: Tensor | None = None,
+    is_correct: Tensor | None = None,
+    reduction: Reduction = "sum",
+    sft_coef: float = 1.0,
+    sft_reduction: Reduction = "mean",
+    **unused: Any,
+) -> LossOutput:
+    """PIPA-M + SFT (Table 4): ``pipa_m_loss`` + sft_coef * NLL of the correct answers
+    (``is_correct`` required; NLL term as in ``kto_sft_loss``). Logs add ``sft_nll``."""
+    fn = "pipa_m_sft_loss"
+    _require(fn, is_correct=is_correct)
+    _check_reduction(fn, sft_reduction)
+    loss, logs = _pipa(fn, "m", policy_logps, prior_logps, mask, token_labels, is_correct,
+                       value_logits, False, reduction)
+    sft, _ = _sft_term(fn, policy_logps, mask, is_correct, sft_reduction)
+    logs["sft_nll"] = sft.detach()
+    return loss + sft_coef * sft, logs
+
+
+for _fn in (pipa_m_loss, pipa_n_loss, pipa_m_fixed_g_loss, pipa_n_fixed_g_loss,
+            pipa_m_sft_loss):
+    _fn.__doc__ = (_fn.__doc__ or "") + _PIPA_DOC_INPUTS
+
+
+# --------------------------------------------------------------------------------------
+# the table
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """What the trainer needs to know about one algorithm (it never branches on names).
+
+    name: the key used in ``params.yaml``; loss_fn: the loss (keyword arguments, see the
+    module docstring); data_kind: "paired" (``chosen_*``/``rejected_*`` tensors) or
+    "unpaired" (one record per row); needs_value_head: build the value head and pass
+    ``value_logits``; needs_mismatched: pass the KTO mismatched-pair tensors ``kl_*``;
+    correct_only: train on correct answers only; display: the name in tables and figures;
+    uses_step_labels: a step-level baseline that reads c_t from the step labels;
+    needs_step_ids: pass ``step_ids`` (per-token step index, -1 outside the response).
+    """
+
+    name: str
+    loss_fn: Callable[..., LossOutput]
+    data_kind: Literal["paired", "unpaired"]
+    needs_value_head: bool
+    needs_mismatched: bool
+    correct_only: bool
+    display: str
+    uses_step_labels: bool = False
+    needs_step_ids: bool = False
+
+
+def _spec(name: str, loss_fn: Callable[..., LossOutput], data_kind: str, display: str,
+          **flags: bool) -> AlgorithmSpec:
+    return AlgorithmSpec(
+        name=name, loss_fn=loss_fn, data_kind=data_kind, display=display,
+        needs_value_head=flags.get("head", False),
+        needs_mismatched=flags.get("mismatched", False),
+        correct_only=flags.get("correct_only", False),
+        uses_step_labels=flags.get("step", False),
+        needs_step_ids=flags.get("step_ids", False),
+    )
+
+
+ALGORITHMS: dict[str, AlgorithmSpec] = {
+    s.name: s
+    for s in (
+        _spec("sft", sft_loss, "unpaired", "SFT", correct_only=True),
+        _spec("sft_cont", sft_loss, "unpaired", "SFT (cont.)", correct_only=True),
+        _spec("dpo", dpo_loss, "paired", "DPO"),
+        _spec("ipo", ipo_loss, "paired", "IPO"),
+        _spec("kto", kto_loss, "unpaired", "KTO", mismatched=True),
+        _spec("step_dpo", step_dpo_loss, "paired", "Step-DPO", step=True),
+        _spec("step_dpo_l0", step_dpo_l0_loss, "paired", "Step-DPO (L0)", step=True),
+        _spec("step_kto", step_kto_loss, "unpaired", "Step-KTO", mismatched=True, step=True),
+        _spec("step_kto_orig", step_kto_orig_loss, "unpaired", "Step-KTO (orig.)",
+              mismatched=True, step=True, step_ids=True),
+        _spec("pipa_m", pipa_m_loss, "unpaired", "PIPA-M", head=True),
+        _spec("pipa_n", pipa_n_loss, "unpaired", "PIPA-N", head=True),
+        _spec("pipa_m_fixed_g", pipa_m_fixed_g_loss, "unpaired", "PIPA-M (g=0.5)"),
+        _spec("pipa_n_fixed_g", pipa_n_fixed_g_loss, "unpaired", "PIPA-N (g=0.5)"),
+        _spec("kto_sft", kto_sft_loss, "unpaired", "KTO+SFT", mismatched=True),
+        _spec("pipa_m_sft", pipa_m_sft_loss, "unpaired", "PIPA-M+SFT", head=True),
+    )
+}
+
+# Inputs a loss needs although its signature gives them a default (so that a missing one
+# becomes a clear ValueError rather than a TypeError).
+_NEEDED: dict[Callable[..., LossOutput], tuple[str, ...]] = {
+    step_dpo_loss: ("rejected_token_labels",),
+    step_dpo_l0_loss: ("rejected_token_labels",),
+    kto_loss: ("is_correct", "kl_policy_logps", "kl_prior_logps", "kl_mask"),
+    kto_sft_loss: ("is_correct", "kl_policy_logps", "kl_prior_logps", "kl_mask"),
+    step_kto_loss: ("token_labels", "is_correct", "kl_policy_logps", "kl_prior_logps",
+                    "kl_mask"),
+    step_kto_orig_loss: ("token_labels", "step_ids", "is_correct", "kl_policy_logps",
+                         "kl_prior_logps", "kl_mask"),
+    pipa_m_loss: ("value_logits",),
+    pipa_n_loss: ("value_logits",),
+    pipa_m_sft_loss: ("value_logits", "is_correct"),
+}
+
+
+def required_inputs(spec: AlgorithmSpec) -> tuple[str, ...]:
+    """Names of the tensors ``spec.loss_fn`` cannot do without."""
+    params = inspect.signature(spec.loss_fn).parameters.values()
+    plain = tuple(
+        p.name for p in params
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty
+    )
+    return plain + _NEEDED.get(spec.loss_fn, ())
+
+
+def call_loss(
+    spec: AlgorithmSpec | str, inputs: dict[str, Any], hparams: dict[str, Any] | None = None
+) -> LossOutput:
+    """Call ``spec.loss_fn`` with the union of ``inputs`` (tensors) and ``hparams``.
+
+    Extra entries are ignored by the loss; a missing required tensor raises ValueError
+    naming it, and so does a key present in both dicts.
+    """
+    if isinstance(spec, str):
+        if spec not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {spec!r}; known: {sorted(ALGORITHMS)}")
+        spec = ALGORITHMS[spec]
+    hparams = dict(hparams or {})
+    clash = sorted(set(inputs) & set(hparams))
+    if clash:
+        raise ValueError(f"call_loss({spec.name}): keys in both inputs and hparams: {clash}")
+    missing = [n for n in required_inputs(spec) if inputs.get(n) is None]
+    if missing:
+        raise ValueError(f"call_loss({spec.name}): missing required inputs {missing}")
+    return spec.loss_fn(**inputs, **hparams)

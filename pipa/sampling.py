@@ -1,0 +1,75 @@
+"""Alignment data made the way AlphaMath made its data, from a model of the DS family.
+
+For each training problem the model samples several solutions; the world's exact checker
+judges each; every step's Q is estimated from continuations that the same model samples
+from that step's prefix: Q = 2 × (fraction reaching the right answer) − 1, and the last
+step's Q is exactly ±1. Negatives therefore carry the model's own mistakes, not a
+programmatic solver's.
+"""
+
+from __future__ import annotations
+
+import time
+
+from tqdm import tqdm
+
+
+def split_steps(text: str) -> list[str]:
+    """Lines of a response, each keeping its ``\\n`` (a trailing partial line is a step too)."""
+    steps = text.splitlines(keepends=True)
+    return [s for s in steps if s.strip()]
+
+
+def sample_solutions(model, tok, problems: list[dict], *, format_prompt, n_samples: int,
+                     n_rollouts: int, temperature: float, max_new_tokens: int,
+                     batch_size: int, seed: int, check, progress: bool = True):
+    """Return rows ``(question, steps, q_values)`` for the AlphaMath writer, and stats."""
+    from pipa.generation import generate
+
+    started = time.perf_counter()
+    prompts = [format_prompt(p["question"]) for p in problems for _ in range(n_samples)]
+    outputs = generate(model, tok, prompts, max_new_tokens=max_new_tokens,
+                       batch_size=batch_size, temperature=temperature, seed=seed,
+                       progress=progress)
+    solutions = []  # (problem, steps, correct)
+    dropped_no_answer = 0
+    for i, out in enumerate(outputs):
+        problem = problems[i // n_samples]
+        steps = split_steps(out)
+        if not steps:
+            dropped_no_answer += 1
+            continue
+        solutions.append((problem, steps, bool(check(problem["answer"], out))))
+
+    # Q of every non-final step from rollouts; identical prefixes (common: the first steps of
+    # several samples agree) are rolled out once.
+    prefix_keys = {}
+    for problem, steps, _ in solutions:
+        for k in range(1, len(steps)):
+            prefix_keys.setdefault((problem["id"], "".join(steps[:k])), problem)
+    keys = sorted(prefix_keys)
+    roll_prompts = [format_prompt(prefix_keys[key]["question"]) + key[1]
+                    for key in keys for _ in range(n_rollouts)]
+    roll_out = generate(model, tok, roll_prompts, max_new_tokens=max_new_tokens,
+                        batch_size=batch_size, temperature=temperature, seed=seed + 1,
+                        progress=progress) if roll_prompts else []
+    q_of = {}
+    for j, key in enumerate(tqdm(keys, desc="Q values", disable=not progress, mininterval=2)):
+        problem = prefix_keys[key]
+        wins = sum(check(problem["answer"], key[1] + roll_out[j * n_rollouts + r])
+                   for r in range(n_rollouts))
+        q_of[key] = 2.0 * wins / n_rollouts - 1.0
+
+    rows = []
+    for problem, steps, correct in solutions:
+        qs = [q_of[(problem["id"], "".join(steps[:k]))] for k in range(1, len(steps))]
+        qs.append(1.0 if correct else -1.0)
+        rows.append((problem["question"], steps, qs))
+    n_correct = sum(c for _, _, c in solutions)
+    stats = {"problems": len(problems), "samples": len(outputs),
+             "solutions": len(solutions), "correct": n_correct,
+             "incorrect": len(solutions) - n_correct, "dropped_empty": dropped_no_answer,
+             "rollout_prefixes": len(keys), "rollouts": len(roll_prompts),
+             "sample_accuracy": n_correct / max(1, len(solutions)),
+             "seconds": round(time.perf_counter() - started, 1)}
+    return rows, stats

@@ -1,0 +1,460 @@
+"""What each DVC stage does, as functions of (params, paths). Stage scripts only parse args.
+
+Every function writes its declared outputs whole (``pipa.io.atomic_path``): a stage killed
+half-way leaves nothing that DVC would cache.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from pipa import config as C
+from pipa.io import atomic_path, read_jsonl, write_json, write_jsonl
+
+# ---------------------------------------------------------------- world
+
+
+def make_world(params: dict, out_dir: str | Path) -> dict:
+    """Problems (train/val/test × two tiers) and the two families' pretraining corpora."""
+    from pipa import world
+
+    wcfg = C.get(params, "world")
+    seed = int(C.get(params, "seed"))
+    splits = world.make_splits(wcfg["sizes"], seed)
+    heldout = {p["question"] for s in ("val", "test") for p in splits[s]}
+    stats: dict = {"problems": {s: len(v) for s, v in splits.items()}}
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        for split, problems in splits.items():
+            write_jsonl(tmp / f"{split}.jsonl", problems)
+        for name, fam in C.get(params, "model_families").items():
+            docs = world.pretraining_corpus(
+                n_docs=int(wcfg["corpus_docs"]),
+                style=fam["style"],
+                error_cfg=wcfg["errors"],
+                sizes=wcfg["sizes"],
+                exclude=heldout,
+                seed=seed + 1000 + sorted(C.get(params, "model_families")).index(name),
+            )
+            (tmp / f"corpus_{name}.txt").write_text("\x00".join(docs))
+            stats[f"corpus_{name}_docs"] = len(docs)
+        write_json(tmp / "stats.json", stats)
+    return stats
+
+
+def load_split(world_dir: str | Path, split: str) -> list[dict]:
+    return read_jsonl(Path(world_dir) / f"{split}.jsonl")
+
+
+def prompt_formatter(params: dict, model_name: str, tokenizer=None):
+    """How a question becomes the prompt text: the world's format or the model's chat template."""
+    fam = C.get(params, f"model_families.{model_name}")
+    if fam.get("prompt_format", "world") == "chat":
+        def chat(question: str) -> str:
+            messages = [{"role": "user", "content": question}]
+            return tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                 tokenize=False)
+        return chat
+    from pipa.world import format_prompt
+    return format_prompt
+
+
+# ---------------------------------------------------------------- base models
+
+
+def pretrain_base(params: dict, model_name: str, world_dir: str | Path, out_dir: str | Path,
+                  live_dir: str | Path | None = None) -> dict:
+    """Tokenizer + causal LM trained from scratch on the family's corpus (every token)."""
+    from dvclive import Live
+
+    from pipa.models import build_model, count_parameters, train_tokenizer
+    from pipa.training import fit, setup_runtime
+
+    fam = C.get(params, f"model_families.{model_name}")
+    pcfg = C.get(params, "pretrain")
+    seed = int(C.get(params, "seed"))
+    setup_runtime(int(C.get(params, "runtime.threads")), seed)
+    docs = (Path(world_dir) / f"corpus_{model_name}.txt").read_text().split("\x00")
+    started = time.perf_counter()
+    with atomic_path(out_dir) as tmp:
+        tok = train_tokenizer(docs[:5000], int(C.get(params, "tokenizer.vocab_size")), tmp)
+        model = build_model(fam["family"], fam["arch"], len(tok), tok, seed)
+        stream: list[int] = []
+        for doc in docs:
+            stream.extend(tok(doc, add_special_tokens=False)["input_ids"])
+            stream.append(tok.eos_token_id)
+        data = torch.tensor(stream, dtype=torch.long)
+        seq_len, bsz = int(pcfg["seq_len"]), int(pcfg["batch_size"])
+        gen = torch.Generator().manual_seed(seed)
+        n_steps = int(pcfg["steps"])
+
+        def step_fn(step: int):
+            # Packed random windows of the token stream: no padding, loss on every token.
+            starts = torch.randint(0, len(data) - seq_len - 1, (bsz,), generator=gen)
+            batch = torch.stack([data[s : s + seq_len] for s in starts.tolist()])
+            loss = model(input_ids=batch, labels=batch).loss
+            return loss, {}, [f"window@{s}" for s in starts.tolist()], batch.numel()
+
+        model.train()
+        live = Live(str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) \
+            if live_dir else None
+        last = fit(model.parameters(), step_fn, n_steps, lr=float(pcfg["lr"]),
+                   warmup=int(pcfg["warmup"]), min_lr_ratio=float(pcfg["min_lr_ratio"]),
+                   weight_decay=float(pcfg.get("weight_decay", 0.0)), live=live,
+                   desc=f"pretrain {model_name}")
+        if live is not None:
+            live.end()
+        model.save_pretrained(tmp)
+        summary = {
+            "model": model_name, "family": fam["family"], "parameters": count_parameters(model),
+            "vocab_size": len(tok), "corpus_tokens": len(stream), "steps": n_steps,
+            "final_loss": last["loss"], "seconds": round(time.perf_counter() - started, 1),
+        }
+        write_json(tmp / "pipa_train.json", summary)
+    return summary
+
+
+# ---------------------------------------------------------------- data helpers
+
+
+def solutions_records(solutions, correct_only: bool = False) -> list[dict]:
+    """AlphaMath solutions as labelled-record dicts (answer-level labels), for SFT/priors."""
+    rows = []
+    for s in solutions:
+        if correct_only and not s.correct:
+            continue
+        rows.append({"rid": s.sid, "sid": s.sid, "qid": s.qid, "question": s.question,
+                     "steps": s.steps, "correct": s.correct,
+                     "step_labels": [int(s.correct)] * len(s.steps), "pair": None})
+    return rows
+
+
+def load_policy_model(params: dict, model_name: str, folder: str | Path):
+    """Tokenizer and model from a stage output folder (full weights or LoRA adapter)."""
+    from pipa.models import load_model, load_tokenizer
+
+    folder = Path(folder)
+    meta_path = folder / "pipa_model.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    dtype = C.get(params, "runtime.dtype")
+    if meta.get("adapter"):
+        from peft import PeftModel
+
+        base = load_model(meta["base"], dtype)
+        model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
+        tok = load_tokenizer(meta["base"])
+    else:
+        model = load_model(folder, dtype)
+        tok = load_tokenizer(folder)
+    return tok, model
+
+
+# ---------------------------------------------------------------- SFT and priors
+
+
+def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[dict],
+             section: str, out_dir: str | Path, live_dir: str | Path | None = None) -> dict:
+    """Full fine-tuning on responses of ``records`` (SFT, or the Table 3 priors)."""
+    from dvclive import Live
+
+    from pipa.losses import ALGORITHMS
+    from pipa.training import batch_plan, build_examples, collate, fit, setup_runtime, steps_for
+    from pipa.value_head import PolicyWithValueHead
+
+    cfg = C.get(params, section)
+    seed = int(C.get(params, "seed"))
+    setup_runtime(int(C.get(params, "runtime.threads")), seed)
+    tok, model = load_policy_model(params, model_name, init_dir)
+    fmt = prompt_formatter(params, model_name, tok)
+    max_len = int(C.get(params, f"model_families.{model_name}.arch.max_len"))
+    examples, skipped = build_examples(records, tok, fmt, max_len)
+    bsz = int(cfg["batch_size"])
+    n_steps = steps_for(len(examples), bsz, float(cfg["epochs"]))
+    batches = batch_plan(examples, "unpaired", False, bsz, n_steps, seed)
+    policy = PolicyWithValueHead(model, None)
+    sft = ALGORITHMS["sft"]
+    started = time.perf_counter()
+
+    def step_fn(step: int):
+        exs = next(batches)
+        batch = collate(exs, tok.pad_token_id)
+        logps, _ = forward_logps_of(policy, batch)
+        loss, logs = sft.loss_fn(policy_logps=logps, mask=batch["response_mask"],
+                                 is_correct=torch.ones_like(batch["is_correct"]),
+                                 reduction="mean", prior_logps=batch["prior_logps"],
+                                 token_labels=batch["token_labels"])
+        return loss, {}, [e.rid for e in exs], int(batch["attention_mask"].sum())
+
+    model.train()
+    with atomic_path(out_dir) as tmp:
+        live = Live(str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) \
+            if live_dir else None
+        last = fit(model.parameters(), step_fn, n_steps, lr=float(cfg["lr"]),
+                   warmup=int(cfg.get("warmup", 0)), min_lr_ratio=float(cfg["min_lr_ratio"]),
+                   live=live, desc=f"{section} {model_name}")
+        if live is not None:
+            live.end()
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        summary = {"model": model_name, "section": section, "examples": len(examples),
+                   "skipped": skipped, "steps": n_steps, "final_loss": last["loss"],
+                   "seconds": round(time.perf_counter() - started, 1)}
+        write_json(tmp / "pipa_train.json", summary)
+    return summary
+
+
+def forward_logps_of(policy, batch):
+    from pipa.training import forward_logps
+
+    return forward_logps(policy, batch)
+
+
+@torch.no_grad()
+def response_logps(model, tok, examples, batch_size: int) -> dict[str, torch.Tensor]:
+    """log p(y_t | x, y_<t) of every response token, keyed by solution id."""
+    from tqdm import tqdm
+
+    from pipa.training import collate, forward_logps
+    from pipa.value_head import PolicyWithValueHead
+
+    policy = PolicyWithValueHead(model, None).eval()
+    out: dict[str, torch.Tensor] = {}
+    for i in tqdm(range(0, len(examples), batch_size), desc="prior log-probs", mininterval=2):
+        exs = examples[i : i + batch_size]
+        batch = collate(exs, tok.pad_token_id)
+        logps, _ = forward_logps(policy, batch)
+        for row, e in enumerate(exs):
+            out[e.sid] = logps[row][batch["response_mask"][row]].clone().contiguous()
+    return out
+
+
+def compute_prior(params: dict, model_name: str, prior_model_dir: str | Path,
+                  alphamath_path: str | Path, out_file: str | Path) -> dict:
+    """Cache the prior's per-token log-probs of every solution once, for every cell."""
+    from safetensors.torch import save_file
+
+    from pipa import alphamath
+    from pipa.training import build_examples, setup_runtime
+
+    setup_runtime(int(C.get(params, "runtime.threads")), int(C.get(params, "seed")))
+    tok, model = load_policy_model(params, model_name, prior_model_dir)
+    fmt = prompt_formatter(params, model_name, tok)
+    max_len = int(C.get(params, f"model_families.{model_name}.arch.max_len"))
+    records = solutions_records(alphamath.read(alphamath_path))
+    examples, skipped = build_examples(records, tok, fmt, max_len)
+    started = time.perf_counter()
+    logps = response_logps(model, tok, examples, int(C.get(params, "eval.batch_size")))
+    with atomic_path(out_file) as tmp:
+        save_file(logps, str(tmp))
+    return {"solutions": len(logps), "skipped": skipped,
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def evaluate_model(params: dict, model_name: str, tok, model, problems: list[dict],
+                   progress: bool = True) -> list[dict]:
+    """Generate for each problem and grade it; returns prediction rows (see ARCHITECTURE)."""
+    from pipa.generation import generate
+    from pipa.grading import get_grader
+
+    ecfg = C.get(params, "eval")
+    fmt = prompt_formatter(params, model_name, tok)
+    model.eval()
+    outputs = generate(model, tok, [fmt(p["question"]) for p in problems],
+                       max_new_tokens=int(ecfg["max_new_tokens"]),
+                       batch_size=int(ecfg["batch_size"]), temperature=0.0,
+                       stop_strings=tuple(ecfg.get("stop_strings", [])), progress=progress)
+    rows = []
+    for p, out in zip(problems, outputs):
+        verdict = get_grader(p["benchmark"]).grade(p["answer"], out)
+        rows.append({"benchmark": p["benchmark"], "id": p["id"], "output": out,
+                     "extracted": verdict.extracted, "correct": bool(verdict.correct),
+                     "malformed": bool(verdict.malformed)})
+    rows.sort(key=lambda r: (r["benchmark"], r["id"]))
+    return rows
+
+
+def eval_problems(params: dict, world_dir: str | Path, split: str) -> list[dict]:
+    """The benchmark problems of the configured world, in the common schema."""
+    from pipa.benchmarks import load_benchmark
+
+    return load_benchmark(params, world_dir, split)
+
+
+def evaluate_folder(params: dict, model_name: str, model_dir: str | Path,
+                    world_dir: str | Path, out_dir: str | Path) -> dict:
+    from pipa.grading import evaluate_predictions
+    from pipa.training import setup_runtime
+
+    setup_runtime(int(C.get(params, "runtime.threads")), int(C.get(params, "seed")))
+    tok, model = load_policy_model(params, model_name, model_dir)
+    problems = eval_problems(params, world_dir, "test")
+    started = time.perf_counter()
+    rows = evaluate_model(params, model_name, tok, model, problems)
+    metrics = {"benchmarks": evaluate_predictions(rows)}
+    seconds = round(time.perf_counter() - started, 1)
+    out_dir = Path(out_dir)
+    write_jsonl(out_dir / "predictions.jsonl", rows)
+    write_json(out_dir / "metrics.json", metrics)
+    return {"seconds": seconds, **{k: v["accuracy"] for k, v in metrics["benchmarks"].items()}}
+
+
+def validation_accuracy(params: dict, model_name: str, tok, model, val: list[dict]) -> float:
+    rows = evaluate_model(params, model_name, tok, model, val, progress=False)
+    return sum(r["correct"] for r in rows) / max(1, len(rows))
+
+
+def subsample(rows: list, n: int | None, seed: int) -> list:
+    if n is None or n >= len(rows):
+        return rows
+    rng = random.Random(seed)
+    return sorted(rng.sample(rows, n), key=lambda r: r["id"])
+
+
+# ---------------------------------------------------------------- alignment
+
+
+def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
+               labels_path: str | Path, prior_path: str | Path, sft_dir: str | Path,
+               world_dir: str | Path, out_dir: str | Path) -> dict:
+    """Train one grid cell over the learning-rate grid; keep the lr best on validation.
+
+    Output folder: the selected model (full weights, or a LoRA adapter naming its base),
+    the value head when the algorithm has one, ``dvclive/`` of the selected run and
+    ``train.json`` (validation accuracy of every lr tried, steps, timings).
+    """
+    import copy
+    import shutil
+
+    from dvclive import Live
+    from safetensors.torch import load_file
+
+    from pipa.losses import ALGORITHMS
+    from pipa.training import (batch_plan, build_examples, collate, fit, forward_logps,
+                               mismatched, setup_runtime, steps_for)
+    from pipa.value_head import PolicyWithValueHead, ValueHead, save_value_head
+
+    if algorithm not in ALGORITHMS:
+        raise C.ConfigError(f"unknown algorithm {algorithm!r}; valid: {sorted(ALGORITHMS)}")
+    spec = ALGORITHMS[algorithm]
+    acfg = C.get(params, "align")
+    setup_runtime(int(C.get(params, "runtime.threads")), seed)
+    tok, sft_model = load_policy_model(params, model_name, sft_dir)
+    fmt = prompt_formatter(params, model_name, tok)
+    max_len = int(C.get(params, f"model_families.{model_name}.arch.max_len"))
+    records = read_jsonl(labels_path)
+    examples, skipped = build_examples(records, tok, fmt, max_len)
+    prior = load_file(str(prior_path))
+    missing = [e.sid for e in examples if e.sid not in prior]
+    if missing:
+        raise ValueError(f"{prior_path}: no prior log-probs for {len(missing)} solutions "
+                         f"(e.g. {missing[:3]}); re-run the prior stage")
+    ref_model = None
+    if spec.needs_mismatched:
+        # KTO's z0 needs the prior on (x_i, y_{i+1}), which no cache can hold: batches differ
+        # per seed. A frozen copy of the reference scores only those sequences.
+        ref_model = PolicyWithValueHead(copy.deepcopy(sft_model).eval(), None)
+        for p in ref_model.parameters():
+            p.requires_grad_(False)
+    bsz = int(acfg["batch_size"])
+    n_steps = steps_for(len(examples), bsz, float(acfg["epochs"]))
+    hparams = {"beta": float(acfg["beta"]), "reduction": acfg["reduction"],
+               "ipo_normalize": bool(acfg["ipo_normalize"]), "sft_coef": float(acfg["sft_coef"])}
+    val = subsample(eval_problems(params, world_dir, "val"), acfg.get("val_problems"),
+                    int(C.get(params, "seed")))
+    lora = acfg["lora"]
+    pad = tok.pad_token_id
+    hidden = sft_model.config.hidden_size
+
+    def unpack(batch, logps, values, prefix=""):
+        return {f"{prefix}policy_logps": logps, f"{prefix}prior_logps": batch["prior_logps"],
+                f"{prefix}mask": batch["response_mask"],
+                f"{prefix}token_labels": batch["token_labels"],
+                f"{prefix}step_ids": batch["step_ids"], f"{prefix}value_logits": values}
+
+    started = time.perf_counter()
+    tried = []
+    best = None
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        for lr in C.lr_grid(params, algorithm):
+            torch.manual_seed(seed)
+            model = copy.deepcopy(sft_model)
+            if lora["enabled"]:
+                from peft import LoraConfig, get_peft_model
+
+                model = get_peft_model(model, LoraConfig(
+                    r=int(lora["r"]), lora_alpha=int(lora["alpha"]),
+                    lora_dropout=float(lora["dropout"]),
+                    target_modules=list(lora["target_modules"])))
+            head = ValueHead(hidden) if spec.needs_value_head else None
+            policy = PolicyWithValueHead(model, head)
+            policy.train()
+            batches = batch_plan(examples, spec.data_kind, spec.correct_only, bsz, n_steps, seed)
+
+            def step_fn(step: int):
+                units = next(batches)
+                seqs = ([c for c, _ in units] + [r for _, r in units]
+                        if spec.data_kind == "paired" else units)
+                batch = collate(seqs, pad, prior)
+                logps, values = forward_logps(policy, batch)
+                if spec.data_kind == "paired":
+                    n = len(units)
+                    inputs = {}
+                    for prefix, part in (("chosen_", slice(0, n)), ("rejected_", slice(n, None))):
+                        sub = {k: v[part] for k, v in batch.items()}
+                        inputs.update(unpack(sub, logps[part],
+                                             None if values is None else values[part], prefix))
+                else:
+                    inputs = unpack(batch, logps, values)
+                    inputs["is_correct"] = batch["is_correct"]
+                if spec.needs_mismatched:
+                    kl = collate(mismatched(seqs), pad)
+                    kl_logps, _ = forward_logps(policy, kl)
+                    with torch.no_grad():
+                        kl_prior, _ = forward_logps(ref_model, kl)
+                    inputs.update(kl_policy_logps=kl_logps, kl_prior_logps=kl_prior,
+                                  kl_mask=kl["response_mask"])
+                loss, logs = spec.loss_fn(**inputs, **hparams)
+                return loss, logs, [e.rid for e in seqs], int(batch["attention_mask"].sum())
+
+            live_dir = tmp / f"dvclive_lr{lr:g}"
+            live = Live(str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None)
+            trainable = list(policy.parameters())
+            last = fit(trainable, step_fn, n_steps, lr=lr,
+                       warmup=int(float(acfg["warmup_ratio"]) * n_steps),
+                       min_lr_ratio=float(acfg["min_lr_ratio"]), grad_clip=float(acfg["grad_clip"]),
+                       live=live, desc=f"{algorithm} {model_name} s{seed} lr={lr:g}")
+            live.end()
+            eval_model = model.merge_and_unload() if lora["enabled"] else model
+            acc = validation_accuracy(params, model_name, tok, copy.deepcopy(eval_model), val)
+            tried.append({"lr": lr, "val_accuracy": acc, "final": last})
+            print(f"  lr={lr:g}: validation accuracy {acc:.4f}")
+            if best is None or acc > best[0]:
+                best = (acc, lr, model, head, live_dir)
+        acc, lr, model, head, live_dir = best
+        model_dir = tmp / "model"
+        model.save_pretrained(model_dir)
+        if lora["enabled"]:
+            write_json(model_dir / "pipa_model.json", {"adapter": True, "base": str(sft_dir)})
+        else:
+            tok.save_pretrained(model_dir)
+            write_json(model_dir / "pipa_model.json", {"adapter": False})
+        if head is not None:
+            save_value_head(head, model_dir)
+        shutil.move(str(live_dir), str(tmp / "dvclive"))
+        for other in tmp.glob("dvclive_lr*"):
+            shutil.rmtree(other)
+        summary = {"algorithm": algorithm, "model": model_name, "seed": seed,
+                   "steps": n_steps, "batch_size": bsz, "examples": len(examples),
+                   "skipped": skipped, "selected_lr": lr, "val_accuracy": acc,
+                   "lr_grid": tried, "seconds": round(time.perf_counter() - started, 1)}
+        write_json(tmp / "train.json", summary)
+    return summary

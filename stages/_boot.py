@@ -1,0 +1,30 @@
+"""Shared start of every stage script: repo root on sys.path, offline guards, validated params."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# No network at run time: a missing model/dataset file fails fast instead of hanging.
+for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(key, "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("DVCLIVE_OPEN", "false")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def params(path: str = "params.yaml") -> dict:
+    """Load and validate params; a bad key stops the stage before any work, naming the fix."""
+    from pipa.config import ConfigError, load_params, validate
+
+    try:
+        loaded = load_params(path)
+        validate(loaded, path)
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
+    return loaded

@@ -1,0 +1,40 @@
+"""Stage ablation@NAME: one ablation of Tables 2-4 on every ablation model and seed.
+
+The ablation's setting, algorithm and prior come from params ``ablations.NAME``; each
+(model, seed) is aligned and evaluated in this one process (the cells are small and the
+interpreter start-up would otherwise dominate), into runs/ablation/NAME/MODEL/seedS/.
+"""
+
+import argparse
+
+import _boot
+
+from pipa.config import ConfigError, get
+from pipa.io import atomic_path
+from pipa.workflow import align_cell, evaluate_folder
+
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--name", required=True)
+parser.add_argument("--out", required=True)
+args = parser.parse_args()
+params = _boot.params()
+ablations = get(params, "ablations")
+if args.name not in ablations:
+    raise SystemExit(f"error: unknown ablation {args.name!r}; valid: {', '.join(ablations)}")
+spec = ablations[args.name]
+try:
+    with atomic_path(args.out) as tmp:
+        for model in get(params, "ablation_models"):
+            for seed in get(params, "seeds"):
+                cell = tmp / model / f"seed{seed}"
+                summary = align_cell(
+                    params, algorithm=spec["algorithm"], model_name=model, seed=int(seed),
+                    labels_path=f"data/labels/{spec['setting']}.jsonl",
+                    prior_path=f"data/prior/{spec['prior']}/{model}.safetensors",
+                    sft_dir=f"models/sft/{model}", world_dir="data/world", out_dir=cell / "align")
+                result = evaluate_folder(params, model, cell / "align" / "model", "data/world",
+                                         cell / "eval")
+                print(f"ablation {args.name} {model} seed {seed}: lr {summary['selected_lr']:g}, "
+                      f"test {result}")
+except ConfigError as err:
+    raise SystemExit(f"error: {err}") from None

@@ -1,0 +1,29 @@
+"""Stage labels: the labelled dataset of one setting (paired/unpaired × answer/step)."""
+
+import argparse
+
+import _boot
+
+from pipa import alphamath
+from pipa.config import check_threshold, get
+from pipa.io import write_json, write_jsonl
+from pipa.labels import build_setting
+
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--data", choices=["paired", "unpaired"], required=True)
+parser.add_argument("--labels", choices=["answer", "step"], required=True)
+parser.add_argument("--threshold", type=float, default=None,
+                    help="override params' threshold (the Figure 5 sweep)")
+parser.add_argument("--source", default="data/alphamath/train.json")
+parser.add_argument("--out", required=True)
+parser.add_argument("--stats", required=True)
+args = parser.parse_args()
+params = _boot.params()
+threshold = check_threshold(args.threshold if args.threshold is not None
+                            else get(params, "threshold"))
+solutions = alphamath.read(args.source)
+records, stats = build_setting(solutions, args.data, args.labels, threshold,
+                               int(get(params, "seed")))
+write_jsonl(args.out, records)
+write_json(args.stats, stats)
+print(f"labels {args.data}/{args.labels} (threshold {threshold}): {len(records)} records")

@@ -1,0 +1,13 @@
+"""Stage world: the built-in world's problems (two tiers, three splits) and corpora."""
+
+import argparse
+
+import _boot
+
+from pipa.workflow import make_world
+
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--out", default="data/world")
+args = parser.parse_args()
+stats = make_world(_boot.params(), args.out)
+print(f"world: {stats}")
