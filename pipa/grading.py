@@ -253,7 +253,9 @@ def wilson_interval(n_correct: int, n: int, z: float = Z95) -> tuple[float, floa
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    lo = 0.0 if n_correct == 0 else max(0.0, centre - half)
+    hi = 1.0 if n_correct == n else min(1.0, centre + half)
+    return (lo, hi)
 
 
 def evaluate_predictions(rows: Iterable[dict]) -> dict:

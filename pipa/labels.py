@@ -82,6 +82,7 @@ def _check_unique_sids(solutions: Sequence[Solution]) -> None:
 
 def label_solutions(solutions: Iterable[Solution], labels: str, threshold: float) -> list[dict]:
     """Unpaired records of every solution, sorted by (qid, row, sid), ``pair`` None."""
+    _check_choice("labels", labels, LABELS)
     sols = sorted(solutions, key=lambda s: (s.qid, s.row, s.sid))
     _check_unique_sids(sols)
     check_threshold(threshold)

@@ -647,7 +647,7 @@ def pipa_log_probs(
     log(1 - F_t) = logsigmoid(-a_t).
     """
     if variant == "m":
-        log_f = (policy_logps + log_g - prior_logps).clamp(max=_LOG_CLIP)
+        log_f = (policy_logps + log_g - prior_logps)
         return log_f, log1mexp(log_f)
     if variant == "n":
         a = policy_logps + log_g - prior_logps - log_1mg

@@ -198,17 +198,15 @@ def expected_cells(params: dict) -> dict[str, list[Cell]]:
 def expected_files(params: dict) -> list[tuple[str, str]]:
     """(path, producing stage) of every file the report reads."""
     cells = expected_cells(params)
-    files: list[tuple[str, str]] = []
-    for c in cells["sft"] + cells["threshold"]:
-        files.append((c.metrics, c.stage()))
-    for c in cells["main"] + cells["ablation"]:
-        files += [(c.metrics, c.stage()), (c.predictions, c.stage())]
     curves = {k: ["value_label_likelihood"] for k in _fig3_sources(params)}
     for k in _fig4_sources(params):
         curves.setdefault(k, []).extend(["reward_correct", "reward_incorrect"])
-    for c in cells["main"]:
-        for name in curves.get((c.setting, c.algorithm), []):
+    files: list[tuple[str, str]] = [(c.metrics, c.stage()) for c in cells["sft"]]
+    for c in cells["main"] + cells["ablation"]:
+        files += [(c.metrics, c.stage()), (c.predictions, c.stage())]
+        for name in curves.get((c.setting, c.algorithm), []) if c.group == "main" else []:
             files.append((c.curve(name), c.stage("align")))
+    files += [(c.metrics, c.stage()) for c in cells["threshold"]]
     return files
 
 
@@ -391,9 +389,10 @@ def _main_mean(summary, setting, alg, model, bench) -> float:
 
 def significance(col: Collected, summary: pd.DataFrame | None = None,
                  n_boot: int = N_BOOT) -> pd.DataFrame:
-    """Paired bootstraps: per setting x model x benchmark, the best PIPA against the best
-    other algorithm (the continued-SFT control included) and against the control; per
-    ablation, the ablated variant against its baseline (two-sided)."""
+    """Paired bootstraps: per setting x model x benchmark, the best PIPA (by mean) against
+    the best other algorithm (the continued-SFT control included), the best of the paper's
+    baselines (control excluded) and the control, one-sided; per ablation, the ablated
+    variant against its baseline, two-sided."""
     summary = _summary(col) if summary is None else summary
     rows = []
 
@@ -419,6 +418,9 @@ def significance(col: Collected, summary: pd.DataFrame | None = None,
                 best_p = max(pipas, key=mean)
                 best_o = max(others, key=mean)
                 comps = [("vs_best_baseline", best_o)]
+                paper_bases = [a for a in others if a != "sft_cont"]
+                if paper_bases:
+                    comps.append(("vs_best_paper_baseline", max(paper_bases, key=mean)))
                 if "sft_cont" in others:
                     comps.append(("vs_sft_cont", "sft_cont"))
                 for name, other in comps:
@@ -483,7 +485,11 @@ def _tex_escape(s: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"),
                  ("#", r"\#"), ("<", r"$<$"), (">", r"$>$")):
         s = s.replace(a, b)
-    return s.replace("±", r"$\pm$").replace("—", "--")
+    return s.replace("±", r"$\pm$").replace("—", "--").replace(" · ", ", ")
+
+
+def _short(alg: str) -> str:
+    return "control" if alg == "sft_cont" else paper.display(alg)
 
 
 def _bold_md(cell: str) -> str:
@@ -512,7 +518,7 @@ class Table:
             for lead, cells, bold in block:
                 shown = [_bold_md(c) if b else c for c, b in zip(cells, bold)]
                 lines.append("| " + " | ".join(lead + shown) + " |")
-        lines += [""] + [f"{n}" for n in self.notes]
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in self.notes]
         return "\n".join(lines) + "\n"
 
     def latex(self) -> str:
@@ -612,8 +618,8 @@ def table1(col: Collected, summary: pd.DataFrame | None = None,
             block.append((["", "", paper.display(alg)], cells,
                           [bold[(alg, m, b)] for m, b in columns]))
         if sig is not None and len(sig):
-            for comp, title in (("vs_best_baseline", "p_boot: best PIPA vs best other"),
-                                ("vs_sft_cont", "p_boot: best PIPA vs control")):
+            for comp, title in (("vs_best_baseline", "p_boot: best PIPA vs best baseline"),
+                                ("vs_sft_cont", "p_boot: best PIPA vs continued SFT")):
                 s = sig[(sig["table"] == 1) & (sig["setting"] == setting)
                         & (sig["comparison"] == comp)]
                 if s.empty:
@@ -621,8 +627,8 @@ def table1(col: Collected, summary: pd.DataFrame | None = None,
                 cells = []
                 for m, b in columns:
                     r = s[(s["model"] == m) & (s["benchmark"] == b)].iloc[0]
-                    cells.append(f"{fmt_p(r['p_boot'])} ({paper.display(r['a'])} vs "
-                                 f"{paper.display(r['b'])})")
+                    cells.append(f"{fmt_p(r['p_boot'])} ({_short(r['a'])} vs "
+                                 f"{_short(r['b'])})")
                 block.append((["", "", title], cells, [False] * len(columns)))
         blocks.append(block)
     notes = [_seeds_note(col),
@@ -776,9 +782,10 @@ def figure3(col: Collected, out: Path) -> dict[str, pd.DataFrame]:
             for alg in [a for s, a in sources if s == setting]:
                 band = seed_band(col, _main_cells(col, setting, alg, model),
                                  "value_label_likelihood")
-                line, = ax.plot(band["step"], band["mean"], label=paper.display(alg))
+                color = f"C{paper.PIPA_ALGORITHMS.index(alg)}"
+                ax.plot(band["step"], band["mean"], color=color, label=paper.display(alg))
                 ax.fill_between(band["step"], band["min"], band["max"], alpha=0.2,
-                                color=line.get_color(), linewidth=0)
+                                color=color, linewidth=0)
                 part = band[["step", "mean"]].rename(columns={"mean": f"{alg}_{setting}"})
                 wide = part if wide is None else wide.merge(part, on="step", how="outer")
             ax.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance (g = 0.5)")
@@ -792,7 +799,7 @@ def figure3(col: Collected, out: Path) -> dict[str, pd.DataFrame]:
                 ax.set_visible(False)
         n = len(col.seeds)
         fig.suptitle("Figure 3: value head's likelihood of the token labels, "
-                     "(Π_t p(c_t | x, y<t))^(1/T), during PIPA training\n"
+                     r"$(\prod_t p(c_t \mid x, y_{<t}))^{1/T}$, during PIPA training" "\n"
                      f"{model_label(col.params, col.benchmarks, model)}; line = mean over "
                      f"{n} seed{'s' if n != 1 else ''}, band = min-max over seeds",
                      fontsize=10)
@@ -831,8 +838,8 @@ def figure4(col: Collected, out: Path) -> dict[str, pd.DataFrame]:
             ax.set_xlabel("training step (optimizer updates)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-        axes[0].set_ylabel("implicit reward R(y) = Σ_t log π_θ/π_ref (nats),\n"
-                           "batch mean")
+        axes[0].set_ylabel(r"implicit reward $R(y)=\sum_t \log \pi_\theta / \pi_{ref}$"
+                           "\n(nats, batch mean)")
         n = len(col.seeds)
         fig.suptitle("Figure 4: implicit reward of correct and incorrect samples during "
                      "training, DPO against Step-DPO\n"
@@ -875,7 +882,8 @@ def figure5(col: Collected, out: Path, sweep: pd.DataFrame) -> None:
     default = float(col.params["threshold"])
     ax.axvline(default, color="grey", linestyle="--", linewidth=1,
                label=f"default threshold {default:g} (main grid)")
-    ax.set_xlabel("threshold on Q for labelling a step of a wrong answer correct")
+    ax.set_xlabel("threshold on the step value Q (in [-1, 1]) above which a step of a "
+                  "wrong answer is labelled correct", fontsize=8)
     ax.set_ylabel(f"accuracy on {benchmark_label(col.params, col.benchmarks, bench)} (%)")
     n = len(col.seeds)
     ax.set_title(f"Figure 5: step-level {paper.display(col.params['sweep_algorithm'])} "
@@ -937,6 +945,12 @@ def agreement(col: Collected, summary: pd.DataFrame, sig: pd.DataFrame,
     """Plain-word findings, each computed from the numbers next to the paper's."""
     out = []
     cols = _columns(col, col.models)
+    directions = []  # (what, ours a > b, paper a > b) for every comparison the paper has
+
+    def direction(what, ours_a, ours_b, paper_a, paper_b):
+        if None not in (paper_a, paper_b) and not math.isnan(ours_a - ours_b):
+            directions.append((what, ours_a > ours_b, paper_a > paper_b))
+
     # Table 1: each PIPA variant against each paper baseline of its block
     for setting, algs in _settings(col.params).items():
         data, labels = _split_setting(setting)
@@ -949,15 +963,22 @@ def agreement(col: Collected, summary: pd.DataFrame, sig: pd.DataFrame,
                 for m, b in cols:
                     pb = _paper_bench(col.benchmarks, b)
                     if pb:
-                        pc.append((paper.paper_table1(data, labels, p, m, pb),
-                                   paper.paper_table1(data, labels, base, m, pb)))
+                        pair = (paper.paper_table1(data, labels, p, m, pb),
+                                paper.paper_table1(data, labels, base, m, pb))
+                        pc.append(pair)
+                        direction(f"{paper.display(p)} vs {paper.display(base)}, {data}/{labels}"
+                                  f", {_short_col(col, m, b)}",
+                                  _main_mean(summary, setting, p, m, b),
+                                  _main_mean(summary, setting, base, m, b), *pair)
                 pw, pn = _count(pc)
                 ptxt = f"paper: {pw} of {pn}" if pn else "paper: no numbers"
                 out.append(f"{paper.display(p)} beats {paper.display(base)} in {ours[0]} of "
                            f"{ours[1]} columns of {data}/{labels} ({ptxt}).")
     t1 = sig[sig["table"] == 1] if len(sig) else sig
     for comp, what in (("vs_best_baseline", ("the best other algorithm of its block (control "
-                        "included)")), ("vs_sft_cont", "the continued-SFT control")):
+                        "included)")),
+                       ("vs_best_paper_baseline", "the best of the paper's baselines"),
+                       ("vs_sft_cont", "the continued-SFT control")):
         s = t1[t1["comparison"] == comp] if len(t1) else t1
         if len(s):
             k = int(((s["p_boot"] < ALPHA) & (s["diff"] > 0)).sum())
@@ -1005,6 +1026,9 @@ def agreement(col: Collected, summary: pd.DataFrame, sig: pd.DataFrame,
             if pb:
                 ppairs.append((paper.paper_ablation(name, "row", m, pb),
                                paper.paper_ablation(name, "baseline", m, pb)))
+                direction(f"{paper.ablation_display(name, spec)} vs "
+                          f"{paper.display(spec['baseline'])}, {_short_col(col, m, b)}",
+                          *pairs[-1], *ppairs[-1])
         ours, (pw, pn) = _count(pairs), _count(ppairs)
         s = sig[sig["comparison"] == f"ablation:{name}"] if len(sig) else sig
         nsig = int((s["p_boot"] < ALPHA).sum()) if len(s) else 0
@@ -1047,7 +1071,27 @@ def agreement(col: Collected, summary: pd.DataFrame, sig: pd.DataFrame,
             out.append(f"Figure 5 ({model}): the best threshold is {best['threshold']:g} "
                        f"({best['mean']:.2f}%), {'an intermediate' if inner else 'an extreme'} "
                        "value of the sweep (paper: an intermediate threshold is best).")
+    if directions:
+        agree = [d for d in directions if d[1] == d[2]]
+        depart = [d for d in directions if d[1] != d[2]]
+        text = (f"Overall, the direction of {len(agree)} of {len(directions)} pairwise "
+                "comparisons that the paper also reports (Table 1 PIPA against each baseline, "
+                "Tables 2-4 ablations, per column) agrees with the paper")
+        if depart:
+            text += "; it departs on: " + "; ".join(
+                f"{w} ({'higher' if o else 'not higher'} here, "
+                f"{'higher' if pp else 'not higher'} in the paper)" for w, o, pp in depart)
+        out.insert(0, text + ".")
     return out
+
+
+def _short_col(col: Collected, model: str, bench: str) -> str:
+    return f"{model}/{bench}"
+
+
+def _ablation_words(name: str, spec: dict) -> str:
+    return (f"`{name}` (Table {spec.get('table')}): {spec.get('algorithm')} with prior "
+            f"{spec.get('prior', 'sft')} against {spec.get('baseline')} in {spec.get('setting')}")
 
 
 def _fmt_seconds(s: float) -> str:
@@ -1086,7 +1130,7 @@ def readme(col: Collected, tables: list[Table], sig: pd.DataFrame, findings: lis
              "- Algorithms per setting: " + "; ".join(
                  f"{s}: {', '.join(a)}" for s, a in _settings(p).items()),
              f"- Ablations (models {p.get('ablation_models', [])}): " + "; ".join(
-                 f"{n} = {p['ablations'][n]}" for n in p.get("ablation_names", [])),
+                 _ablation_words(n, p["ablations"][n]) for n in p.get("ablation_names", [])),
              (f"- Step-label threshold: {p['threshold']}; Figure 5 sweep: "
              f"{[float(t) for t in _sweep(p)]} with `{p.get('sweep_algorithm')}` (the default "
              "threshold is the main-grid cell, not a rerun)."),
@@ -1135,7 +1179,8 @@ def build(params: dict, root: str | Path, out: str | Path) -> dict:
         _write_text(stem.with_suffix(".tex"), t.latex())
         _write_csv(t.long, stem.with_suffix(".csv"))
         written += [f"table{t.number}.{x}" for x in ("md", "tex", "csv")]
-    _write_csv(sig, out / "significance.csv")
+    _write_csv(sig.round({"mean_a": 4, "mean_b": 4, "diff": 4, "p_boot": 4}),
+               out / "significance.csv")
     curves3 = figure3(col, out)
     curves4 = figure4(col, out)
     sweep = threshold_sweep(col, summary) if params.get("sweep_thresholds") else pd.DataFrame()

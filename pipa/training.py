@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 
 from pipa.labels import step_index, token_labels
 from pipa.models import encode_example
@@ -171,15 +170,13 @@ def steps_for(n_sequences: int, batch_size: int, epochs: float) -> int:
 def forward_logps(policy, batch: dict[str, torch.Tensor]):
     """Per-token log-probs (N, L) and value logits aligned the same way (or None).
 
-    ``policy`` is a ``PolicyWithValueHead``. The value logit at position t comes from the
-    hidden state that predicts token t (position t-1), as the paper defines g_t.
+    ``policy`` is a ``PolicyWithValueHead``: position t holds log pi(token t | tokens < t)
+    and the value logit from the hidden state that predicts token t, as the paper defines g_t.
     """
+    from pipa.value_head import token_logps
+
     logits, value = policy(batch["input_ids"], batch["attention_mask"])
-    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
-    tok = logp.gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
-    token_logps = F.pad(tok, (1, 0))
-    value_logits = None if value is None else F.pad(value[:, :-1].float(), (1, 0))
-    return token_logps, value_logits
+    return token_logps(logits, batch["input_ids"]), value
 
 
 def check_finite(step: int, ids: list[str], **quantities) -> None:

@@ -23,24 +23,23 @@ def make_world(params: dict, out_dir: str | Path) -> dict:
     """Problems (train/val/test × two tiers) and the two families' pretraining corpora."""
     from pipa import world
 
-    wcfg = C.get(params, "world")
+    wcfg = world.world_cfg(C.get(params, "world"))
     seed = int(C.get(params, "seed"))
-    splits = world.make_splits(wcfg["sizes"], seed)
-    heldout = {p["question"] for s in ("val", "test") for p in splits[s]}
+    splits = world.make_splits(wcfg, seed)
+    heldout = [p["question"] for s in ("val", "test") for p in splits[s]]
     stats: dict = {"problems": {s: len(v) for s, v in splits.items()}}
+    families = C.get(params, "model_families")
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for split, problems in splits.items():
             write_jsonl(tmp / f"{split}.jsonl", problems)
-        for name, fam in C.get(params, "model_families").items():
+        for index, name in enumerate(sorted(families)):
             docs = world.pretraining_corpus(
-                n_docs=int(wcfg["corpus_docs"]),
-                style=fam["style"],
-                error_cfg=wcfg["errors"],
-                sizes=wcfg["sizes"],
-                exclude=heldout,
-                seed=seed + 1000 + sorted(C.get(params, "model_families")).index(name),
+                splits["train"], families[name]["style"], wcfg["errors"],
+                int(wcfg["corpus"]["n_docs"]), seed + 1000 + index, exclude=heldout,
+                fresh_share=float(wcfg["corpus"]["fresh_share"]), tiers_cfg=wcfg["tiers"],
             )
+            # NUL never occurs in the world's text, so it separates documents safely.
             (tmp / f"corpus_{name}.txt").write_text("\x00".join(docs))
             stats[f"corpus_{name}_docs"] = len(docs)
         write_json(tmp / "stats.json", stats)
@@ -266,6 +265,7 @@ def evaluate_model(params: dict, model_name: str, tok, model, problems: list[dic
 
     ecfg = C.get(params, "eval")
     fmt = prompt_formatter(params, model_name, tok)
+    setting = grading_setting(params)
     model.eval()
     outputs = generate(model, tok, [fmt(p["question"]) for p in problems],
                        max_new_tokens=int(ecfg["max_new_tokens"]),
@@ -273,7 +273,7 @@ def evaluate_model(params: dict, model_name: str, tok, model, problems: list[dic
                        stop_strings=tuple(ecfg.get("stop_strings", [])), progress=progress)
     rows = []
     for p, out in zip(problems, outputs):
-        verdict = get_grader(p["benchmark"]).grade(p["answer"], out)
+        verdict = get_grader(p["benchmark"], setting=setting).grade(p["answer"], out)
         rows.append({"benchmark": p["benchmark"], "id": p["id"], "output": out,
                      "extracted": verdict.extracted, "correct": bool(verdict.correct),
                      "malformed": bool(verdict.malformed)})
@@ -281,11 +281,29 @@ def evaluate_model(params: dict, model_name: str, tok, model, problems: list[dic
     return rows
 
 
-def eval_problems(params: dict, world_dir: str | Path, split: str) -> list[dict]:
-    """The benchmark problems of the configured world, in the common schema."""
-    from pipa.benchmarks import load_benchmark
+def grading_setting(params: dict) -> str:
+    """'world' for the built-in world, 'real' for GSM8K/MATH (picks the grader)."""
+    return "world" if C.get(params, "data.source") == "builtin" else "real"
 
-    return load_benchmark(params, world_dir, split)
+
+def eval_problems(params: dict, world_dir: str | Path, split: str) -> list[dict]:
+    """The benchmark problems of the configured world, in the common schema.
+
+    Built-in world: the tiers named in ``data.benchmarks`` of ``split``. Real setting: the
+    test split of each benchmark from ``data.benchmark_dir``; validation (lr selection)
+    then uses ``data.val_benchmark`` problems drawn from GSM8K train, never a test set.
+    """
+    from pipa import benchmarks
+
+    names = list(C.get(params, "data.benchmarks"))
+    if grading_setting(params) == "world":
+        rows = benchmarks.load_world_tier(load_split(world_dir, split))
+        return [r for r in rows if r["benchmark"] in names]
+    data_dir = C.get(params, "data.benchmark_dir")
+    if split == "test":
+        return [row for name in names for row in benchmarks.load_benchmark(name, data_dir)]
+    val = benchmarks.load_gsm8k(Path(data_dir) / "gsm8k" / "train.jsonl")
+    return [dict(r, benchmark="gsm8k") for r in val]
 
 
 def evaluate_folder(params: dict, model_name: str, model_dir: str | Path,

@@ -400,7 +400,7 @@ def split_steps(text: str) -> list[str]:
     first final-answer step. A last line without a newline gets one, so the steps concatenate
     to the (possibly truncated) text plus at most that newline."""
     steps: list[str] = []
-    for line in text.splitlines(keepends=True):
+    for line in re.findall(r"[^\n]*\n|[^\n]+$", text):
         if not line.endswith("\n"):
             line += "\n"
         steps.append(line)

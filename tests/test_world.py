@@ -131,6 +131,8 @@ def test_check():
 def test_split_steps():
     assert world.split_steps("1+1=2\nAnswer: 2\nQ: junk\n") == ["1+1=2\n", "Answer: 2\n"]
     assert world.split_steps("1+1=2\n1+2") == ["1+1=2\n", "1+2\n"]
+    assert world.split_steps("a\rb\n\nAnswer: 3") == ["a\rb\n", "\n", "Answer: 3\n"]
+    assert world.split_steps("") == []
 
 
 # ---------------------------------------------------------------- digit bugs
@@ -205,7 +207,7 @@ def test_carry_and_mul_carry_fire_where_needed():
     p = _problem("Max 57 toys +20 *3 ?")
     tr = world.solve_trace(p, "ds", {"mul_carry": 1.0}, random.Random(0))
     assert tr.steps[:2] == ["57+20=77\n", "77*3=211\n"] and tr.errors == [(1, "mul_carry")]
-    p = _problem("Max 21 toys +25 *2 ?")  # no carry anywhere
+    p = _problem("Max 21 toys +22 *2 ?")  # no carry anywhere
     assert world.solve_trace(p, "ds", ALL_ERRORS, random.Random(0)).correct
 
 

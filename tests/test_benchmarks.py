@@ -1,0 +1,145 @@
+"""Benchmark loaders: one schema, gold answers, clear errors, and gold self-grading."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipa.benchmarks import (
+    GSM8K_TEST,
+    MATH500_TEST,
+    MATH_TEST,
+    SHARED_DATA,
+    boxed_contents,
+    gsm8k_final_answer,
+    last_boxed,
+    load_benchmark,
+    load_gsm8k,
+    load_math,
+    load_math500,
+    load_world_tier,
+    math500_answer_mismatches,
+    strip_thousands_commas,
+)
+from pipa.grading import MathVerifyGrader
+
+SCHEMA = {"id", "question", "answer", "benchmark"}
+needs_data = pytest.mark.skipif(not GSM8K_TEST.is_file(), reason="shared data not present")
+
+
+def test_shared_data_constant_points_beside_repo():
+    assert SHARED_DATA.parts[-2:] == ("shared", "data")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("a \\boxed{1} b \\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),
+        ("\\boxed{\\{1,2\\}}", "\\{1,2\\}"),
+        ("\\boxed{a^{2}+\\sqrt{b_{1}}}.", "a^{2}+\\sqrt{b_{1}}"),
+        ("\\fbox{x} then \\boxed{y}", "y"),
+        ("\\boxed{y} then \\fbox{x}", "x"),
+        ("$\\boxed 3$", "3"),
+        ("\\boxed{unclosed", None),
+        ("nothing", None),
+        ("\\boxedfoo{1}", None),
+    ],
+)
+def test_last_boxed(text, expected):
+    assert last_boxed(text) == expected
+
+
+def test_boxed_contents_order():
+    assert boxed_contents("\\fbox{1} \\boxed{2} \\fbox{3}") == ["1", "2", "3"]
+
+
+def test_gsm8k_answer_and_commas():
+    assert gsm8k_final_answer("blah <<2*3=6>>6\n#### 1,234") == "1234"
+    assert gsm8k_final_answer("#### -5") == "-5"
+    assert strip_thousands_commas("1,234,567 and 1,2") == "1234567 and 1,2"
+    with pytest.raises(ValueError, match="####"):
+        gsm8k_final_answer("no marker")
+
+
+def test_missing_file_is_clear(tmp_path):
+    missing = tmp_path / "nope" / "test.jsonl"
+    for loader in (load_gsm8k, load_math, load_math500):
+        with pytest.raises(FileNotFoundError, match="nope") as info:
+            loader(missing)
+        assert "README" in str(info.value)
+
+
+def test_small_files(tmp_path):
+    g = tmp_path / "g.jsonl"
+    g.write_text(json.dumps({"question": "q?", "answer": "x\n#### 70,000"}) + "\n")
+    assert load_gsm8k(g) == [
+        {"id": "gsm8k-0000", "question": "q?", "answer": "70000", "benchmark": "gsm8k"}]
+    m = tmp_path / "m.jsonl"
+    m.write_text(json.dumps({"problem": "p", "solution": "so \\boxed{\\frac{1}{2}}.",
+                             "idx": 7}) + "\n")
+    assert load_math(m)[0] == {"id": "math-0007", "question": "p", "answer": "\\frac{1}{2}",
+                               "benchmark": "math"}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"problem": "p", "solution": "no box"}) + "\n")
+    with pytest.raises(ValueError, match="boxed"):
+        load_math(bad)
+
+
+def test_world_tier():
+    problems = [
+        {"id": "w-2", "tier": "gsm", "question": "Max 3 +4 ?", "answer": "7", "steps": []},
+        {"id": "w-1", "tier": "gsm", "question": "Ann 2 *3 ?", "answer": "6", "steps": []},
+    ]
+    rows = load_world_tier(problems)
+    assert [r["id"] for r in rows] == ["w-1", "w-2"]
+    assert all(set(r) == SCHEMA and r["benchmark"] == "gsm" for r in rows)
+    assert load_world_tier(problems, benchmark="math")[0]["benchmark"] == "math"
+
+
+@needs_data
+def test_real_loaders_schema_and_sizes():
+    for name, n in (("gsm8k", 1319), ("math", 5000), ("math500", 500)):
+        rows = load_benchmark(name)
+        assert len(rows) == n
+        assert all(set(r) == SCHEMA and r["benchmark"] == name for r in rows)
+        assert len({r["id"] for r in rows}) == n
+        assert all(r["answer"] for r in rows)
+    assert load_gsm8k(GSM8K_TEST)[2]["answer"] == "70000"
+    assert load_math(MATH_TEST)[2]["answer"] == "\\dfrac{9}{7}"
+    assert load_math500(MATH500_TEST)[0]["id"] == "test/precalculus/807.json"
+
+
+@needs_data
+def test_math500_answer_field_matches_last_box():
+    assert math500_answer_mismatches(MATH500_TEST) == []
+
+
+def _self_grade(loader, path, field, numeric, limit=None):
+    from pipa.io import read_jsonl
+
+    problems = loader(path)[:limit]
+    raw = read_jsonl(path)[:limit]
+    g = MathVerifyGrader(numeric=numeric)
+    return [p["id"] for p, r in zip(problems, raw) if not g.grade(p["answer"], r[field]).correct]
+
+
+@needs_data
+@pytest.mark.parametrize("loader, path, field, numeric", [
+    (load_gsm8k, GSM8K_TEST, "answer", True),
+    (load_math, MATH_TEST, "solution", False),
+    (load_math500, MATH500_TEST, "solution", False),
+])
+def test_gold_self_grading_slice(loader, path, field, numeric):
+    assert _self_grade(loader, path, field, numeric, limit=40) == []
+
+
+@needs_data
+@pytest.mark.slow
+@pytest.mark.parametrize("loader, path, field, numeric", [
+    (load_gsm8k, GSM8K_TEST, "answer", True),
+    (load_math, MATH_TEST, "solution", False),
+    (load_math500, MATH500_TEST, "solution", False),
+])
+def test_gold_self_grading_full(loader, path, field, numeric):
+    assert _self_grade(loader, path, field, numeric) == []

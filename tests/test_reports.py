@@ -1,0 +1,251 @@
+"""Report stage on a synthetic run tree: tables, missing-cell error, bootstrap, figures."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipa import paper_numbers, reports
+
+N = 40  # problems per benchmark
+BENCHES = ("gsm", "math")
+
+PARAMS = {
+    "threshold": 0.5,
+    "models": ["ds", "qw"],
+    "seeds": [0, 1],
+    "algorithms": {
+        "paired_answer": ["sft_cont", "dpo", "pipa_m", "pipa_n"],
+        "paired_step": ["sft_cont", "step_dpo", "pipa_m"],
+        "unpaired_answer": ["sft_cont", "kto", "pipa_m"],
+        "unpaired_step": ["sft_cont", "step_kto", "pipa_m", "pipa_n"],
+    },
+    "ablation_models": ["ds"],
+    "ablation_names": ["fixed_g_m", "kto_sft"],
+    "ablations": {
+        "fixed_g_m": {"table": 2, "setting": "unpaired_step", "algorithm": "pipa_m_fixed_g",
+                      "prior": "sft", "baseline": "pipa_m"},
+        "kto_sft": {"table": 4, "setting": "unpaired_answer", "algorithm": "kto_sft",
+                    "prior": "sft", "baseline": "kto"},
+    },
+    "sweep_thresholds": [0.0, 0.75],
+    "sweep_algorithm": "pipa_m",
+}
+
+# number of correct problems (of N) at seed 0; seed s adds s
+QUALITY = {"sft_cont": 20, "dpo": 18, "step_dpo": 19, "kto": 22, "step_kto": 21,
+           "pipa_m": 26, "pipa_n": 34}
+CONTROL_WINS = "unpaired_answer"  # here the control gets 30: it must be bold
+
+
+def _k_main(setting: str, alg: str, seed: int) -> int:
+    if setting == CONTROL_WINS and alg == "sft_cont":
+        return 30 + seed
+    return QUALITY[alg] + seed
+
+
+def _write_eval(root: Path, run_dir: str, k: int) -> None:
+    ev = root / run_dir / "eval"
+    ev.mkdir(parents=True, exist_ok=True)
+    rows, bench = [], {}
+    for b in BENCHES:
+        kb = k if b == "gsm" else max(0, k - 5)  # the harder tier
+        for i in range(N):
+            rows.append({"benchmark": b, "id": f"{b}-{i:03d}", "output": "", "extracted": "",
+                         "correct": i < kb, "malformed": False})
+        bench[b] = {"accuracy": kb / N, "n": N, "n_correct": kb, "ci95": [0, 1],
+                    "n_malformed": 0}
+    (ev / "metrics.json").write_text(json.dumps({"benchmarks": bench}, sort_keys=True))
+    (ev / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _write_curve(root: Path, run_dir: str, name: str, values) -> None:
+    d = root / run_dir / "align" / "dvclive" / "plots" / "metrics" / "train"
+    d.mkdir(parents=True, exist_ok=True)
+    lines = ["timestamp\tstep\t" + name]
+    lines += [f"{1000 + i}\t{i}\t{v}" for i, v in enumerate(values)]
+    (d / f"{name}.tsv").write_text("\n".join(lines) + "\n")
+
+
+def make_tree(root: Path) -> None:
+    steps = np.arange(20)
+    for m in PARAMS["models"]:
+        _write_eval(root, f"runs/sft/{m}", 15)
+        for setting, algs in PARAMS["algorithms"].items():
+            for alg in algs:
+                for s in PARAMS["seeds"]:
+                    run = f"runs/main/{setting}/{alg}/{m}/seed{s}"
+                    _write_eval(root, run, _k_main(setting, alg, s))
+                    if alg in ("pipa_m", "pipa_n"):
+                        _write_curve(root, run, "value_label_likelihood",
+                                     0.5 + 0.01 * steps + 0.002 * s)
+                    if alg in ("dpo", "step_dpo"):
+                        sign = -1 if alg == "dpo" else 1
+                        _write_curve(root, run, "reward_correct", sign * 0.1 * steps)
+                        _write_curve(root, run, "reward_incorrect",
+                                     ["nan"] + list(-0.3 * steps[1:]))
+    for name, k in (("fixed_g_m", 22), ("kto_sft", 23)):
+        for s in PARAMS["seeds"]:
+            _write_eval(root, f"runs/ablation/{name}/ds/seed{s}", k + s)
+    for t, k in ((0.0, 24), (0.75, 25)):
+        for s in PARAMS["seeds"]:
+            _write_eval(root, f"runs/threshold/{t}/ds/seed{s}", k + s)
+    (root / "runs" / "timing.json").write_text(json.dumps({"eval_paired_answer@dpo-ds-0": 90}))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tree")
+    make_tree(root)
+    # a stale cell from an older grid: must be ignored, never globbed
+    _write_eval(root, "runs/main/paired_answer/ipo/ds/seed0", 40)
+    out = root / "reports"
+    result = reports.build(PARAMS, root, out)
+    return root, out, result
+
+
+def test_table1_csv_long_format_and_numbers(built):
+    _, out, _ = built
+    df = pd.read_csv(out / "table1.csv")
+    assert list(df.columns) == ["data", "labels", "algorithm", "model", "benchmark", "mean",
+                                "std", "n_seeds", "paper"]
+    assert "ipo" not in set(df["algorithm"])
+    cell = df[(df.data == "paired") & (df.labels == "answer") & (df.algorithm == "dpo")
+              & (df.model == "ds") & (df.benchmark == "gsm")].iloc[0]
+    # seeds: 18/40 and 19/40 -> 45.0 and 47.5
+    assert cell["mean"] == pytest.approx(46.25)
+    assert cell["std"] == pytest.approx(np.std([45.0, 47.5], ddof=1))
+    assert cell["n_seeds"] == 2
+    assert cell["paper"] == pytest.approx(68.39)
+    qw_math = df[(df.data == "paired") & (df.labels == "answer") & (df.algorithm == "dpo")
+                 & (df.model == "qw") & (df.benchmark == "math")].iloc[0]
+    assert qw_math["paper"] == pytest.approx(47.78)
+    assert qw_math["mean"] == pytest.approx(np.mean([13 / 40, 14 / 40]) * 100)
+    ctrl = df[df.algorithm == "sft_cont"]
+    assert ctrl["paper"].isna().all() and len(ctrl) == 4 * 2 * 2
+    sft = df[df.algorithm == "sft"]
+    assert len(sft) == 4 and (sft["mean"] == 37.5).any() and (sft["n_seeds"] == 1).all()
+
+
+def test_table1_markdown_bold_paper_and_p(built):
+    _, out, _ = built
+    md = (out / "table1.md").read_text()
+    # PIPA-N is best in paired/answer, ds gsm: 34, 35 of 40 -> 86.25 ± 1.77; paper 80.29
+    assert "**86.25 ± 1.77** (paper 80.29)" in md
+    assert "46.25 ± 1.77 (paper 68.39)" in md and "**46.25" not in md
+    lines = md.splitlines()
+    # the control wins unpaired/answer (30, 31 of 40 = 76.25): it is bold there
+    assert any("Continued SFT (control)" in ln and "**76.25 ± 1.77** (paper —)" in ln
+               for ln in lines)
+    assert "SFT model (start point)" in md and "37.50 ± —" in md
+    assert "p_boot: best PIPA vs best baseline" in md
+    assert "Tier 1 (GSM8K stand-in)" in md
+    tex = (out / "table1.tex").read_text()
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"\textbf{86.25 $\pm$ 1.77}" in tex
+
+
+def test_ablation_tables(built):
+    _, out, _ = built
+    t2 = pd.read_csv(out / "table2.csv")
+    row = t2[(t2.role == "ablation") & (t2.benchmark == "gsm")].iloc[0]
+    base = t2[(t2.role == "baseline") & (t2.benchmark == "gsm")].iloc[0]
+    assert row["row"] == "PIPA-M (g=0.5)" and row["paper"] == pytest.approx(73.54)
+    assert base["algorithm"] == "pipa_m" and base["paper"] == pytest.approx(78.24)
+    assert base["mean"] == pytest.approx(66.25)  # main-grid unpaired_step pipa_m, ds
+    assert row["mean"] == pytest.approx(56.25)
+    t4 = pd.read_csv(out / "table4.csv")
+    assert set(t4["row"]) == {"KTO", "KTO+SFT"}
+    assert not (out / "table3.md").exists()
+    assert "**66.25 ± 1.77** (paper 78.24)" in (out / "table2.md").read_text()
+
+
+def test_significance(built):
+    _, out, _ = built
+    sig = pd.read_csv(out / "significance.csv")
+    assert list(sig.columns) == reports.SIGNIFICANCE_COLUMNS
+    pa = sig[(sig.setting == "paired_answer") & (sig.comparison == "vs_best_baseline")
+             & (sig.model == "ds") & (sig.benchmark == "gsm")].iloc[0]
+    assert (pa["a"], pa["b"]) == ("pipa_n", "sft_cont")
+    assert pa["p_boot"] < 0.05 and pa["diff"] > 0
+    # the control beats PIPA in unpaired/answer: not significant in PIPA's favour
+    ua = sig[(sig.setting == "unpaired_answer") & (sig.comparison == "vs_sft_cont")]
+    assert (ua["p_boot"] > 0.5).all()
+    assert len(sig[sig.comparison.str.startswith("ablation:")]) == 2 * 2
+
+
+def test_paired_bootstrap_sanity():
+    rng = np.random.default_rng(1)
+    a = rng.random((2, 200)) < 0.5
+    assert reports.paired_bootstrap(a, a) == 1.0
+    assert reports.paired_bootstrap(a, a, alternative="two-sided") == 1.0
+    better = a | (rng.random((2, 200)) < 0.4)
+    assert reports.paired_bootstrap(better, a) < 0.05
+    assert reports.paired_bootstrap(a, better) > 0.95
+    assert reports.paired_bootstrap(better, a, alternative="two-sided") < 0.05
+    # reproducible with the fixed seed
+    noisy = rng.random((2, 200)) < 0.52
+    assert reports.paired_bootstrap(noisy, a) == reports.paired_bootstrap(noisy, a)
+    with pytest.raises(ValueError):
+        reports.paired_bootstrap(a, a[:, :10])
+
+
+def test_figures_readme_and_plots(built):
+    root, out, result = built
+    for name in ("fig3_value_likelihood.png", "fig3_value_likelihood_qw.png",
+                 "fig4_implicit_reward.png", "fig4_implicit_reward_qw.png",
+                 "fig5_threshold.png"):
+        assert (out / "figures" / name).stat().st_size > 1000, name
+        assert name in result["figures"]
+    sweep = pd.read_csv(out / "plots" / "fig5_threshold.csv")
+    assert list(sweep["threshold"]) == [0.0, 0.5, 0.75]  # the default from the main grid
+    assert sweep["mean_ds"].tolist()[1] == pytest.approx(np.mean([21 / 40, 22 / 40]) * 100)
+    f3 = pd.read_csv(out / "plots" / "fig3_value_likelihood_ds.csv")
+    assert "pipa_n_unpaired_step" in f3.columns and len(f3) == 20
+    f4 = pd.read_csv(out / "plots" / "fig4_implicit_reward_ds.csv")
+    assert {"dpo_correct", "step_dpo_incorrect"} <= set(f4.columns)
+    spec = reports.dvc_plots_spec(PARAMS)
+    ys = [next(iter(v["y"])) for d in spec for v in d.values()]
+    assert all((root / y).exists() for y in ys)
+    text = (out / "README.md").read_text()
+    assert "## Agreement with the paper" in text and "figures/fig5_threshold.png" in text
+    assert "PIPA-M beats DPO in 4 of 4 columns of paired/answer (paper: 4 of 4)" in text
+    assert "Figure 4: the implicit reward of correct samples under DPO falls" in text
+    assert "Wall time: 1.5 min" in text
+    assert "## Table 4" in text
+
+
+def test_missing_cells_listed_in_one_error(tmp_path):
+    make_tree(tmp_path)
+    (tmp_path / "runs/main/paired_answer/dpo/ds/seed1/eval/metrics.json").unlink()
+    shutil.rmtree(tmp_path / "runs/ablation/kto_sft/ds/seed0")
+    (tmp_path / "runs/main/paired_step/step_dpo/qw/seed0/align/dvclive/plots/metrics/train/"
+     "reward_correct.tsv").unlink()
+    (tmp_path / "runs/threshold/0.75/ds/seed1/eval/metrics.json").unlink()
+    with pytest.raises(reports.MissingCellsError) as err:
+        reports.collect(PARAMS, tmp_path)
+    msg = str(err.value)
+    assert msg.startswith("missing 5 cells: ")
+    assert ("runs/main/paired_answer/dpo/ds/seed1/eval/metrics.json "
+            "(stage eval_paired_answer@dpo-ds-1)") in msg
+    assert "runs/ablation/kto_sft/ds/seed0/eval/predictions.jsonl (stage ablation@" in msg
+    assert "reward_correct.tsv (stage align_paired_step@step_dpo-qw-0)" in msg
+    assert "runs/threshold/0.75/ds/seed1/eval/metrics.json (stage sweep@0.75-ds-1)" in msg
+
+
+def test_grid_errors_and_formatting():
+    bad = json.loads(json.dumps(PARAMS))
+    bad["ablations"]["kto_sft"]["baseline"] = "ipo"
+    bad["ablation_models"] = ["xx"]
+    with pytest.raises(ValueError, match="baseline 'ipo'.*|ablation model 'xx'"):
+        reports.expected_cells(bad)
+    assert reports.fmt_cell(45.2, 1.1, 3) == "45.20 ± 1.10"
+    assert reports.fmt_cell(45.2, math.nan, 1) == "45.20 ± —"
+    assert paper_numbers.paper_table1("unpaired", "step", "pipa_n", "qw", "math") == 52.52
+    assert paper_numbers.paper_table1("paired", "answer", "sft_cont", "ds", "gsm") is None
+    assert paper_numbers.paper_ablation("prior_incorrect_n", "row", "ds", "math") == 50.84
