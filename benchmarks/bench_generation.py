@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipa.generation import generate  # noqa: E402
+from pipa.generation import generate
 
 CHARS = string.ascii_letters + string.digits + " \n.:+-*/=?"
 
@@ -46,9 +46,17 @@ def build_model(vocab_size: int, seed: int = 0):
 
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=4, intermediate_size=512, max_position_embeddings=512,
-        pad_token_id=0, eos_token_id=1, bos_token_id=None, tie_word_embeddings=True,
+        vocab_size=vocab_size,
+        hidden_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        intermediate_size=512,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=None,
+        tie_word_embeddings=True,
     )
     return LlamaForCausalLM(cfg).eval()
 
@@ -80,11 +88,12 @@ def hf_generate(model, tok, prompts, new_tokens, batch_size) -> list[str]:
     try:
         outs = []
         for i in range(0, len(prompts), batch_size):
-            enc = tok(prompts[i:i + batch_size], return_tensors="pt", padding=True)
+            enc = tok(prompts[i : i + batch_size], return_tensors="pt", padding=True)
             with torch.inference_mode():
-                ids = model.generate(**enc, max_new_tokens=new_tokens, do_sample=False,
-                                     pad_token_id=tok.pad_token_id)
-            outs += tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+                ids = model.generate(
+                    **enc, max_new_tokens=new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
+                )
+            outs += tok.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         return outs
     finally:
         tok.padding_side = old
@@ -110,7 +119,7 @@ def main(argv: list[str] | None = None) -> float:
         model = build_model(len(tok))
     n_params = sum(p.numel() for p in model.parameters())
     prompts = make_prompts(args.n_prompts)
-    kw = dict(max_new_tokens=args.new_tokens)
+    kw = {"max_new_tokens": args.new_tokens}
 
     generate(model, tok, prompts[:4], batch_size=4, **kw)  # warm-up
     batched, t_b = timed(lambda: generate(model, tok, prompts, batch_size=args.batch_size, **kw))
@@ -123,10 +132,10 @@ def main(argv: list[str] | None = None) -> float:
         ("pipa one-at-a-time", len(sub), 1, count_tokens(tok, single), t_s),
     ]
     if not args.skip_hf:
-        hf, t_h = timed(lambda: hf_generate(model, tok, prompts, args.new_tokens,
-                                            args.batch_size))
-        rows.append(("HF generate batched", len(prompts), args.batch_size,
-                     count_tokens(tok, hf), t_h))
+        hf, t_h = timed(lambda: hf_generate(model, tok, prompts, args.new_tokens, args.batch_size))
+        rows.append(
+            ("HF generate batched", len(prompts), args.batch_size, count_tokens(tok, hf), t_h)
+        )
 
     print(f"model: {n_params / 1e6:.2f}M params, torch threads {torch.get_num_threads()}")
     print(f"{'method':<22}{'prompts':>8}{'batch':>7}{'tokens':>8}{'seconds':>9}{'tok/s':>10}")

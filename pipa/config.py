@@ -102,7 +102,7 @@ def validate(params: dict, source: str = "params.yaml") -> None:
                 f"valid settings: {', '.join(SETTINGS)}"
             )
             continue
-        data, labels = setting.split("_")
+        data = setting.split("_")[0]
         for name in names or []:
             spec = ALGORITHMS.get(name)
             if spec is None:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -120,16 +120,22 @@ def _decode_batch(
     attn = torch.zeros((bsz, width), dtype=torch.long)
     for r, ids in enumerate(batch_ids):
         if ids:
-            input_ids[r, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            attn[r, width - len(ids):] = 1
+            input_ids[r, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attn[r, width - len(ids) :] = 1
     input_ids, attn = input_ids.to(device), attn.to(device)
     position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
     cache_name, has_keep = _forward_kwarg_names(model)
     cache = _new_cache(model)
     extra = {"logits_to_keep": 1} if has_keep else {}
 
-    out = model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids,
-                use_cache=True, **{cache_name: cache}, **extra)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attn,
+        position_ids=position_ids,
+        use_cache=True,
+        **{cache_name: cache},
+        **extra,
+    )
     logits = out.logits[:, -1, :]
     next_pos = position_ids[:, -1] + 1
 
@@ -139,36 +145,52 @@ def _decode_batch(
     eos_tensor = torch.tensor(sorted(eos_ids), device=device, dtype=torch.long)
     window = max((len(s) for s in stop_strings), default=0) + 4
 
+    rows = list(range(bsz))  # original row of each live tensor row (finished rows are dropped)
     for step in range(max_new_tokens):
         tokens = _select_tokens(logits, temperature, top_p, gens)
         if want_logprobs:
             step_lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens[:, None])
             step_lp = step_lp.squeeze(-1).tolist()
-        is_eos = torch.isin(tokens, eos_tensor).tolist() if eos_ids else [False] * bsz
+        is_eos = torch.isin(tokens, eos_tensor).tolist() if eos_ids else [False] * len(rows)
         tok_list = tokens.tolist()
-        for r in range(bsz):
+        for k, r in enumerate(rows):
             if finish[r] is not None:
                 continue
             if want_logprobs:
-                logps[r] += step_lp[r]
-            if is_eos[r]:
+                logps[r] += step_lp[k]
+            if is_eos[k]:
                 finish[r] = "eos"
                 continue
-            generated[r].append(tok_list[r])
+            generated[r].append(tok_list[k])
             if stop_strings:
                 tail = tokenizer.decode(generated[r][-window:], skip_special_tokens=True)
                 if _first_stop(tail, stop_strings) is not None:
                     finish[r] = "stop"
-        if all(f is not None for f in finish) or step == max_new_tokens - 1:
+        live = [k for k, r in enumerate(rows) if finish[r] is None]
+        if not live or step == max_new_tokens - 1:
             break
+        if 2 * len(live) <= len(rows):  # compact: drop finished rows from the batch and cache
+            keep = torch.tensor(live, device=device)
+            cache.batch_select_indices(keep)
+            attn, next_pos = attn[keep], next_pos[keep]
+            rows = [rows[k] for k in live]
+            tok_list = [tok_list[k] for k in live]
+            if gens is not None:
+                gens = [gens[k] for k in live]
+        n = len(rows)
         feed = torch.tensor(
-            [pad_id if finish[r] is not None else tok_list[r] for r in range(bsz)],
+            [pad_id if finish[r] is not None else tok_list[k] for k, r in enumerate(rows)],
             device=device,
         )
-        attn = torch.cat([attn, torch.ones((bsz, 1), dtype=attn.dtype, device=device)], dim=-1)
-        out = model(input_ids=feed[:, None], attention_mask=attn,
-                    position_ids=next_pos[:, None], use_cache=True, **{cache_name: cache},
-                    **extra)
+        attn = torch.cat([attn, torch.ones((n, 1), dtype=attn.dtype, device=device)], dim=-1)
+        out = model(
+            input_ids=feed[:, None],
+            attention_mask=attn,
+            position_ids=next_pos[:, None],
+            use_cache=True,
+            **{cache_name: cache},
+            **extra,
+        )
         logits = out.logits[:, -1, :]
         next_pos = next_pos + 1
 
@@ -213,12 +235,15 @@ def _run(
         raise ValueError("tokenizer needs a pad or eos token")
     eos_ids = _eos_ids(model, tokenizer)
     encoded = tokenizer(list(prompts))["input_ids"]
+    empty = [i for i, ids in enumerate(encoded) if not ids]
+    if empty:
+        raise ValueError(f"prompt(s) {empty[:5]} encode to no tokens; nothing to condition on")
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     results: list[_Result | None] = [None] * len(prompts)
 
     was_training = model.training
     model.eval()
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if progress:
         from tqdm import tqdm
 
@@ -233,9 +258,16 @@ def _run(
                     g.manual_seed(int(row_seeds[i]))
                     gens.append(g)
             outs = _decode_batch(
-                model, tokenizer, [encoded[i] for i in idxs],
-                max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                stop_strings=tuple(stop_strings), gens=gens, eos_ids=eos_ids, pad_id=pad_id,
+                model,
+                tokenizer,
+                [encoded[i] for i in idxs],
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                stop_strings=tuple(stop_strings),
+                gens=gens,
+                eos_ids=eos_ids,
+                pad_id=pad_id,
                 want_logprobs=want_logprobs,
             )
             for i, res in zip(idxs, outs):
@@ -268,9 +300,19 @@ def generate(
     row_seeds = None
     if temperature > 0 and seed is not None:
         row_seeds = [_row_seed(int(seed), i) for i in range(len(prompts))]
-    res = _run(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-               temperature=temperature, top_p=top_p, stop_strings=stop_strings,
-               row_seeds=row_seeds, progress=progress, want_logprobs=False)
+    res = _run(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        temperature=temperature,
+        top_p=top_p,
+        stop_strings=stop_strings,
+        row_seeds=row_seeds,
+        progress=progress,
+        want_logprobs=False,
+    )
     return [r.text for r in res]
 
 
@@ -328,10 +370,19 @@ def step_beam_search(
         texts = [prompts[p] + beam.text for p, beam in requests]
         row_seeds = [_row_seed(base_seed, counter + k) for k in range(len(requests))]
         counter += len(requests)
-        res = _run(model, tokenizer, texts, max_new_tokens=max_step_tokens,
-                   batch_size=batch_size, temperature=temperature, top_p=1.0,
-                   stop_strings=stops, row_seeds=row_seeds if temperature > 0 else None,
-                   progress=False, want_logprobs=True)
+        res = _run(
+            model,
+            tokenizer,
+            texts,
+            max_new_tokens=max_step_tokens,
+            batch_size=batch_size,
+            temperature=temperature,
+            top_p=1.0,
+            stop_strings=stops,
+            row_seeds=row_seeds if temperature > 0 else None,
+            progress=False,
+            want_logprobs=True,
+        )
         candidates: list[dict[str, _Beam]] = [{} for _ in prompts]
         for p, plist in enumerate(beams):
             for beam in plist:
@@ -348,9 +399,7 @@ def step_beam_search(
             old = candidates[p].get(new.text)
             if old is None or old.score < new.score:
                 candidates[p][new.text] = new
-        beams = [
-            sorted(c.values(), key=lambda b: -b.score)[:beam_width] for c in candidates
-        ]
+        beams = [sorted(c.values(), key=lambda b: -b.score)[:beam_width] for c in candidates]
     out = []
     for plist in beams:
         finished = [b for b in plist if b.finished]
@@ -369,13 +418,30 @@ class HFGenerator:
         self.model = model
         self.tokenizer = tokenizer
 
-    def generate(self, prompts: list[str], *, max_new_tokens: int, batch_size: int,
-                 temperature: float = 0.0, top_p: float = 1.0,
-                 stop_strings: tuple[str, ...] = (), seed: int | None = None,
-                 progress: bool = False) -> list[str]:
-        return generate(self.model, self.tokenizer, prompts, max_new_tokens=max_new_tokens,
-                        batch_size=batch_size, temperature=temperature, top_p=top_p,
-                        stop_strings=stop_strings, seed=seed, progress=progress)
+    def generate(
+        self,
+        prompts: list[str],
+        *,
+        max_new_tokens: int,
+        batch_size: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop_strings: tuple[str, ...] = (),
+        seed: int | None = None,
+        progress: bool = False,
+    ) -> list[str]:
+        return generate(
+            self.model,
+            self.tokenizer,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            temperature=temperature,
+            top_p=top_p,
+            stop_strings=stop_strings,
+            seed=seed,
+            progress=progress,
+        )
 
 
 class VLLMGenerator:
@@ -395,13 +461,25 @@ class VLLMGenerator:
         self._vllm = vllm
         self.llm = vllm.LLM(model=model_path, **llm_kwargs)
 
-    def generate(self, prompts: list[str], *, max_new_tokens: int, batch_size: int,
-                 temperature: float = 0.0, top_p: float = 1.0,
-                 stop_strings: tuple[str, ...] = (), seed: int | None = None,
-                 progress: bool = False) -> list[str]:
+    def generate(
+        self,
+        prompts: list[str],
+        *,
+        max_new_tokens: int,
+        batch_size: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop_strings: tuple[str, ...] = (),
+        seed: int | None = None,
+        progress: bool = False,
+    ) -> list[str]:
         params = self._vllm.SamplingParams(
-            temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
-            stop=list(stop_strings) or None, include_stop_str_in_output=True, seed=seed,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_new_tokens,
+            stop=list(stop_strings) or None,
+            include_stop_str_in_output=True,
+            seed=seed,
             skip_special_tokens=True,
         )
         outs = self.llm.generate(list(prompts), params, use_tqdm=progress)

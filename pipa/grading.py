@@ -16,8 +16,9 @@ from __future__ import annotations
 import math
 import re
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Protocol
+from typing import Protocol
 
 from pipa.benchmarks import last_boxed, strip_thousands_commas
 
@@ -63,7 +64,7 @@ class WorldGrader:
         world = self._module()
         try:
             extracted = world.extract_answer(output)
-        except Exception as err:  # a checker bug must not crash an eval stage
+        except Exception as err:  # noqa: BLE001 - a checker bug must not crash an eval stage
             return Verdict(None, False, True, f"extractor error: {type(err).__name__}: {err}")
         if extracted is None:
             return Verdict(None, False, True, "no answer")
@@ -115,13 +116,13 @@ def extract_final_answer(text: str) -> str | None:
     if hashes:
         candidates.append(hashes[-1].group(1))
     else:
+        # whichever of "the answer is ..." and a line "A: ..." comes last
         said = list(_ANSWER_IS.finditer(text))
-        if said:
+        lines = list(_A_LINE.finditer(text))
+        if said and (not lines or said[-1].start() > lines[-1].start()):
             candidates.append(_after_answer_is(text[said[-1].end() :]))
-        else:
-            lines = list(_A_LINE.finditer(text))
-            if lines:
-                candidates.append(lines[-1].group(1))
+        elif lines:
+            candidates.append(lines[-1].group(1))
     for cand in candidates:
         ans = clean_answer(cand)
         if ans:
@@ -192,7 +193,7 @@ class MathVerifyGrader:
             gold_parsed = self._gold(gold)
         except TimeoutException:
             return Verdict(extracted, False, True, "grader timeout (parsing gold)")
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - any failure is a malformed verdict
             return Verdict(extracted, False, True, f"gold unparsable: {type(err).__name__}")
         if not gold_parsed:
             return Verdict(extracted, False, True, "gold unparsable")
@@ -200,7 +201,7 @@ class MathVerifyGrader:
             pred_parsed = self._parse(pred_text)
         except TimeoutException:
             return Verdict(extracted, False, True, "grader timeout (parsing answer)")
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - any failure is a malformed verdict
             return Verdict(extracted, False, True, f"unparsable answer: {type(err).__name__}")
         if not pred_parsed:
             return Verdict(extracted, False, True, "unparsable answer")
@@ -213,7 +214,7 @@ class MathVerifyGrader:
                         return Verdict(extracted, True, False, "correct")
                 except TimeoutException:
                     timed_out = True
-                except Exception as err:
+                except Exception as err:  # noqa: BLE001 - any failure is a malformed verdict
                     errors.append(type(err).__name__)
         if timed_out:
             return Verdict(extracted, False, True, "grader timeout (verify)")

@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -42,8 +43,8 @@ from torch import Tensor
 
 __all__ = [
     "ALGORITHMS",
-    "AlgorithmSpec",
     "PIPA_M_CLIP",
+    "AlgorithmSpec",
     "call_loss",
     "dpo_loss",
     "ipo_loss",
@@ -83,14 +84,15 @@ _NAN = float("nan")
 
 def _check_2d(fn: str, ref_name: str, ref: Tensor, **others: Tensor | None) -> None:
     """Raise ValueError unless every tensor in ``others`` has the shape of ``ref``."""
-    if not isinstance(ref, Tensor) or ref.dim() != 2:
-        shape = tuple(ref.shape) if isinstance(ref, Tensor) else type(ref).__name__
-        raise ValueError(f"{fn}: {ref_name} must be a (B, T) tensor, got {shape}")
+    if not isinstance(ref, Tensor):
+        raise TypeError(f"{fn}: {ref_name} must be a tensor, got {type(ref).__name__}")
+    if ref.dim() != 2:
+        raise ValueError(f"{fn}: {ref_name} must be a (B, T) tensor, got {tuple(ref.shape)}")
     for name, t in others.items():
         if t is None:
             continue
         if not isinstance(t, Tensor):
-            raise ValueError(f"{fn}: {name} must be a tensor, got {type(t).__name__}")
+            raise TypeError(f"{fn}: {name} must be a tensor, got {type(t).__name__}")
         if t.shape != ref.shape:
             raise ValueError(
                 f"{fn}: {name} has shape {tuple(t.shape)}, expected {tuple(ref.shape)} "
@@ -106,9 +108,10 @@ def _check_mask(fn: str, name: str, mask: Tensor) -> None:
 def _check_batch(fn: str, name: str, t: Tensor | None, batch: int) -> None:
     if t is None:
         return
-    if not isinstance(t, Tensor) or t.shape != (batch,):
-        shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
-        raise ValueError(f"{fn}: {name} has shape {shape}, expected ({batch},)")
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{fn}: {name} must be a tensor, got {type(t).__name__}")
+    if t.shape != (batch,):
+        raise ValueError(f"{fn}: {name} has shape {tuple(t.shape)}, expected ({batch},)")
 
 
 def _require(fn: str, **tensors: Tensor | None) -> None:
@@ -647,7 +650,7 @@ def pipa_log_probs(
     log(1 - F_t) = logsigmoid(-a_t).
     """
     if variant == "m":
-        log_f = (policy_logps + log_g - prior_logps)
+        log_f = (policy_logps + log_g - prior_logps).clamp(max=_LOG_CLIP)
         return log_f, log1mexp(log_f)
     if variant == "n":
         a = policy_logps + log_g - prior_logps - log_1mg

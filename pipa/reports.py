@@ -84,10 +84,11 @@ class Cell:
             return f"sft_eval@{self.model}" if kind == "eval" else f"sft@{self.model}"
         if self.group == "main":
             return f"{kind}_{self.setting}@{self.algorithm}-{self.model}-{self.seed}"
-        # one stage per ablation / sweep cell trains and evaluates (dvc.yaml header)
-        stage = "ablation" if self.group == "ablation" else "sweep"
-        key = self.ablation if self.group == "ablation" else self.threshold
-        return f"{stage}@{key}-{self.model}-{self.seed}"
+        # dvc.yaml: one stage per ablation (foreach) / threshold (matrix) trains and
+        # evaluates every model and seed of it
+        if self.group == "ablation":
+            return f"ablation@{self.ablation}"
+        return f"sweep@{self.threshold}"
 
     @property
     def metrics(self) -> str:
@@ -155,7 +156,7 @@ def check_grid(params: dict) -> None:
     for m in params.get("ablation_models", []):
         if m not in models:
             problems.append(f"ablation model {m!r} is not in `models` {models}")
-    for name in params.get("ablation_names", []):
+    for name in list(params.get("ablations", {})):
         spec = params.get("ablations", {}).get(name)
         if spec is None:
             problems.append(f"ablation {name!r} has no entry in `ablations`")
@@ -183,7 +184,7 @@ def expected_cells(params: dict) -> dict[str, list[Cell]]:
         for alg in algs:
             for m in models:
                 cells["main"] += [Cell("main", m, s, setting, alg) for s in seeds]
-    for name in params.get("ablation_names", []):
+    for name in list(params.get("ablations", {})):
         for m in ab_models:
             cells["ablation"] += [Cell("ablation", m, s, ablation=name) for s in seeds]
     if params.get("sweep_thresholds"):
@@ -427,7 +428,7 @@ def significance(col: Collected, summary: pd.DataFrame | None = None,
                     add(1, setting, model, bench, name, best_p, other,
                         _main_cells(col, setting, best_p, model),
                         _main_cells(col, setting, other, model), "greater")
-    for name in col.params.get("ablation_names", []):
+    for name in list(col.params.get("ablations", {})):
         spec = col.params["ablations"][name]
         for model in col.params.get("ablation_models", []):
             for bench in col.benchmarks:
@@ -652,7 +653,7 @@ def table1(col: Collected, summary: pd.DataFrame | None = None,
 def ablation_table(col: Collected, number: int, summary: pd.DataFrame | None = None,
                    sig: pd.DataFrame | None = None) -> Table | None:
     summary = _summary(col) if summary is None else summary
-    names = [n for n in col.params.get("ablation_names", [])
+    names = [n for n in list(col.params.get("ablations", {}))
              if int(col.params["ablations"][n].get("table", 0)) == number]
     if not names:
         return None
@@ -905,21 +906,20 @@ def dvc_plots_spec(params: dict, out: str = "reports") -> list[dict]:
     def suffix(m):
         return "" if m == models[0] else f"_{m}"
 
-    for m in models:
-        f3 = [f"{a}_{s}" for s, a in _fig3_sources(params)]
-        if f3:
-            specs.append({f"fig3_value_likelihood{suffix(m)}": {
-                "template": "linear", "x": "step",
-                "y": {f"{out}/plots/fig3_value_likelihood_{m}.csv": f3},
-                "title": f"Value-head label likelihood during PIPA training ({m})",
-                "x_label": "training step", "y_label": "geometric-mean label likelihood"}})
-        f4 = [f"{a}_{w}" for _, a in _fig4_sources(params) for w in ("correct", "incorrect")]
-        if f4:
-            specs.append({f"fig4_implicit_reward{suffix(m)}": {
-                "template": "linear", "x": "step",
-                "y": {f"{out}/plots/fig4_implicit_reward_{m}.csv": f4},
-                "title": f"Implicit reward, DPO vs Step-DPO ({m})",
-                "x_label": "training step", "y_label": "implicit reward R(y) (nats)"}})
+    f3 = [f"{a}_{s}" for s, a in _fig3_sources(params)]
+    f4 = [f"{a}_{w}" for _, a in _fig4_sources(params) for w in ("correct", "incorrect")]
+    for m in models if f3 else []:
+        specs.append({f"fig3_value_likelihood{suffix(m)}": {
+            "template": "linear", "x": "step",
+            "y": {f"{out}/plots/fig3_value_likelihood_{m}.csv": f3},
+            "title": f"Value-head label likelihood during PIPA training ({m})",
+            "x_label": "training step", "y_label": "geometric-mean label likelihood"}})
+    for m in models if f4 else []:
+        specs.append({f"fig4_implicit_reward{suffix(m)}": {
+            "template": "linear", "x": "step",
+            "y": {f"{out}/plots/fig4_implicit_reward_{m}.csv": f4},
+            "title": f"Implicit reward, DPO vs Step-DPO ({m})",
+            "x_label": "training step", "y_label": "implicit reward R(y) (nats)"}})
     if params.get("sweep_thresholds"):
         specs.append({"fig5_threshold": {
             "template": "linear", "x": "threshold",
@@ -1014,7 +1014,7 @@ def agreement(col: Collected, summary: pd.DataFrame, sig: pd.DataFrame,
                        f"{ours[1]} model × variant pairs (paper, "
                        f"{paper.PAPER_BENCHMARK_NAMES[pb]}: {pw} of {pn}).")
     # ablations
-    for name in col.params.get("ablation_names", []):
+    for name in list(col.params.get("ablations", {})):
         spec = col.params["ablations"][name]
         ab_cols = _columns(col, list(col.params.get("ablation_models", [])))
         pairs, ppairs = [], []
@@ -1130,7 +1130,7 @@ def readme(col: Collected, tables: list[Table], sig: pd.DataFrame, findings: lis
              "- Algorithms per setting: " + "; ".join(
                  f"{s}: {', '.join(a)}" for s, a in _settings(p).items()),
              f"- Ablations (models {p.get('ablation_models', [])}): " + "; ".join(
-                 _ablation_words(n, p["ablations"][n]) for n in p.get("ablation_names", [])),
+                 _ablation_words(n, p["ablations"][n]) for n in list(p.get("ablations", {}))),
              (f"- Step-label threshold: {p['threshold']}; Figure 5 sweep: "
              f"{[float(t) for t in _sweep(p)]} with `{p.get('sweep_algorithm')}` (the default "
              "threshold is the main-grid cell, not a rerun)."),

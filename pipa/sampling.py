@@ -22,8 +22,14 @@ def split_steps(text: str) -> list[str]:
 
 def sample_solutions(model, tok, problems: list[dict], *, format_prompt, n_samples: int,
                      n_rollouts: int, temperature: float, max_new_tokens: int,
-                     batch_size: int, seed: int, check, progress: bool = True):
-    """Return rows ``(question, steps, q_values)`` for the AlphaMath writer, and stats."""
+                     batch_size: int, seed: int, check, include_gold: bool = False,
+                     progress: bool = True):
+    """Return rows ``(question, steps, q_values)`` for the AlphaMath writer, and stats.
+
+    ``include_gold`` adds each problem's reference solution as one more solution (its step
+    Q values still estimated by rollouts). Off by default; the micro test config uses it
+    because an untrained model solves nothing and SFT needs positives.
+    """
     from pipa.generation import generate
 
     started = time.perf_counter()
@@ -40,6 +46,8 @@ def sample_solutions(model, tok, problems: list[dict], *, format_prompt, n_sampl
             dropped_no_answer += 1
             continue
         solutions.append((problem, steps, bool(check(problem["answer"], out))))
+    if include_gold:
+        solutions.extend((p, list(p["steps"]), True) for p in problems)
 
     # Q of every non-final step from rollouts; identical prefixes (common: the first steps of
     # several samples agree) are rolled out once.
@@ -69,6 +77,7 @@ def sample_solutions(model, tok, problems: list[dict], *, format_prompt, n_sampl
     stats = {"problems": len(problems), "samples": len(outputs),
              "solutions": len(solutions), "correct": n_correct,
              "incorrect": len(solutions) - n_correct, "dropped_empty": dropped_no_answer,
+             "gold_added": len(problems) if include_gold else 0,
              "rollout_prefixes": len(keys), "rollouts": len(roll_prompts),
              "sample_accuracy": n_correct / max(1, len(solutions)),
              "seconds": round(time.perf_counter() - started, 1)}

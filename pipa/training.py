@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 
@@ -177,6 +177,51 @@ def forward_logps(policy, batch: dict[str, torch.Tensor]):
 
     logits, value = policy(batch["input_ids"], batch["attention_mask"])
     return token_logps(logits, batch["input_ids"]), value
+
+
+def _loss_inputs(batch, logps, values, prefix=""):
+    return {f"{prefix}policy_logps": logps, f"{prefix}prior_logps": batch["prior_logps"],
+            f"{prefix}mask": batch["response_mask"],
+            f"{prefix}token_labels": batch["token_labels"],
+            f"{prefix}step_ids": batch["step_ids"], f"{prefix}value_logits": values}
+
+
+def alignment_step(spec, policy, batches: Iterator, prior: dict[str, torch.Tensor],
+                   pad_id: int, hparams: dict, ref_model=None) -> Callable[[int], tuple]:
+    """The per-step function of an alignment run, driven by the algorithm's spec.
+
+    One forward over every sequence of the batch (for paired data: the chosen then the
+    rejected responses), cached prior log-probs, and, for KTO's family, the mismatched
+    pairs (x_i, y_{i+1}) scored without a graph (z0 is detached) by policy and reference.
+    """
+
+    def step_fn(step: int):
+        units = next(batches)
+        paired = spec.data_kind == "paired"
+        seqs = [c for c, _ in units] + [r for _, r in units] if paired else units
+        batch = collate(seqs, pad_id, prior)
+        logps, values = forward_logps(policy, batch)
+        if paired:
+            n = len(units)
+            inputs = {}
+            for prefix, part in (("chosen_", slice(0, n)), ("rejected_", slice(n, None))):
+                sub = {k: v[part] for k, v in batch.items()}
+                inputs.update(_loss_inputs(sub, logps[part],
+                                           None if values is None else values[part], prefix))
+        else:
+            inputs = _loss_inputs(batch, logps, values)
+            inputs["is_correct"] = batch["is_correct"]
+        if spec.needs_mismatched:
+            kl = collate(mismatched(seqs), pad_id)
+            with torch.no_grad():
+                kl_logps, _ = forward_logps(policy, kl)
+                kl_prior, _ = forward_logps(ref_model, kl)
+            inputs.update(kl_policy_logps=kl_logps, kl_prior_logps=kl_prior,
+                          kl_mask=kl["response_mask"])
+        loss, logs = spec.loss_fn(**inputs, **hparams)
+        return loss, logs, [e.rid for e in seqs], int(batch["attention_mask"].sum())
+
+    return step_fn
 
 
 def check_finite(step: int, ids: list[str], **quantities) -> None:

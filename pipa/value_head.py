@@ -126,6 +126,10 @@ class PolicyWithValueHead(nn.Module):
         value_logits = torch.cat([v.new_zeros(v.shape[0], 1), v], dim=1)
         return out.logits, value_logits
 
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters to optimise: LoRA's (peft leaves only those trainable) + the head's."""
+        return [p for p in self.parameters() if p.requires_grad]
+
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """``model.save_pretrained(folder)`` and, if present, ``save_value_head``."""
         self.model.save_pretrained(str(folder))

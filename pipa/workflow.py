@@ -162,7 +162,15 @@ def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[
     from dvclive import Live
 
     from pipa.losses import ALGORITHMS
-    from pipa.training import batch_plan, build_examples, collate, fit, setup_runtime, steps_for
+    from pipa.training import (
+        batch_plan,
+        build_examples,
+        collate,
+        fit,
+        forward_logps,
+        setup_runtime,
+        steps_for,
+    )
     from pipa.value_head import PolicyWithValueHead
 
     cfg = C.get(params, section)
@@ -172,6 +180,12 @@ def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[
     fmt = prompt_formatter(params, model_name, tok)
     max_len = int(C.get(params, f"model_families.{model_name}.arch.max_len"))
     examples, skipped = build_examples(records, tok, fmt, max_len)
+    if not examples:
+        raise ValueError(
+            f"{section} {model_name}: no training solutions (of {len(records)} records, "
+            f"{skipped} skipped); the sampling model solved nothing - train the base model "
+            "longer (pretrain.steps) or set sampling.include_gold: true"
+        )
     bsz = int(cfg["batch_size"])
     n_steps = steps_for(len(examples), bsz, float(cfg["epochs"]))
     batches = batch_plan(examples, "unpaired", False, bsz, n_steps, seed)
@@ -182,8 +196,8 @@ def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[
     def step_fn(step: int):
         exs = next(batches)
         batch = collate(exs, tok.pad_token_id)
-        logps, _ = forward_logps_of(policy, batch)
-        loss, logs = sft.loss_fn(policy_logps=logps, mask=batch["response_mask"],
+        logps, _ = forward_logps(policy, batch)
+        loss, _ = sft.loss_fn(policy_logps=logps, mask=batch["response_mask"],
                                  is_correct=torch.ones_like(batch["is_correct"]),
                                  reduction="mean", prior_logps=batch["prior_logps"],
                                  token_labels=batch["token_labels"])
@@ -205,12 +219,6 @@ def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[
                    "seconds": round(time.perf_counter() - started, 1)}
         write_json(tmp / "pipa_train.json", summary)
     return summary
-
-
-def forward_logps_of(policy, batch):
-    from pipa.training import forward_logps
-
-    return forward_logps(policy, batch)
 
 
 @torch.no_grad()
@@ -261,7 +269,7 @@ def evaluate_model(params: dict, model_name: str, tok, model, problems: list[dic
                    progress: bool = True) -> list[dict]:
     """Generate for each problem and grade it; returns prediction rows (see ARCHITECTURE)."""
     from pipa.generation import generate
-    from pipa.grading import get_grader
+    from pipa.grading import grade_predictions
 
     ecfg = C.get(params, "eval")
     fmt = prompt_formatter(params, model_name, tok)
@@ -271,12 +279,7 @@ def evaluate_model(params: dict, model_name: str, tok, model, problems: list[dic
                        max_new_tokens=int(ecfg["max_new_tokens"]),
                        batch_size=int(ecfg["batch_size"]), temperature=0.0,
                        stop_strings=tuple(ecfg.get("stop_strings", [])), progress=progress)
-    rows = []
-    for p, out in zip(problems, outputs):
-        verdict = get_grader(p["benchmark"], setting=setting).grade(p["answer"], out)
-        rows.append({"benchmark": p["benchmark"], "id": p["id"], "output": out,
-                     "extracted": verdict.extracted, "correct": bool(verdict.correct),
-                     "malformed": bool(verdict.malformed)})
+    rows = grade_predictions(problems, outputs, setting=setting)
     rows.sort(key=lambda r: (r["benchmark"], r["id"]))
     return rows
 
@@ -316,7 +319,7 @@ def evaluate_folder(params: dict, model_name: str, model_dir: str | Path,
     problems = eval_problems(params, world_dir, "test")
     started = time.perf_counter()
     rows = evaluate_model(params, model_name, tok, model, problems)
-    metrics = {"benchmarks": evaluate_predictions(rows)}
+    metrics = evaluate_predictions(rows)
     seconds = round(time.perf_counter() - started, 1)
     out_dir = Path(out_dir)
     write_jsonl(out_dir / "predictions.jsonl", rows)
@@ -355,8 +358,14 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
     from safetensors.torch import load_file
 
     from pipa.losses import ALGORITHMS
-    from pipa.training import (batch_plan, build_examples, collate, fit, forward_logps,
-                               mismatched, setup_runtime, steps_for)
+    from pipa.training import (
+        alignment_step,
+        batch_plan,
+        build_examples,
+        fit,
+        setup_runtime,
+        steps_for,
+    )
     from pipa.value_head import PolicyWithValueHead, ValueHead, save_value_head
 
     if algorithm not in ALGORITHMS:
@@ -391,12 +400,6 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
     pad = tok.pad_token_id
     hidden = sft_model.config.hidden_size
 
-    def unpack(batch, logps, values, prefix=""):
-        return {f"{prefix}policy_logps": logps, f"{prefix}prior_logps": batch["prior_logps"],
-                f"{prefix}mask": batch["response_mask"],
-                f"{prefix}token_labels": batch["token_labels"],
-                f"{prefix}step_ids": batch["step_ids"], f"{prefix}value_logits": values}
-
     started = time.perf_counter()
     tried = []
     best = None
@@ -417,31 +420,7 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
             policy.train()
             batches = batch_plan(examples, spec.data_kind, spec.correct_only, bsz, n_steps, seed)
 
-            def step_fn(step: int):
-                units = next(batches)
-                seqs = ([c for c, _ in units] + [r for _, r in units]
-                        if spec.data_kind == "paired" else units)
-                batch = collate(seqs, pad, prior)
-                logps, values = forward_logps(policy, batch)
-                if spec.data_kind == "paired":
-                    n = len(units)
-                    inputs = {}
-                    for prefix, part in (("chosen_", slice(0, n)), ("rejected_", slice(n, None))):
-                        sub = {k: v[part] for k, v in batch.items()}
-                        inputs.update(unpack(sub, logps[part],
-                                             None if values is None else values[part], prefix))
-                else:
-                    inputs = unpack(batch, logps, values)
-                    inputs["is_correct"] = batch["is_correct"]
-                if spec.needs_mismatched:
-                    kl = collate(mismatched(seqs), pad)
-                    kl_logps, _ = forward_logps(policy, kl)
-                    with torch.no_grad():
-                        kl_prior, _ = forward_logps(ref_model, kl)
-                    inputs.update(kl_policy_logps=kl_logps, kl_prior_logps=kl_prior,
-                                  kl_mask=kl["response_mask"])
-                loss, logs = spec.loss_fn(**inputs, **hparams)
-                return loss, logs, [e.rid for e in seqs], int(batch["attention_mask"].sum())
+            step_fn = alignment_step(spec, policy, batches, prior, pad, hparams, ref_model)
 
             live_dir = tmp / f"dvclive_lr{lr:g}"
             live = Live(str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None)
@@ -451,8 +430,11 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
                        min_lr_ratio=float(acfg["min_lr_ratio"]), grad_clip=float(acfg["grad_clip"]),
                        live=live, desc=f"{algorithm} {model_name} s{seed} lr={lr:g}")
             live.end()
-            eval_model = model.merge_and_unload() if lora["enabled"] else model
-            acc = validation_accuracy(params, model_name, tok, copy.deepcopy(eval_model), val)
+            # Validate on a copy: merging LoRA in place would corrupt the adapter we may save.
+            eval_model = copy.deepcopy(model)
+            if lora["enabled"]:
+                eval_model = eval_model.merge_and_unload()
+            acc = validation_accuracy(params, model_name, tok, eval_model, val)
             tried.append({"lr": lr, "val_accuracy": acc, "final": last})
             print(f"  lr={lr:g}: validation accuracy {acc:.4f}")
             if best is None or acc > best[0]:

@@ -20,16 +20,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipa.benchmarks import (  # noqa: E402
+from pipa.benchmarks import (
     gsm8k_final_answer,
-    last_boxed,
     load_gsm8k,
     load_math,
     load_math500,
     math500_answer_mismatches,
 )
-from pipa.grading import MathVerifyGrader, Verdict  # noqa: E402
-from pipa.io import atomic_path, read_jsonl, write_json  # noqa: E402
+from pipa.grading import MathVerifyGrader, Verdict
+from pipa.io import atomic_path, read_jsonl, write_json
 
 GPT3_MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
 
@@ -161,24 +160,33 @@ def self_grade(data_dir: Path, limit: int | None = None) -> tuple[dict, list[dic
             ok += v.correct
             if not v.correct:
                 failures.append(
-                    {"source": f"self_{name}", "id": prob["id"], "gold": prob["answer"],
-                     "extracted": v.extracted, "reason": v.reason}
+                    {
+                        "source": f"self_{name}",
+                        "id": prob["id"],
+                        "gold": prob["answer"],
+                        "extracted": v.extracted,
+                        "reason": v.reason,
+                    }
                 )
         out[name] = {"correct_pct": _pct(ok, len(problems)), "n": len(problems)}
     return out, failures
 
 
-def write_markdown(path: Path, metrics: dict, disagreements: list[dict], failures: list[dict],
-                   m500: list[dict]) -> None:
+def write_markdown(
+    path: Path, metrics: dict, disagreements: list[dict], failures: list[dict], m500: list[dict]
+) -> None:
     lines = ["# Grader agreement with published verdicts", ""]
     for src in ("gsm8k_gpt3", "qwen25_math"):
         s = metrics[src]
-        lines.append(f"- **{src}**: {s['agreement_pct']}% agreement over {s['n']} "
-                     f"({s['n_disagree']} disagreements)")
+        lines.append(
+            f"- **{src}**: {s['agreement_pct']}% agreement over {s['n']} "
+            f"({s['n_disagree']} disagreements)"
+        )
     for name, s in metrics["self_grading"].items():
         lines.append(f"- gold self-grading **{name}**: {s['correct_pct']}% of {s['n']}")
-    lines.append(f"- MATH500 `answer` field vs last `\\boxed{{}}` of its solution: "
-                 f"{len(m500)} mismatches")
+    lines.append(
+        f"- MATH500 `answer` field vs last `\\boxed{{}}` of its solution: {len(m500)} mismatches"
+    )
     lines += ["", "## Disagreements", ""]
     if not disagreements:
         lines.append("None.")
@@ -197,11 +205,15 @@ def write_markdown(path: Path, metrics: dict, disagreements: list[dict], failure
             "",
         ]
     lines += ["## Gold self-grading failures", ""]
-    lines += [f"- {f['source']} {f['id']}: gold `{f['gold']}`, extracted `{f['extracted']}`, "
-              f"{f['reason']}" for f in failures] or ["None."]
+    lines += [
+        f"- {f['source']} {f['id']}: gold `{f['gold']}`, extracted `{f['extracted']}`, "
+        f"{f['reason']}"
+        for f in failures
+    ] or ["None."]
     lines += ["", "## MATH500 answer-field mismatches", ""]
     lines += [f"- {m['id']}: answer `{m['answer']}`, boxed `{m['boxed']}`" for m in m500] or [
-        "None."]
+        "None."
+    ]
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 
@@ -229,16 +241,17 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     ap.add_argument("--out", type=Path, default=Path("reports/grader_agreement.json"))
-    ap.add_argument("--disagreements", type=Path,
-                    default=Path("reports/grader_disagreements.md"))
+    ap.add_argument("--disagreements", type=Path, default=Path("reports/grader_disagreements.md"))
     ap.add_argument("--limit", type=int, default=None, help="first N rows of each file")
     args = ap.parse_args(argv)
     m = run(args.data_dir, args.out, args.disagreements, args.limit)
     selfs = ", ".join(f"{k}={v['correct_pct']}%" for k, v in m["self_grading"].items())
-    print(f"gsm8k_gpt3 {m['gsm8k_gpt3']['agreement_pct']}%  "
-          f"qwen25_math {m['qwen25_math']['agreement_pct']}%  "
-          f"self {selfs}  "
-          f"({m['seconds']} s)")
+    print(
+        f"gsm8k_gpt3 {m['gsm8k_gpt3']['agreement_pct']}%  "
+        f"qwen25_math {m['qwen25_math']['agreement_pct']}%  "
+        f"self {selfs}  "
+        f"({m['seconds']} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ rows, stats = sample_solutions(
     model, tok, problems, format_prompt=prompt_formatter(params, cfg["model"], tok),
     n_samples=int(cfg["samples_per_problem"]), n_rollouts=int(cfg["rollouts"]),
     temperature=float(cfg["temperature"]), max_new_tokens=int(cfg["max_new_tokens"]),
-    batch_size=int(cfg["batch_size"]), seed=int(get(params, "seed")), check=world.check)
+    batch_size=int(cfg["batch_size"]), seed=int(get(params, "seed")), check=world.check,
+    include_gold=bool(cfg.get("include_gold", False)))
 alphamath.write(args.out, rows)
 write_json(args.stats, stats)
 print("sample: " + json.dumps(stats))

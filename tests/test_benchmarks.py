@@ -74,12 +74,18 @@ def test_small_files(tmp_path):
     g = tmp_path / "g.jsonl"
     g.write_text(json.dumps({"question": "q?", "answer": "x\n#### 70,000"}) + "\n")
     assert load_gsm8k(g) == [
-        {"id": "gsm8k-0000", "question": "q?", "answer": "70000", "benchmark": "gsm8k"}]
+        {"id": "gsm8k-0000", "question": "q?", "answer": "70000", "benchmark": "gsm8k"}
+    ]
     m = tmp_path / "m.jsonl"
-    m.write_text(json.dumps({"problem": "p", "solution": "so \\boxed{\\frac{1}{2}}.",
-                             "idx": 7}) + "\n")
-    assert load_math(m)[0] == {"id": "math-0007", "question": "p", "answer": "\\frac{1}{2}",
-                               "benchmark": "math"}
+    m.write_text(
+        json.dumps({"problem": "p", "solution": "so \\boxed{\\frac{1}{2}}.", "idx": 7}) + "\n"
+    )
+    assert load_math(m)[0] == {
+        "id": "math-0007",
+        "question": "p",
+        "answer": "\\frac{1}{2}",
+        "benchmark": "math",
+    }
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"problem": "p", "solution": "no box"}) + "\n")
     with pytest.raises(ValueError, match="boxed"):
@@ -125,21 +131,27 @@ def _self_grade(loader, path, field, numeric, limit=None):
 
 
 @needs_data
-@pytest.mark.parametrize("loader, path, field, numeric", [
-    (load_gsm8k, GSM8K_TEST, "answer", True),
-    (load_math, MATH_TEST, "solution", False),
-    (load_math500, MATH500_TEST, "solution", False),
-])
+@pytest.mark.parametrize(
+    "loader, path, field, numeric",
+    [
+        (load_gsm8k, GSM8K_TEST, "answer", True),
+        (load_math, MATH_TEST, "solution", False),
+        (load_math500, MATH500_TEST, "solution", False),
+    ],
+)
 def test_gold_self_grading_slice(loader, path, field, numeric):
     assert _self_grade(loader, path, field, numeric, limit=40) == []
 
 
 @needs_data
 @pytest.mark.slow
-@pytest.mark.parametrize("loader, path, field, numeric", [
-    (load_gsm8k, GSM8K_TEST, "answer", True),
-    (load_math, MATH_TEST, "solution", False),
-    (load_math500, MATH500_TEST, "solution", False),
-])
+@pytest.mark.parametrize(
+    "loader, path, field, numeric",
+    [
+        (load_gsm8k, GSM8K_TEST, "answer", True),
+        (load_math, MATH_TEST, "solution", False),
+        (load_math500, MATH500_TEST, "solution", False),
+    ],
+)
 def test_gold_self_grading_full(loader, path, field, numeric):
     assert _self_grade(loader, path, field, numeric) == []

@@ -31,9 +31,17 @@ def tiny_model(vocab_size: int, seed: int = 0, init: float = 0.3):
 
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=4, intermediate_size=64, max_position_embeddings=256,
-        initializer_range=init, pad_token_id=0, eos_token_id=1, bos_token_id=None,
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=256,
+        initializer_range=init,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=None,
     )
     return LlamaForCausalLM(cfg).eval()
 
@@ -70,7 +78,7 @@ def test_matches_hf_generate_greedy(model, tok):
     for p in PROMPTS[:3]:
         ids = tok(p, return_tensors="pt")["input_ids"]
         ref = model.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=0)
-        ref_text = tok.decode(ref[0, ids.shape[1]:], skip_special_tokens=True)
+        ref_text = tok.decode(ref[0, ids.shape[1] :], skip_special_tokens=True)
         assert generate(model, tok, [p], max_new_tokens=12, batch_size=1)[0] == ref_text
 
 
@@ -107,7 +115,7 @@ def test_eos_stops_row(tok):
 
 
 def test_sampling_reproducible_and_batch_independent(model, tok):
-    kw = dict(max_new_tokens=16, temperature=1.0, seed=123)
+    kw = {"max_new_tokens": 16, "temperature": 1.0, "seed": 123}
     a = generate(model, tok, PROMPTS, batch_size=3, **kw)
     b = generate(model, tok, PROMPTS, batch_size=3, **kw)
     c = generate(model, tok, PROMPTS, batch_size=64, **kw)
@@ -126,15 +134,17 @@ def test_sampling_does_not_touch_global_rng(model, tok):
 
 
 def test_repeated_prompts_differ_when_sampling(model, tok):
-    outs = generate(model, tok, ["Q: 7+5=?\n"] * 8, max_new_tokens=16, batch_size=8,
-                    temperature=1.0, seed=0)
+    outs = generate(
+        model, tok, ["Q: 7+5=?\n"] * 8, max_new_tokens=16, batch_size=8, temperature=1.0, seed=0
+    )
     assert len(set(outs)) > 1
 
 
 def test_top_p_tiny_is_greedy(model, tok):
     greedy = generate(model, tok, PROMPTS, max_new_tokens=10, batch_size=4)
-    nucleus = generate(model, tok, PROMPTS, max_new_tokens=10, batch_size=4, temperature=1.0,
-                       top_p=1e-6, seed=3)
+    nucleus = generate(
+        model, tok, PROMPTS, max_new_tokens=10, batch_size=4, temperature=1.0, top_p=1e-6, seed=3
+    )
     assert nucleus == greedy
 
 
@@ -148,8 +158,16 @@ def test_training_mode_restored(model, tok):
 def test_beam_1_1_greedy_equals_greedy_generation(model, tok):
     prompts = PROMPTS[:4]
     full = generate(model, tok, prompts, max_new_tokens=40, batch_size=4)
-    beams = step_beam_search(model, tok, prompts, beam_width=1, n_samples=1, max_steps=40,
-                             max_step_tokens=40, temperature=0.0)
+    beams = step_beam_search(
+        model,
+        tok,
+        prompts,
+        beam_width=1,
+        n_samples=1,
+        max_steps=40,
+        max_step_tokens=40,
+        temperature=0.0,
+    )
     for f, b in zip(full, beams):
         # stepwise greedy reproduces greedy decoding up to the shorter length
         n = min(len(f), len(b))
@@ -158,10 +176,30 @@ def test_beam_1_1_greedy_equals_greedy_generation(model, tok):
 
 def test_beam_search_returns_best_scored(model, tok):
     prompts = ["Q: 7+5=?\n", "abc"]
-    out = step_beam_search(model, tok, prompts, beam_width=3, n_samples=2, max_steps=3,
-                           max_step_tokens=8, step_delimiter=".", temperature=1.0, seed=0)
-    again = step_beam_search(model, tok, prompts, beam_width=3, n_samples=2, max_steps=3,
-                             max_step_tokens=8, step_delimiter=".", temperature=1.0, seed=0)
+    out = step_beam_search(
+        model,
+        tok,
+        prompts,
+        beam_width=3,
+        n_samples=2,
+        max_steps=3,
+        max_step_tokens=8,
+        step_delimiter=".",
+        temperature=1.0,
+        seed=0,
+    )
+    again = step_beam_search(
+        model,
+        tok,
+        prompts,
+        beam_width=3,
+        n_samples=2,
+        max_steps=3,
+        max_step_tokens=8,
+        step_delimiter=".",
+        temperature=1.0,
+        seed=0,
+    )
     assert out == again
     assert len(out) == 2 and all(isinstance(s, str) for s in out)
 
@@ -169,9 +207,19 @@ def test_beam_search_returns_best_scored(model, tok):
 def test_step_logprobs_match_forward(model, tok):
     """The scores used by beam search are the policy's own log-probabilities."""
     prompt = "Q: 7+5=?\n"
-    res = generation._run(model, tok, [prompt], max_new_tokens=6, batch_size=1,
-                          temperature=0.0, top_p=1.0, stop_strings=(), row_seeds=None,
-                          progress=False, want_logprobs=True)[0]
+    res = generation._run(
+        model,
+        tok,
+        [prompt],
+        max_new_tokens=6,
+        batch_size=1,
+        temperature=0.0,
+        top_p=1.0,
+        stop_strings=(),
+        row_seeds=None,
+        progress=False,
+        want_logprobs=True,
+    )[0]
     ids = torch.tensor([tok(prompt)["input_ids"] + res.token_ids])
     with torch.no_grad():
         logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
@@ -198,6 +246,7 @@ def test_vllm_backend_missing_is_clear(monkeypatch):
 def test_hf_generator_same_as_function(model, tok):
     g = get_generator("hf", model=model, tokenizer=tok)
     assert g.generate(PROMPTS, max_new_tokens=5, batch_size=2) == generate(
-        model, tok, PROMPTS, max_new_tokens=5, batch_size=2)
+        model, tok, PROMPTS, max_new_tokens=5, batch_size=2
+    )
     with pytest.raises(ValueError):
         get_generator("nope")

@@ -55,6 +55,8 @@ def mv_gsm():
         ("So the final answer is $\\frac{3}{4}$. I hope it is correct.", "\\frac{3}{4}"),
         ("The answer is 42.", "42"),
         ("blah\nA: 18", "18"),
+        ("The answer is 3 apples.\nA: 4", "4"),
+        ("A: 4\nso the answer is 5.", "5"),
         ("A: 3.5\n", "3.5"),
         ("no answer here", None),
         ("truncated \\boxed{\\frac{1}{2}", None),
@@ -180,7 +182,7 @@ def _fake_world():
     mod = types.ModuleType("pipa.world")
 
     def extract_answer(text):
-        m = re.search(r"^(?:Answer: (-?\d+)|So the answer is (-?\d+)\.?)$", text, re.M)
+        m = re.search(r"^(?:Answer: (-?\d+)|So the answer is (-?\d+)\.?)$", text, re.MULTILINE)
         return None if m is None else str(int(m.group(1) or m.group(2)))
 
     mod.extract_answer = extract_answer
@@ -261,7 +263,10 @@ def test_grade_predictions_rows(world_grader):
     ]
     rows = grade_predictions(problems, ["#### 12", "nothing", "Answer: 7\n"])
     assert [(r["benchmark"], r["id"]) for r in rows] == [
-        ("gsm", "c"), ("gsm8k", "a"), ("gsm8k", "b")]
+        ("gsm", "c"),
+        ("gsm8k", "a"),
+        ("gsm8k", "b"),
+    ]
     assert [r["correct"] for r in rows] == [True, False, True]
     assert rows[1]["malformed"] and rows[1]["extracted"] is None
     m = evaluate_predictions(rows)
@@ -274,8 +279,9 @@ def test_grade_predictions_rows(world_grader):
 def _load_stage():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("grader_agreement",
-                                                  ROOT / "stages" / "grader_agreement.py")
+    spec = importlib.util.spec_from_file_location(
+        "grader_agreement", ROOT / "stages" / "grader_agreement.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -176,17 +176,19 @@ def test_dpo_equals_theorem_a1(beta: float) -> None:
         """p(y | x, c): the tempered model for c=1, the prior for c=0 (probability space)."""
         return torch.exp(beta * log_f + (1 - beta) * log_p) if c == 1 else torch.exp(log_p)
 
-    c = torch.tensor([1, 0, 1, 1, 0, 0])  # which of the pair is "y^c" does not matter
+    def h(y_c: tuple, y_not_c: tuple, label: int) -> torch.Tensor:
+        """h(y^c, y^-c, x, label) = p(y^c | x, label) p(y^-c | x, 1 - label), Appendix A.1."""
+        return cond(*y_c, label) * cond(*y_not_c, 1 - label)
+
+    c = [1, 0, 1, 1, 0, 0]  # the sampled label; which of the pair is "y^c" does not matter
     nll = []
-    for i in range(len(c)):
+    for i, ci in enumerate(c):
         pos = (log_f_pos[i], log_p_pos[i])
         neg = (log_f_neg[i], log_p_neg[i])
-        y_c, y_not_c = (pos, neg) if c[i] == 1 else (neg, pos)
-
-        def h(label: int) -> torch.Tensor:  # h(y^c, y^-c, x, label), Appendix A.1
-            return cond(*y_c, label) * cond(*y_not_c, 1 - label)
-
-        prob = h(int(c[i])) * 0.5 / (h(int(c[i])) * 0.5 + h(1 - int(c[i])) * 0.5)
+        y_c, y_not_c = (pos, neg) if ci == 1 else (neg, pos)
+        # Bayes with p(c=1|x) = p(c=0|x) = 1/2
+        num = h(y_c, y_not_c, ci) * 0.5
+        prob = num / (num + h(y_c, y_not_c, 1 - ci) * 0.5)
         nll.append(-torch.log(prob))
     loss, logs = L.dpo_loss(**p, beta=beta)
     _close(loss, torch.stack(nll).mean())

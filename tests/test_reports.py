@@ -27,7 +27,6 @@ PARAMS = {
         "unpaired_step": ["sft_cont", "step_kto", "pipa_m", "pipa_n"],
     },
     "ablation_models": ["ds"],
-    "ablation_names": ["fixed_g_m", "kto_sft"],
     "ablations": {
         "fixed_g_m": {"table": 2, "setting": "unpaired_step", "algorithm": "pipa_m_fixed_g",
                       "prior": "sft", "baseline": "pipa_m"},
@@ -233,9 +232,10 @@ def test_missing_cells_listed_in_one_error(tmp_path):
     assert msg.startswith("missing 5 cells: ")
     assert ("runs/main/paired_answer/dpo/ds/seed1/eval/metrics.json "
             "(stage eval_paired_answer@dpo-ds-1)") in msg
-    assert "runs/ablation/kto_sft/ds/seed0/eval/predictions.jsonl (stage ablation@" in msg
+    assert ("runs/ablation/kto_sft/ds/seed0/eval/predictions.jsonl "
+            "(stage ablation@kto_sft)") in msg
     assert "reward_correct.tsv (stage align_paired_step@step_dpo-qw-0)" in msg
-    assert "runs/threshold/0.75/ds/seed1/eval/metrics.json (stage sweep@0.75-ds-1)" in msg
+    assert "runs/threshold/0.75/ds/seed1/eval/metrics.json (stage sweep@0.75)" in msg
 
 
 def test_grid_errors_and_formatting():
@@ -249,3 +249,17 @@ def test_grid_errors_and_formatting():
     assert paper_numbers.paper_table1("unpaired", "step", "pipa_n", "qw", "math") == 52.52
     assert paper_numbers.paper_table1("paired", "answer", "sft_cont", "ds", "gsm") is None
     assert paper_numbers.paper_ablation("prior_incorrect_n", "row", "ds", "math") == 50.84
+
+
+def test_stage_script_names_missing_cells(tmp_path):
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, str(repo / "stages" / "report.py"), "--params",
+         str(repo / "params.yaml"), "--root", str(tmp_path), "--out", str(tmp_path / "r")],
+        check=False, capture_output=True, text=True, cwd=repo, timeout=60)
+    assert proc.returncode != 0
+    assert "missing" in proc.stderr and "(stage sft_eval@" in proc.stderr
+    assert not (tmp_path / "r").exists()
