@@ -82,8 +82,8 @@ class Cell:
         """DVC stage name (``kind`` is eval or align) of this cell."""
         if self.group == "sft":
             return f"sft_eval@{self.model}" if kind == "eval" else f"sft@{self.model}"
-        if self.group == "main":
-            return f"{kind}_{self.setting}@{self.algorithm}-{self.model}-{self.seed}"
+        if self.group == "main":  # one stage aligns and evaluates a cell
+            return f"align_{self.setting}@{self.algorithm}-{self.model}-{self.seed}"
         # dvc.yaml: one stage per ablation (foreach) / threshold (matrix) trains and
         # evaluates every model and seed of it
         if self.group == "ablation":

@@ -1,10 +1,15 @@
-"""Stage align: one grid cell (algorithm × model × seed on one setting's labelled data)."""
+"""Stage align: one grid cell (algorithm × model × seed on one setting's labelled data).
+
+Trains over the lr grid (selection on validation), then, with --eval-out, evaluates the
+selected model on the test benchmarks in the same process: one interpreter start per cell
+instead of two (start-up, not compute, dominates the tiny default's cells).
+"""
 
 import argparse
 
 import _boot
 
-from pipa.workflow import align_cell
+from pipa.workflow import align_cell, evaluate_folder
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--algorithm", required=True)
@@ -15,10 +20,15 @@ parser.add_argument("--prior", required=True, help="cached prior log-probs (safe
 parser.add_argument("--sft", required=True, help="folder of the SFT model")
 parser.add_argument("--world", default="data/world")
 parser.add_argument("--out", required=True)
+parser.add_argument("--eval-out", default=None, help="also evaluate into this folder")
 args = parser.parse_args()
-summary = align_cell(_boot.params(), algorithm=args.algorithm, model_name=args.model,
+params = _boot.params()
+summary = align_cell(params, algorithm=args.algorithm, model_name=args.model,
                      seed=args.seed, labels_path=args.labels, prior_path=args.prior,
                      sft_dir=args.sft, world_dir=args.world, out_dir=args.out)
 print(f"align {args.algorithm} {args.model} seed {args.seed}: lr {summary['selected_lr']:g} "
       f"(validation {summary['val_accuracy']:.4f}), {summary['steps']} steps, "
       f"{summary['seconds']} s")
+if args.eval_out:
+    result = evaluate_folder(params, args.model, f"{args.out}/model", args.world, args.eval_out)
+    print(f"eval {args.algorithm} {args.model} seed {args.seed}: {result}")

@@ -231,7 +231,7 @@ def test_missing_cells_listed_in_one_error(tmp_path):
     msg = str(err.value)
     assert msg.startswith("missing 5 cells: ")
     assert ("runs/main/paired_answer/dpo/ds/seed1/eval/metrics.json "
-            "(stage eval_paired_answer@dpo-ds-1)") in msg
+            "(stage align_paired_answer@dpo-ds-1)") in msg
     assert ("runs/ablation/kto_sft/ds/seed0/eval/predictions.jsonl "
             "(stage ablation@kto_sft)") in msg
     assert "reward_correct.tsv (stage align_paired_step@step_dpo-qw-0)" in msg
