@@ -23,6 +23,10 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    # A run killed earlier (SIGKILL skips the cleanup below) leaves its temporary behind;
+    # a stage is the only writer of its outputs, so its stale temporaries can go.
+    for stale in final.parent.glob(f".tmp-{final.name}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
     target = tmp / final.name
     try:

@@ -1,0 +1,192 @@
+"""Integration tests: the real DVC stages on the micro config, offline.
+
+One module-scoped fixture reproduces the whole micro pipeline in a scratch copy of the
+working tree with the network unreachable; the other tests reuse (copies of) it. Together
+they take a few minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# Hub and network unreachable: offline flags, proxies pointing at a closed local port.
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "http_proxy": "http://127.0.0.1:9",
+    "https_proxy": "http://127.0.0.1:9",
+    "NO_PROXY": "",
+    "DVC_NO_ANALYTICS": "1",
+    "OMP_NUM_THREADS": "2",
+    "GIT_AUTHOR_NAME": "test",
+    "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "test",
+    "GIT_COMMITTER_EMAIL": "test@example.invalid",
+}
+
+
+def run(cmd: list[str], cwd: Path, timeout: int = 900, check: bool = True):
+    env = dict(os.environ, **OFFLINE_ENV)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def stages_ran(output: str) -> set[str]:
+    """Stages that ran, or were restored from DVC's run-cache (same inputs seen before)."""
+    ran = re.findall(r"Running stage '([^']+)'", output)
+    restored = re.findall(r"Stage '([^']+)' is cached - skipping run", output)
+    return set(ran) | set(restored)
+
+
+def make_micro_repo(dest: Path) -> Path:
+    """Copy the working tree (tracked + untracked, not ignored) and apply the micro preset."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    run([sys.executable, "-m", "pipa.preset", "micro"], dest)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["data"]["benchmark_dir"] = str(SHARED_DATA)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-qm", "micro"], dest)
+    return dest
+
+
+def copy_repo(src: Path, dest: Path) -> Path:
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
+
+
+def lock_outs(repo: Path) -> dict[str, str]:
+    """Output path -> md5 recorded in dvc.lock."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {o["path"]: o.get("md5", "") for st in lock["stages"].values()
+            for o in st.get("outs", [])}
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory) -> Path:
+    if not SHARED_DATA.exists():
+        pytest.skip(f"{SHARED_DATA} not found (the shared data folder beside the repo)")
+    repo = make_micro_repo(tmp_path_factory.mktemp("micro"))
+    proc = run(["dvc", "repro"], repo, timeout=1500)
+    assert "Running stage 'report'" in proc.stdout
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "repro"], repo)
+    return repo
+
+
+def test_micro_pipeline_runs_offline_and_reports(micro):
+    params = yaml.safe_load((micro / "params.yaml").read_text())
+    for model in params["models"]:
+        metrics = json.loads((micro / f"runs/sft/{model}/eval/metrics.json").read_text())
+        assert set(metrics["benchmarks"]) == {"gsm", "math"}
+    table = (micro / "reports/table1.csv").read_text().splitlines()
+    assert table[0] == "data,labels,algorithm,model,benchmark,mean,std,n_seeds,paper"
+    n_cells = sum(len(v) for v in params["algorithms"].values()) * len(params["models"])
+    assert len(table) - 1 >= n_cells * 2  # every cell, both benchmarks
+    assert (micro / "reports/figures/fig5_threshold.png").stat().st_size > 0
+    agreement = json.loads((micro / "reports/grader_agreement.json").read_text())
+    assert agreement
+
+
+def test_second_repro_is_a_no_op(micro):
+    proc = run(["dvc", "repro"], micro)
+    assert stages_ran(proc.stdout) == set()
+
+
+def test_threshold_change_reruns_only_step_level_cells(micro, tmp_path):
+    repo = copy_repo(micro, tmp_path / "exp")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    proc = run(["dvc", "exp", "run", "-S", "threshold=0.3"], repo, timeout=1200)
+    ran = stages_ran(proc.stdout)
+    step_cells = {f"align_{s}@{a}-{m}-{seed}"
+                  for s in ("paired_step", "unpaired_step")
+                  for a in params["algorithms"][s] for m in params["models"]
+                  for seed in params["seeds"]}
+    answer_cells = {f"align_{s}@{a}-{m}-{seed}"
+                    for s in ("paired_answer", "unpaired_answer")
+                    for a in params["algorithms"][s] for m in params["models"]
+                    for seed in params["seeds"]}
+    assert {"labels_step@paired", "labels_step@unpaired", "report"} <= ran
+    assert step_cells <= ran
+    assert not ran & answer_cells
+    step_ablations = {f"ablation@{n}" for n, a in params["ablations"].items()
+                      if a["setting"].endswith("_step")}
+    allowed = step_cells | step_ablations | {"labels_step@paired", "labels_step@unpaired",
+                                              "report"}
+    assert ran <= allowed, f"unexpected stages re-ran: {sorted(ran - allowed)}"
+
+
+def test_same_seed_same_numbers(micro, tmp_path):
+    """A second, independent repro of two cells from scratch gives identical files."""
+    repo = make_micro_repo(tmp_path / "again")
+    cells = ["align_paired_answer@dpo-ds-0", "align_unpaired_step@pipa_m-qw-0"]
+    run(["dvc", "repro", *cells], repo, timeout=1200)
+    first, second = lock_outs(micro), lock_outs(repo)
+    for path, md5 in second.items():
+        assert first[path] == md5, f"{path} differs between two runs with the same seed"
+    for cell in ("runs/main/paired_answer/dpo/ds/seed0", "runs/main/unpaired_step/pipa_m/qw/seed0"):
+        for name in ("metrics.json", "predictions.jsonl"):
+            assert (repo / cell / "eval" / name).read_bytes() == \
+                   (micro / cell / "eval" / name).read_bytes()
+
+
+def test_sigkill_mid_training_leaves_nothing_cached(micro, tmp_path):
+    repo = copy_repo(micro, tmp_path / "kill")
+    before = lock_outs(repo)["models/base/ds"]
+    params_path = repo / "params.yaml"
+    original = params_path.read_text()
+    params = yaml.safe_load(original)
+    params["pretrain"]["steps"] = 100000  # long enough to be killed mid-run
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    env = dict(os.environ, **OFFLINE_ENV)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    proc = subprocess.Popen(["dvc", "repro", "base@ds"], cwd=repo, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not list((repo / "models/base").glob(".tmp-ds-*")):
+            assert time.time() < deadline, "training never started"
+            assert proc.poll() is None, "dvc repro exited before it could be killed"
+            time.sleep(0.2)
+        time.sleep(2.0)  # mid-training
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (repo / "models/base/ds").exists(), "a half-written output was published"
+    assert lock_outs(repo)["models/base/ds"] == before, "dvc.lock recorded the killed run"
+    params_path.write_text(original)
+    rerun = run(["dvc", "repro"], repo)
+    assert stages_ran(rerun.stdout) == {"base@ds"}  # same seed, same bytes: nothing downstream
+    assert lock_outs(repo)["models/base/ds"] == before
+    assert not list((repo / "models/base").glob(".tmp-*")), "stale temporaries left behind"
+    assert run(["dvc", "status", "--json"], repo).stdout.strip() in ("{}", "")
