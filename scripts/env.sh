@@ -23,3 +23,4 @@ fi
 # Offline by construction: hub clients fail fast, DVC sends no analytics.
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 export HF_HUB_DISABLE_TELEMETRY=1 DVC_NO_ANALYTICS=1 TOKENIZERS_PARALLELISM=false
+export OMP_WAIT_POLICY=PASSIVE

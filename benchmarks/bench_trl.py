@@ -1,0 +1,187 @@
+"""Training tokens/s of our DPO and KTO steps vs TRL's DPOTrainer and KTOTrainer.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_trl.py [--steps 10] [--threads 1]
+
+TRL is a baseline for this benchmark only (``pip install -e '.[bench]'``). Same tiny model
+(``models/sft/ds`` if present, else the default ``ds`` family built from params.yaml), same
+tokenizer, same world data (gold solution vs wrong final answer), same batch
+(``align.batch_size`` sequences: DPO 16 pairs, KTO 32 unpaired completions), one epoch of
+``--steps`` steps each. Our side: ``training.alignment_step`` with the cached prior
+(computed once, its time reported separately) and the body of ``training.fit``. TRL runs
+with its default config plus ``use_cpu=True, report_to="none", save_strategy="no"``, the
+batch size and step count above, ``ref_model`` a frozen copy of the model; its defaults
+include bf16 autocast and gradient checkpointing, so it is also run "matched" (fp32, no
+checkpointing). Step times come from a callback (``on_step_begin`` -> ``on_step_end``);
+tokens/s = mean tokens per step (prompt + response of every sequence, our tokenization;
+identical data per epoch on both sides) / median step time after ``--warmup`` steps.
+The last line is ``trl_speedup dpo=X.XX kto=Y.YY``: our training-step tokens/s over TRL's
+(defaults). The prior cache is computed once per dataset and shared by every grid cell
+(algorithms x seeds x lrs); the table also shows the worst case, its time charged to this
+one epoch alone, and the speedups against TRL at matched precision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_step_time import load_or_build, train_step, world_records
+
+from pipa import config as C
+from pipa.losses import ALGORITHMS
+from pipa.training import alignment_step, batch_plan, build_examples, collate
+from pipa.value_head import PolicyWithValueHead
+from pipa.workflow import response_logps
+from pipa.world import format_prompt
+
+
+def ours(spec, base, tok, examples, hparams, bsz: int, n_steps: int) -> tuple[list, list, float]:
+    """Step times and tokens of ``n_steps`` steps of our trainer; plus the prior cache time."""
+    t0 = time.perf_counter()
+    prior = response_logps(base, tok, examples, batch_size=64)
+    prior_s = time.perf_counter() - t0
+    ref = None
+    if spec.needs_mismatched:
+        ref = PolicyWithValueHead(copy.deepcopy(base).eval(), None)
+        for p in ref.parameters():
+            p.requires_grad_(False)
+    policy = PolicyWithValueHead(copy.deepcopy(base).train(), None)
+    batches = batch_plan(examples, spec.data_kind, spec.correct_only, bsz, n_steps, seed=0)
+    step_fn = alignment_step(spec, policy, batches, prior, tok.pad_token_id, hparams, ref)
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=1e-6, betas=(0.9, 0.95))
+    tokens: list[int] = []
+
+    def counted(step):
+        out = step_fn(step)
+        tokens.append(out[3])
+        return out
+
+    times = []
+    for step in range(n_steps):
+        t = time.perf_counter()
+        train_step(lambda _s, step=step: counted(step), trainable, opt)
+        times.append(time.perf_counter() - t)
+    return times, tokens, prior_s
+
+
+def trl_run(kind: str, base, tok, rows: list[dict], bsz: int, n_steps: int,
+            matched: bool) -> list[float]:
+    """Step times of TRL's trainer (``kind`` dpo|kto) over ``n_steps`` steps."""
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
+    from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
+
+    times: list[float] = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            self.t = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            times.append(time.perf_counter() - self.t)
+
+    extra = {"bf16": False, "gradient_checkpointing": False} if matched else {}
+    cfg_cls, trainer_cls = (DPOConfig, DPOTrainer) if kind == "dpo" else (KTOConfig, KTOTrainer)
+    with tempfile.TemporaryDirectory() as out:
+        args = cfg_cls(output_dir=out, use_cpu=True, report_to="none", save_strategy="no",
+                       per_device_train_batch_size=bsz, max_steps=n_steps,
+                       logging_steps=10_000, disable_tqdm=True, **extra)
+        model = copy.deepcopy(base).train()
+        ref = copy.deepcopy(base).eval()
+        trainer = trainer_cls(model=model, ref_model=ref, args=args,
+                              train_dataset=Dataset.from_list(rows), processing_class=tok,
+                              callbacks=[Timer()])
+        trainer.remove_callback(PrinterCallback)  # its per-run log dict would end the output
+        trainer.train()
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default=str(ROOT / "params.yaml"))
+    parser.add_argument("--model-dir", default=str(ROOT / "models" / "sft" / "ds"))
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    params = C.load_params(args.params)
+    bsz = int(C.get(params, "align.batch_size"))
+    n_pairs = bsz // 2 * args.steps  # DPO: bsz/2 pairs per step; KTO: bsz completions per step
+    records = world_records(n_pairs)
+    tok, base, how = load_or_build(params, Path(args.model_dir), records)
+    examples, _ = build_examples(records, tok, format_prompt, 10_000)
+    a = C.get(params, "align")
+    hparams = {"beta": float(a["beta"]), "reduction": a["reduction"],
+               "ipo_normalize": bool(a["ipo_normalize"]), "sft_coef": float(a["sft_coef"])}
+    total_tokens = int(collate(examples, tok.pad_token_id)["attention_mask"].sum())
+    per_step = total_tokens / args.steps
+
+    def text(r):
+        return format_prompt(r["question"]), "".join(r["steps"])
+
+    dpo_rows = []
+    for i in range(0, len(records), 2):
+        prompt, chosen = text(records[i])
+        dpo_rows.append({"prompt": prompt, "chosen": chosen, "rejected": text(records[i + 1])[1]})
+    kto_rows = [{"prompt": text(r)[0], "completion": text(r)[1], "label": bool(r["correct"])}
+                for r in records]
+
+    def tps(times):
+        return per_step / statistics.median(times[args.warmup:])
+
+    results = {}
+    started = time.perf_counter()
+    for kind, rows, kbsz in (("dpo", dpo_rows, bsz // 2), ("kto", kto_rows, bsz)):
+        times, tokens, prior_s = ours(ALGORITHMS[kind], base, tok, examples, hparams, bsz,
+                                      args.steps)
+        assert abs(sum(tokens) - total_tokens) <= 0.01 * total_tokens, "one epoch expected"
+        ours_tps = tps(times)
+        epoch_s = statistics.median(times[args.warmup:]) * args.steps
+        ours_amortised = total_tokens / (epoch_s + prior_s)
+        trl_default = tps(trl_run(kind, base, tok, rows, kbsz, args.steps, matched=False))
+        trl_matched = tps(trl_run(kind, base, tok, rows, kbsz, args.steps, matched=True))
+        results[kind] = (ours_tps, ours_amortised, prior_s, trl_default, trl_matched)
+    wall = time.perf_counter() - started
+
+    n_params = sum(p.numel() for p in base.parameters())
+    print(f"model: {how}, {n_params:,} parameters; {args.steps} steps of {bsz} sequences "
+          f"({per_step:.0f} tokens/step); threads {args.threads}; median after "
+          f"{args.warmup} warm-up steps; {wall:.0f} s\n")
+    print("| algorithm | ours tok/s | ours, prior cache charged to this epoch | TRL defaults "
+          "(bf16 autocast, grad ckpt) tok/s | TRL matched (fp32, no ckpt) tok/s | "
+          "speedup vs defaults | vs matched | vs matched, prior charged |")
+    print("|---|---|---|---|---|---|---|---|")
+    for kind, (o, oa, prior_s, td, tm) in results.items():
+        print(f"| {kind} | {o:.0f} | {oa:.0f} (prior {prior_s:.2f} s) | {td:.0f} | {tm:.0f} | "
+              f"{o / td:.2f} | {o / tm:.2f} | {oa / tm:.2f} |")
+    m = {k: v[0] / v[4] for k, v in results.items()}
+    print(f"\nmatched precision (fp32, no checkpointing): dpo={m['dpo']:.2f} kto={m['kto']:.2f}")
+    s = {k: v[0] / v[3] for k, v in results.items()}
+    print(f"trl_speedup dpo={s['dpo']:.2f} kto={s['kto']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
