@@ -164,6 +164,8 @@ def fetch(params: dict, models_root: str | Path, data_root: str | Path, *,
     models_root, data_root = Path(models_root), Path(data_root)
     if needs_network(req):
         reachable()
+    # Hub snapshots go straight into their folder: huggingface_hub resumes a download
+    # killed half-way (14 GB per 7B model) instead of starting over.
     for name, spec in req["models"].items():
         dest = models_root / name
         with online():
@@ -194,10 +196,13 @@ def fetch(params: dict, models_root: str | Path, data_root: str | Path, *,
                                "(data.alphamath_hub)", err) from err
         manifest["dataset"] = {"source": "hub", **ds, "path": str(path)}
     for name, package in req["gguf"].items():
-        from pipa.models import export_gguf_model, find_gguf_file
+        from pipa.gguf import export_gguf_model, find_gguf_file
+        from pipa.io import atomic_path
 
         gguf = find_gguf_file(package)
-        out = export_gguf_model(models_root / name, gguf)
+        out = models_root / name
+        with atomic_path(out) as tmp:  # a killed export leaves no half-written model
+            export_gguf_model(tmp, gguf)
         manifest["models"][name] = {"source": "gguf", "package": package, "file": gguf.name,
                                     "path": str(out)}
     if not manifest["requested"]:

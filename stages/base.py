@@ -4,7 +4,7 @@ import argparse
 
 import _boot
 
-from pipa.workflow import pretrain_base
+from pipa.pretrain import pretrain_base
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--model", required=True)

