@@ -13,6 +13,7 @@ import torch
 from pipa import config as C
 from pipa.io import atomic_path, write_json
 
+
 def pretrain_base(params: dict, model_name: str, world_dir: str | Path, out_dir: str | Path,
                   live_dir: str | Path | None = None) -> dict:
     """Tokenizer + causal LM trained from scratch on the family's corpus (every token)."""
