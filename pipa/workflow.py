@@ -212,19 +212,42 @@ def compute_prior(params: dict, model_name: str, prior_model_dir: str | Path,
 
 def evaluate_model(params: dict, model_name: str, tok, model, problems: list[dict],
                    progress: bool = True) -> list[dict]:
-    """Generate for each problem and grade it; returns prediction rows (see ARCHITECTURE)."""
-    from pipa.generation import generate
+    """Generate for each problem and grade it; returns prediction rows (see ARCHITECTURE).
+
+    ``eval.decoding``: ``greedy`` (batched greedy decoding) or ``beam`` (the paper's
+    step-level beam search with widths ``eval.beam[benchmark] = [B1, B2]``, greedy steps,
+    candidates scored by the policy's log-probability).
+    """
+    from pipa.generation import generate, step_beam_search
     from pipa.grading import grade_predictions
 
     ecfg = C.get(params, "eval")
     fmt = prompt_formatter(params, model_name, tok)
     setting = grading_setting(params)
+    decoding = ecfg.get("decoding", "greedy")
+    if decoding not in ("greedy", "beam"):
+        raise C.ConfigError(f"params.yaml: eval.decoding={decoding!r}; valid: greedy, beam")
+    stops = tuple(ecfg.get("stop_strings", []))
     model.eval()
-    outputs = generate(model, tok, [fmt(p["question"]) for p in problems],
-                       max_new_tokens=int(ecfg["max_new_tokens"]),
-                       batch_size=int(ecfg["batch_size"]), temperature=0.0,
-                       stop_strings=tuple(ecfg.get("stop_strings", [])), progress=progress)
-    rows = grade_predictions(problems, outputs, setting=setting)
+    outputs: dict[int, str] = {}
+    by_bench: dict[str, list[int]] = {}
+    for i, p in enumerate(problems):
+        by_bench.setdefault(p["benchmark"], []).append(i)
+    for bench, idx in by_bench.items():
+        prompts = [fmt(problems[i]["question"]) for i in idx]
+        if decoding == "greedy":
+            texts = generate(model, tok, prompts, max_new_tokens=int(ecfg["max_new_tokens"]),
+                             batch_size=int(ecfg["batch_size"]), temperature=0.0,
+                             stop_strings=stops, progress=progress)
+        else:
+            width, samples = (int(x) for x in C.get(params, f"eval.beam.{bench}"))
+            texts = step_beam_search(model, tok, prompts, beam_width=width, n_samples=samples,
+                                     max_steps=int(ecfg.get("max_steps", 16)),
+                                     max_step_tokens=int(ecfg["max_new_tokens"]),
+                                     stop_strings=stops, batch_size=int(ecfg["batch_size"]))
+        outputs.update(zip(idx, texts))
+    rows = grade_predictions(problems, [outputs[i] for i in range(len(problems))],
+                             setting=setting)
     rows.sort(key=lambda r: (r["benchmark"], r["id"]))
     return rows
 
