@@ -1,8 +1,8 @@
 """Stage reduction_study: the measurement behind PIPA's default token reduction.
 
 PIPA's token terms can be summed per sequence (the paper's Algorithm 1) or averaged over
-the sequence's labelled tokens. This stage aligns PIPA-M and PIPA-N on the unpaired
-step-level data with each reduction, for every ablation model and seed, and writes the
+the sequence's labelled tokens. This stage aligns PIPA-M on the unpaired step-level
+data with each reduction, for every ablation model and seed, and writes the
 test accuracies side by side (reports/reduction_study.md and .json).
 """
 
@@ -23,7 +23,7 @@ args = parser.parse_args()
 params = _boot.params()
 rows = []
 with atomic_path(args.work) as tmp:
-    for algorithm in ("pipa_m", "pipa_n"):
+    for algorithm in ("pipa_m",):
         for reduction in ("sum", "mean"):
             cell_params = copy.deepcopy(params)
             cell_params["align"]["reduction"] = reduction
