@@ -8,6 +8,7 @@ points ``path`` at a hub snapshot; both load through ``AutoModelForCausalLM``.
 from __future__ import annotations
 
 import os
+import string
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -46,8 +47,13 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, folder: str | os.Path
     )
     tok.decoder = decoders.Fuse()
     specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
+    # Every printable character is in the vocabulary whatever the corpus: a family
+    # pretrained in another solution style (no "=" in its corpus) must still be able to
+    # read and write the alignment data's style, not map it to <unk>.
+    alphabet = sorted(set(string.printable) - set("\t\r\x0b\x0c"))
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, show_progress=False
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=alphabet,
+        show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", **SPECIAL_TOKENS)
