@@ -412,6 +412,13 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
         model_dir = tmp / "model"
         model.save_pretrained(model_dir)
         if lora["enabled"]:
+            # peft writes target_modules from a set, in hash order: sort it so the same
+            # seed gives the same bytes in every process.
+            adapter_cfg = model_dir / "adapter_config.json"
+            cfg = json.loads(adapter_cfg.read_text())
+            if isinstance(cfg.get("target_modules"), list):
+                cfg["target_modules"] = sorted(cfg["target_modules"])
+            write_json(adapter_cfg, cfg)
             write_json(model_dir / "pipa_model.json", {"adapter": True, "base": str(sft_dir)})
         else:
             tok.save_pretrained(model_dir)
