@@ -80,7 +80,7 @@ def solutions_records(solutions, correct_only: bool = False) -> list[dict]:
 
 def load_policy_model(params: dict, model_name: str, folder: str | Path):
     """Tokenizer and model from a stage output folder (full weights or LoRA adapter)."""
-    from pipa.models import load_model, load_tokenizer
+    from pipa.models import load_model
 
     folder = Path(folder)
     meta_path = folder / "pipa_model.json"
@@ -91,11 +91,31 @@ def load_policy_model(params: dict, model_name: str, folder: str | Path):
 
         base = load_model(meta["base"], dtype)
         model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
-        tok = load_tokenizer(meta["base"])
+        tok = tokenizer_of(meta["base"])
     else:
         model = load_model(folder, dtype)
-        tok = load_tokenizer(folder)
+        tok = tokenizer_of(folder)
     return tok, model
+
+
+def tokenizer_of(folder: str | Path):
+    """The tokenizer saved in a model folder, exactly as it was trained.
+
+    AutoTokenizer picks the class from the model's ``model_type``: for a Qwen2 config it
+    rebuilds our world tokenizer with Qwen2's byte-level pre-tokenizer, silently dropping
+    every space and newline. A tokenizer we trained ourselves (saved as the generic
+    ``TokenizersBackend``/``PreTrainedTokenizerFast``) is loaded through that generic class;
+    hub tokenizers keep going through AutoTokenizer.
+    """
+    from pipa.models import load_tokenizer
+
+    config = Path(folder) / "tokenizer_config.json"
+    saved_class = json.loads(config.read_text()).get("tokenizer_class") if config.exists() else None
+    if saved_class in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True)
+    return load_tokenizer(folder)
 
 
 # ---------------------------------------------------------------- SFT and priors

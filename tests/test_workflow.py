@@ -52,3 +52,21 @@ def test_unknown_decoding_is_refused(tiny):
     params["eval"]["decoding"] = "nucleus"
     with pytest.raises(ValueError, match="eval.decoding='nucleus'"):
         evaluate_model(params, "ds", tok, model, problems, progress=False)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_saved_world_tokenizer_round_trips_through_model_folder(tmp_path, family):
+    """Regression: AutoTokenizer rebuilt a Qwen2-family folder's tokenizer with Qwen2's
+    byte-level pre-tokenizer, dropping every space and newline of the world's text."""
+    from pipa.workflow import load_policy_model
+
+    text = "Q: Max 20 toys *3 -8 ?\nA:\n20*3=60\n60-8=52\nAnswer: 52\n"
+    tok = train_tokenizer([text] * 20, 128, tmp_path)
+    arch = {"hidden_size": 16, "intermediate_size": 32, "num_layers": 1, "num_heads": 2,
+            "max_len": 64}
+    build_model(family, arch, len(tok), tok, seed=0).save_pretrained(tmp_path)
+    params = load_params(ROOT / "params.yaml")
+    loaded, _ = load_policy_model(params, "ds", tmp_path)
+    ids = loaded(text, add_special_tokens=False)["input_ids"]
+    assert loaded.unk_token_id not in ids
+    assert loaded.decode(ids) == text
