@@ -3,7 +3,8 @@
     python -m pipa.compare EXPECTED_DIR ACTUAL_DIR [--tolerance 0.5]
 
 Every ``table*.csv`` of EXPECTED_DIR must exist in ACTUAL_DIR with the same rows (keyed by
-data, labels, algorithm, model, benchmark) and ``mean``/``std`` within ``--tolerance``
+every label column present: table, ablation, role, row, data, labels, algorithm, prior,
+model, benchmark) and ``mean``/``std`` within ``--tolerance``
 percentage points. Prints a readable diff of every cell that moved and exits 1 if any did.
 """
 
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-KEY = ["data", "labels", "algorithm", "model", "benchmark"]
+KEY = ["table", "ablation", "role", "row", "data", "labels", "algorithm", "prior", "model",
+       "benchmark"]
 
 
 def compare_table(expected: Path, actual: Path, tolerance: float) -> list[str]:
