@@ -146,6 +146,12 @@ def validate(params: dict, source: str = "params.yaml") -> None:
             problems.append(f"{source}: {key}={value!r}; valid: sum, mean")
     for dotted in ("seeds", "align.batch_size", "align.epochs", "align.beta", "eval.batch_size"):
         need(dotted)
+    for key in ("runtime.threads", "runtime.workers"):
+        value = need(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            problems.append(f"{source}: {key}={value!r} must be a positive integer "
+                            "(runtime.workers: 1 on a GPU, up to runtime.threads on a CPU)")
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 

@@ -253,18 +253,32 @@ def evaluate_model(params: dict, model_name: str, tok, model, problems: list[dic
     by_bench: dict[str, list[int]] = {}
     for i, p in enumerate(problems):
         by_bench.setdefault(p["benchmark"], []).append(i)
-    for bench, idx in by_bench.items():
+    from pipa.parallel import fork_map, worker_plan
+
+    threads = int(C.get(params, "runtime.threads"))
+    workers = int(C.get(params, "runtime.workers"))
+    processes = worker_plan(threads, workers, len(problems))[0]
+    # Strided shards of each benchmark, one job each: decoding a problem does not depend on
+    # which others share its batch (left padding, per-row stopping), so shards give the
+    # same texts as one pass; forked workers decode them side by side.
+    jobs = [(bench, idx[k::processes]) for bench, idx in by_bench.items()
+            for k in range(processes) if idx[k::processes]]
+    show = progress and processes == 1
+
+    def decode(job: tuple[str, list[int]]) -> list[str]:
+        bench, idx = job
         prompts = [fmt(problems[i]["question"]) for i in idx]
         if decoding == "greedy":
-            texts = generate(model, tok, prompts, max_new_tokens=int(ecfg["max_new_tokens"]),
-                             batch_size=int(ecfg["batch_size"]), temperature=0.0,
-                             stop_strings=stops, progress=progress)
-        else:
-            width, samples = (int(x) for x in C.get(params, f"eval.beam.{bench}"))
-            texts = step_beam_search(model, tok, prompts, beam_width=width, n_samples=samples,
-                                     max_steps=int(ecfg.get("max_steps", 16)),
-                                     max_step_tokens=int(ecfg["max_new_tokens"]),
-                                     stop_strings=stops, batch_size=int(ecfg["batch_size"]))
+            return generate(model, tok, prompts, max_new_tokens=int(ecfg["max_new_tokens"]),
+                            batch_size=int(ecfg["batch_size"]), temperature=0.0,
+                            stop_strings=stops, progress=show)
+        width, samples = (int(x) for x in C.get(params, f"eval.beam.{bench}"))
+        return step_beam_search(model, tok, prompts, beam_width=width, n_samples=samples,
+                                max_steps=int(ecfg.get("max_steps", 16)),
+                                max_step_tokens=int(ecfg["max_new_tokens"]),
+                                stop_strings=stops, batch_size=int(ecfg["batch_size"]))
+
+    for (_, idx), texts in zip(jobs, fork_map(decode, jobs, threads=threads, workers=workers)):
         outputs.update(zip(idx, texts))
     rows = grade_predictions(problems, [outputs[i] for i in range(len(problems))],
                              setting=setting)
@@ -388,48 +402,47 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
     pad = tok.pad_token_id
     hidden = sft_model.config.hidden_size
 
-    started = time.perf_counter()
-    tried = []
-    best = None
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
-        for lr in C.lr_grid(params, algorithm):
-            torch.manual_seed(seed)
-            model = copy.deepcopy(sft_model)
-            if lora["enabled"]:
-                from peft import LoraConfig, get_peft_model
+    threads = int(C.get(params, "runtime.threads"))
+    workers = int(C.get(params, "runtime.workers"))
 
-                model = get_peft_model(model, LoraConfig(
-                    r=int(lora["r"]), lora_alpha=int(lora["alpha"]),
-                    lora_dropout=float(lora["dropout"]),
-                    target_modules=list(lora["target_modules"])))
-            head = ValueHead(hidden) if spec.needs_value_head else None
-            policy = PolicyWithValueHead(model, head)
-            policy.train()
-            batches = batch_plan(examples, spec.data_kind, spec.correct_only, bsz, n_steps, seed)
+    def train_candidate(job: tuple[float, str]) -> dict:
+        """Train and validate one lr of the grid into its own folder (a forked worker or
+        this process). Every candidate starts from the same weights, seed and batches."""
+        lr, folder = job
+        folder = Path(folder)
+        torch.manual_seed(seed)
+        model = copy.deepcopy(sft_model)
+        if lora["enabled"]:
+            from peft import LoraConfig, get_peft_model
 
-            step_fn = alignment_step(spec, policy, batches, prior, pad, hparams, ref_model)
+            model = get_peft_model(model, LoraConfig(
+                r=int(lora["r"]), lora_alpha=int(lora["alpha"]),
+                lora_dropout=float(lora["dropout"]),
+                target_modules=list(lora["target_modules"])))
+        head = ValueHead(hidden) if spec.needs_value_head else None
+        policy = PolicyWithValueHead(model, head)
+        policy.train()
+        batches = batch_plan(examples, spec.data_kind, spec.correct_only, bsz, n_steps, seed)
+        step_fn = alignment_step(spec, policy, batches, prior, pad, hparams, ref_model)
+        live = Live(str(folder / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None)
+        last = fit(list(policy.parameters()), step_fn, n_steps, lr=lr,
+                   warmup=int(float(acfg["warmup_ratio"]) * n_steps),
+                   min_lr_ratio=float(acfg["min_lr_ratio"]), grad_clip=float(acfg["grad_clip"]),
+                   live=live, desc=f"{algorithm} {model_name} s{seed} lr={lr:g}",
+                   progress=single_process)
+        live.end()
+        # Validate on a copy: merging LoRA in place would corrupt the adapter we save.
+        eval_model = copy.deepcopy(model)
+        if lora["enabled"]:
+            eval_model = eval_model.merge_and_unload()
+        acc = validation_accuracy(params, model_name, tok, eval_model, val)
+        save_policy(model, head, folder / "model")
+        final = {k: v for k, v in last.items() if k != "tokens_per_s"}  # wall-clock
+        print(f"  {algorithm} {model_name} s{seed} lr={lr:g}: validation accuracy {acc:.4f}",
+              flush=True)
+        return {"lr": lr, "val_accuracy": acc, "final": final}
 
-            live_dir = tmp / f"dvclive_lr{lr:g}"
-            live = Live(str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None)
-            trainable = list(policy.parameters())
-            last = fit(trainable, step_fn, n_steps, lr=lr,
-                       warmup=int(float(acfg["warmup_ratio"]) * n_steps),
-                       min_lr_ratio=float(acfg["min_lr_ratio"]), grad_clip=float(acfg["grad_clip"]),
-                       live=live, desc=f"{algorithm} {model_name} s{seed} lr={lr:g}")
-            live.end()
-            # Validate on a copy: merging LoRA in place would corrupt the adapter we may save.
-            eval_model = copy.deepcopy(model)
-            if lora["enabled"]:
-                eval_model = eval_model.merge_and_unload()
-            acc = validation_accuracy(params, model_name, tok, eval_model, val)
-            final = {k: v for k, v in last.items() if k != "tokens_per_s"}  # wall-clock
-            tried.append({"lr": lr, "val_accuracy": acc, "final": final})
-            print(f"  lr={lr:g}: validation accuracy {acc:.4f}")
-            if best is None or acc > best[0]:
-                best = (acc, lr, model, head, live_dir)
-        acc, lr, model, head, live_dir = best
-        model_dir = tmp / "model"
+    def save_policy(model, head, model_dir: Path) -> None:
         model.save_pretrained(model_dir)
         if lora["enabled"]:
             # peft writes target_modules from a set, in hash order: sort it so the same
@@ -445,9 +458,24 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
             write_json(model_dir / "pipa_model.json", {"adapter": False})
         if head is not None:
             save_value_head(head, model_dir)
-        shutil.move(str(live_dir), str(tmp / "dvclive"))
-        for other in tmp.glob("dvclive_lr*"):
-            shutil.rmtree(other)
+
+    from pipa.parallel import fork_map, worker_plan
+
+    grid = C.lr_grid(params, algorithm)
+    single_process = worker_plan(threads, workers, len(grid))[0] == 1
+    started = time.perf_counter()
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        jobs = [(lr, str(tmp / f"candidate_lr{lr:g}")) for lr in grid]
+        tried = fork_map(train_candidate, jobs, threads=threads, workers=workers)
+        # The first best on validation wins ties: the smaller lr of the grid's order.
+        best = max(range(len(tried)), key=lambda i: (tried[i]["val_accuracy"], -i))
+        lr, acc = tried[best]["lr"], tried[best]["val_accuracy"]
+        chosen = Path(jobs[best][1])
+        shutil.move(str(chosen / "model"), str(tmp / "model"))
+        shutil.move(str(chosen / "dvclive"), str(tmp / "dvclive"))
+        for _, folder in jobs:
+            shutil.rmtree(folder)
         summary = {"algorithm": algorithm, "model": model_name, "seed": seed,
                    "steps": n_steps, "batch_size": bsz, "examples": len(examples),
                    "skipped": skipped, "selected_lr": lr, "val_accuracy": acc,

@@ -10,7 +10,14 @@ final-answer step::
     52+85=137
     Answer: 137
 
-The QW style says the same in words (``20 times 3 is 60.`` ... ``So the answer is 137.``).
+The QW style annotates every equation with the operation's name and ends with a sentence
+(``20*3=60 (multiply)`` ... ``So the answer is 137.``). Each line still starts with the same
+equation on purpose; two calibrations that did not measured why (README): arithmetic in
+words (``20 times 3 is 60.``) left the QW base model knowing sums only in that surface form
+(0.4% / 0.2% after SFT), and the operation's name in front (``Multiply: 20*3=60``) made it
+copy the operator from its own word instead of from the question (3.2% / 0.8%: ``-9``
+became ``*7`` once the word was gone). The shift this family stands for is one of style,
+not of what arithmetic it knows.
 
 Knobs (all in :data:`DEFAULT_WORLD_CFG`; the lead mirrors it under ``world:`` in params.yaml):
 
@@ -93,7 +100,7 @@ DEFAULT_WORLD_CFG: dict[str, Any] = {
 NAMES = ("Max", "Ann", "Bo", "Lee", "Sam", "Kim", "Tom", "Eve", "Zoe", "Ray", "Ida", "Jon")
 NOUNS = ("toys", "apples", "coins", "books", "cards", "pens", "eggs", "shells", "stamps", "beads")
 _OP_KEY = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
-_OP_WORD = {"+": "plus", "-": "minus", "*": "times", "/": "divided by"}
+_OP_WORD = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide"}
 
 
 # ----------------------------------------------------------------------------- config
@@ -341,7 +348,7 @@ def render_step(a: int, op: str, b: int, result: int, style: str) -> str:
     if style == "ds":
         return f"{a}{op}{b}={result}\n"
     if style == "qw":
-        return f"{a} {_OP_WORD[op]} {b} is {result}.\n"
+        return f"{a}{op}{b}={result} ({_OP_WORD[op]})\n"
     raise ValueError(f"unknown solution style {style!r}; use one of {STYLES}")
 
 

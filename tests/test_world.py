@@ -88,7 +88,7 @@ def test_render_both_styles():
     assert world.render_steps(ops[:3], values[:4], "ds") == [
         "20*3=60\n", "60-8=52\n", "52+85=137\n", "Answer: 137\n"]
     qw = world.render_steps(ops, values, "qw")
-    assert qw[0] == "20 times 3 is 60.\n" and qw[3] == "137 divided by 1 is 137.\n"
+    assert qw[0] == "20*3=60 (multiply)\n" and qw[3] == "137/1=137 (divide)\n"
     assert qw[-1] == "So the answer is 137.\n"
     with pytest.raises(ValueError):
         world.render_steps(ops, values[:2], "ds")
@@ -105,7 +105,7 @@ def test_parse_question_and_prompt():
     "text, expected",
     [
         ("20*3=60\nAnswer: 60\n", "60"),
-        ("20 times 3 is 60.\nSo the answer is 60.\n", "60"),
+        ("20*3=60 (multiply)\nSo the answer is 60.\n", "60"),
         ("Answer: 060", "60"),
         ("Answer: -7\n", "-7"),
         ("1+1=2\nAnswer: 2\nAnswer: 3\n", "2"),  # the first answer counts
