@@ -144,7 +144,7 @@ def validate(params: dict, source: str = "params.yaml") -> None:
         value = need(key)
         if value is not None and value not in ("sum", "mean"):
             problems.append(f"{source}: {key}={value!r}; valid: sum, mean")
-    for dotted in ("seeds", "align.batch_size", "align.epochs", "align.beta", "eval.batch_size"):
+    for dotted in ("seeds", "align.epochs", "align.beta", "eval.batch_size"):
         need(dotted)
     for key in ("runtime.threads", "runtime.workers"):
         value = need(key)
@@ -152,8 +152,84 @@ def validate(params: dict, source: str = "params.yaml") -> None:
                                   or value < 1):
             problems.append(f"{source}: {key}={value!r} must be a positive integer "
                             "(runtime.workers: 1 on a GPU, up to runtime.threads on a CPU)")
+    for section in ("sft", "prior_ft", "align"):
+        problems.extend(check_batching(params, section, source))
+        problems.extend(check_lora(params, section, source))
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def check_batching(params: dict, section: str, source: str = "params.yaml") -> list[str]:
+    """``<section>.batch_size`` (the global batch) and ``<section>.grad_accum``.
+
+    The global batch of one optimizer step is ``batch_size`` sequences; each of the
+    ``grad_accum`` micro-batches of a process holds ``batch_size / (grad_accum × processes)``
+    of them. The process count is only known at launch (checked then); here the batch must
+    at least split into ``grad_accum`` micro-batches (alignment: paired algorithms take
+    ``batch_size / 2`` pairs, which must split too).
+    """
+    out = []
+    values = {}
+    for key in ("batch_size", "grad_accum"):
+        try:
+            value = get(params, f"{section}.{key}", source)
+        except ConfigError as err:
+            out.append(str(err))
+            continue
+        if not _positive_int(value):
+            out.append(f"{source}: {section}.{key}={value!r} must be a positive integer")
+            continue
+        values[key] = value
+    if len(values) == 2:
+        batch, accum = values["batch_size"], values["grad_accum"]
+        units = batch // 2 if section == "align" else batch
+        if batch % accum or units % accum:
+            multiple = accum * (2 if section == "align" else 1)
+            out.append(
+                f"{source}: {section}.batch_size={batch} (the global batch) does not split "
+                f"into {section}.grad_accum={accum} equal micro-batches"
+                + (" of pairs (paired algorithms take batch_size/2 pairs)"
+                   if section == "align" else "")
+                + f"; make batch_size a multiple of {multiple} (x the number of processes "
+                "under accelerate launch)"
+            )
+    return out
+
+
+def check_lora(params: dict, section: str, source: str = "params.yaml") -> list[str]:
+    """``<section>.lora``: enabled, r, alpha, dropout, target_modules."""
+    try:
+        lora = get(params, f"{section}.lora", source)
+    except ConfigError as err:
+        return [str(err)]
+    key = f"{section}.lora"
+    if not isinstance(lora, dict):
+        return [f"{source}: {key} must be a mapping (enabled, r, alpha, dropout, target_modules)"]
+    out = []
+    missing = [k for k in ("enabled", "r", "alpha", "dropout", "target_modules") if k not in lora]
+    if missing:
+        out.append(f"{source}: {key} lacks {', '.join(missing)} (see align.lora in params.yaml)")
+    if "enabled" in lora and not isinstance(lora["enabled"], bool):
+        out.append(f"{source}: {key}.enabled={lora['enabled']!r} must be true or false")
+    if "r" in lora and not _positive_int(lora["r"]):
+        out.append(f"{source}: {key}.r={lora['r']!r} must be a positive integer")
+    alpha = lora.get("alpha", 1)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+        out.append(f"{source}: {key}.alpha={alpha!r} must be a positive number")
+    dropout = lora.get("dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
+            or not 0.0 <= dropout < 1.0:
+        out.append(f"{source}: {key}.dropout={dropout!r} must be a number in [0, 1)")
+    modules = lora.get("target_modules", ["x"])
+    if not isinstance(modules, list) or not modules \
+            or not all(isinstance(m, str) for m in modules):
+        out.append(f"{source}: {key}.target_modules={modules!r} must be a non-empty list of "
+                   "module names (e.g. [q_proj, v_proj])")
+    return out
 
 
 def lr_grid(params: dict, algorithm: str) -> list[float]:

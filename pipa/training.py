@@ -4,18 +4,43 @@
 tokens of chosen solutions), and alignment (a loss from ``pipa.losses.ALGORITHMS``). The
 trainer never branches on an algorithm's name; it reads the algorithm's spec (which data
 kind it needs, whether it needs the value head or KTO's mismatched pairs).
+
+The loop runs under ``accelerate`` (one process on the CPU, or ``accelerate launch`` over
+several GPUs). How a batch is split:
+
+* ``batch_size`` in params is the **global** batch: sequences per optimizer step, summed
+  over gradient-accumulation micro-batches and processes (paired algorithms: half as many
+  pairs). ``n_steps`` counts optimizer steps of that global batch.
+* Every process builds the same plan of global batches (``batch_plan``, same seed). Each
+  global batch is cut into ``grad_accum`` consecutive chunks; process ``r`` of ``W`` takes
+  ``chunk[r::W]`` of each. So one process sees micro-batches of
+  ``batch_size / (grad_accum × W)`` sequences, and the batch must divide evenly
+  (``ConfigError`` otherwise).
+* ``fit`` calls ``step_fn`` once per micro-batch, backpropagates ``loss / grad_accum``
+  (``accelerator.backward``) and steps the optimizer once per ``grad_accum`` micro-batches;
+  across processes the gradients are averaged (DDP / DeepSpeed). The update is therefore
+  that of the mean of the ``grad_accum × W`` micro-batch losses: for a loss that is a mean
+  over sequences (every loss here), with equal micro-batches, the full-batch mean.
+
+With one process and ``grad_accum = 1`` the micro-batch is the global batch and the loop is
+the plain PyTorch loop, bit for bit (``tests/test_training.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from pipa.config import ConfigError
+from pipa.io import atomic_path
 from pipa.labels import step_index, token_labels
 from pipa.models import encode_example
 
@@ -25,7 +50,14 @@ class NonFiniteLoss(RuntimeError):
 
 
 def setup_runtime(threads: int, seed: int) -> None:
-    """Same params and seed, same numbers: fixed thread count, deterministic kernels."""
+    """Same params and seed, same numbers: fixed thread count, deterministic kernels.
+
+    On CUDA, deterministic cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG`` set before the first
+    matmul; it is set here unless the environment already has it (no effect on the CPU).
+    """
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     random.seed(seed)
@@ -118,6 +150,16 @@ def collate(examples: list[Example], pad_id: int,
     }
 
 
+def to_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    """The collated batch (cached prior log-probs included) on ``device``; a no-op on the CPU."""
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def device_of(module: torch.nn.Module) -> torch.device:
+    """Where a module's parameters live (after ``accelerator.prepare`` moved them)."""
+    return next(module.parameters()).device
+
+
 def mismatched(examples: list[Example]) -> list[Example]:
     """KTO's mismatched pairs (x_i, y_{i+1}), built inside the batch as its authors do."""
     shifted = examples[1:] + examples[:1]
@@ -130,11 +172,18 @@ def mismatched(examples: list[Example]) -> list[Example]:
 
 
 def batch_plan(examples: list[Example], data_kind: str, correct_only: bool,
-               batch_size: int, n_steps: int, seed: int) -> Iterator[list[Example]]:
-    """Yield ``n_steps`` batches of ``batch_size`` sequences, reshuffling every epoch.
+               batch_size: int, n_steps: int, seed: int, *, grad_accum: int = 1,
+               num_processes: int = 1, process_index: int = 0) -> Iterator[list[Example]]:
+    """Yield this process's micro-batches: ``n_steps × grad_accum`` of them.
 
-    Paired algorithms get batch_size/2 (chosen, rejected) pairs, so every algorithm of a
-    setting sees the same number of sequences per step and the same number of steps.
+    The plan is one of ``n_steps`` global batches of ``batch_size`` sequences, reshuffled
+    every epoch, identical on every process (same seed). Paired algorithms get
+    batch_size/2 (chosen, rejected) pairs, so every algorithm of a setting sees the same
+    number of sequences per step and the same number of steps. Each global batch is cut
+    into ``grad_accum`` consecutive chunks and process ``process_index`` of
+    ``num_processes`` takes ``chunk[process_index::num_processes]`` of each: one process's
+    micro-batch holds ``batch_size / (grad_accum × num_processes)`` sequences. With
+    ``grad_accum = num_processes = 1`` each micro-batch is the whole global batch.
     """
     rng = random.Random(seed)
     if data_kind == "paired":
@@ -148,8 +197,18 @@ def batch_plan(examples: list[Example], data_kind: str, correct_only: bool,
     else:
         units = [e for e in examples if e.correct or not correct_only]
         per_batch = batch_size
+    split = grad_accum * num_processes
+    if grad_accum < 1 or num_processes < 1 or per_batch % split:
+        unit = "pairs" if data_kind == "paired" else "sequences"
+        raise ConfigError(
+            f"batch_size={batch_size} ({per_batch} {unit} per step) does not split into "
+            f"grad_accum={grad_accum} x {num_processes} processes equal micro-batches; make "
+            f"batch_size a multiple of {split * (2 if data_kind == 'paired' else 1)} (or "
+            "change grad_accum / the number of processes)"
+        )
     if not units:
         raise ValueError("no training data for this algorithm/setting after filtering")
+    chunk = per_batch // grad_accum
     order: list = []
     for _ in range(n_steps):
         if len(order) < per_batch:
@@ -157,7 +216,8 @@ def batch_plan(examples: list[Example], data_kind: str, correct_only: bool,
             rng.shuffle(fresh)
             order.extend(fresh)
         batch, order = order[:per_batch], order[per_batch:]
-        yield batch
+        for k in range(grad_accum):
+            yield batch[k * chunk : (k + 1) * chunk][process_index::num_processes]
 
 
 def steps_for(n_sequences: int, batch_size: int, epochs: float) -> int:
@@ -193,14 +253,21 @@ def alignment_step(spec, policy, batches: Iterator, prior: dict[str, torch.Tenso
     One forward over every sequence of the batch (for paired data: the chosen then the
     rejected responses), cached prior log-probs, and, for KTO's family, the mismatched
     pairs (x_i, y_{i+1}) scored without a graph (z0 is detached) by policy and reference.
+    ``batches`` yields micro-batches (``batch_plan``): with gradient accumulation or
+    several processes, KTO's mismatched pairs and z0 come from the micro-batch.
+    ``ref_model`` must already be on the policy's device.
     """
 
-    def step_fn(step: int):
+    def step_fn(step: int, model=None):
+        # ``model``: what to call, the module ``fit`` prepared (DDP/DeepSpeed wrapper); the
+        # batch goes to the device of ``policy``, which ``accelerator.prepare`` moved.
+        net = policy if model is None else model
         units = next(batches)
         paired = spec.data_kind == "paired"
         seqs = [c for c, _ in units] + [r for _, r in units] if paired else units
-        batch = collate(seqs, pad_id, prior)
-        logps, values = forward_logps(policy, batch)
+        device = device_of(policy)
+        batch = to_device(collate(seqs, pad_id, prior), device)
+        logps, values = forward_logps(net, batch)
         if paired:
             n = len(units)
             inputs = {}
@@ -212,9 +279,9 @@ def alignment_step(spec, policy, batches: Iterator, prior: dict[str, torch.Tenso
             inputs = _loss_inputs(batch, logps, values)
             inputs["is_correct"] = batch["is_correct"]
         if spec.needs_mismatched:
-            kl = collate(mismatched(seqs), pad_id)
+            kl = to_device(collate(mismatched(seqs), pad_id), device)
             with torch.no_grad():
-                kl_logps, _ = forward_logps(policy, kl)
+                kl_logps, _ = forward_logps(net, kl)
                 kl_prior, _ = forward_logps(ref_model, kl)
             inputs.update(kl_policy_logps=kl_logps, kl_prior_logps=kl_prior,
                           kl_mask=kl["response_mask"])
@@ -247,46 +314,200 @@ def cosine_lr(step: int, total: int, warmup: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def fit(params_to_train, step_fn: Callable[[int], tuple], n_steps: int, *, lr: float,
+def make_accelerator(grad_accum: int = 1, batch_size: int | None = None):
+    """The ``accelerate.Accelerator`` of a training stage (plain ``python`` or ``accelerate launch``).
+
+    One CPU process: device ``cpu``, no wrapping, so ``fit`` is the plain PyTorch loop.
+    ``batch_size`` (the global batch, in sequences) is checked to split into
+    ``grad_accum × num_processes`` micro-batches; under DeepSpeed it also fills
+    ``train_micro_batch_size_per_gpu`` (there is no DataLoader for accelerate to read it from).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+
+    if isinstance(grad_accum, bool) or not isinstance(grad_accum, int) or grad_accum < 1:
+        raise ConfigError(f"grad_accum={grad_accum!r} must be a positive integer")
+    accelerator = Accelerator(gradient_accumulation_steps=grad_accum)
+    # accelerate lets ACCELERATE_GRADIENT_ACCUMULATION_STEPS (set by `accelerate launch`
+    # from a config's gradient_accumulation_steps) override the argument: params decide.
+    if accelerator.gradient_accumulation_steps != grad_accum:
+        raise ConfigError(
+            f"the accelerate config/environment sets gradient_accumulation_steps="
+            f"{accelerator.gradient_accumulation_steps} but params say grad_accum={grad_accum}; "
+            "remove gradient_accumulation_steps from the accelerate config (params.yaml's "
+            "<section>.grad_accum sets it)"
+        )
+    if batch_size is not None:
+        split = grad_accum * accelerator.num_processes
+        if batch_size % split:
+            raise ConfigError(
+                f"batch_size={batch_size} (the global batch) does not split into grad_accum="
+                f"{grad_accum} x {accelerator.num_processes} processes equal micro-batches; "
+                f"make it a multiple of {split}"
+            )
+        if accelerator.distributed_type == DistributedType.DEEPSPEED:
+            ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
+            if ds_config.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+                ds_config["train_micro_batch_size_per_gpu"] = batch_size // split
+    return accelerator
+
+
+def is_main_process() -> bool:
+    """Whether this is the process that writes outputs (always true without ``accelerate launch``)."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+@contextlib.contextmanager
+def main_process_path(accelerator, final: str | Path) -> Iterator[Path]:
+    """``atomic_path(final)`` on the main process; a throw-away scratch path on the others.
+
+    Only the main process writes a stage's outputs (another process entering
+    ``atomic_path`` would also delete the main process's temporary as stale).
+    """
+    if accelerator.is_main_process:
+        with atomic_path(final) as tmp:
+            yield tmp
+    else:
+        with tempfile.TemporaryDirectory(prefix="pipa-scratch-") as scratch:
+            yield Path(scratch) / Path(final).name
+
+
+def _check_finite_everywhere(accelerator, step: int, ids: list[str], **quantities) -> None:
+    """``check_finite`` on this process's micro-batch; with several processes every process
+    raises as soon as one of them found a non-finite value (none is left waiting)."""
+    error = None
+    try:
+        check_finite(step, ids, **quantities)
+    except NonFiniteLoss as err:
+        error = err
+    if accelerator.num_processes > 1:
+        flag = torch.tensor([0.0 if error is None else 1.0], device=accelerator.device)
+        if float(accelerator.reduce(flag, "sum")) > 0 and error is None:
+            error = NonFiniteLoss(
+                f"non-finite {', '.join(quantities)} at step {step} on another process; lower "
+                "the learning rate or check that process's samples (named in its error)"
+            )
+    if error is not None:
+        raise error
+
+
+def _global_means(accelerator, values: dict[str, list[float]]) -> dict[str, float]:
+    """Mean of each logged quantity over micro-batches (NaN entries left out), and over
+    processes when there are several: the value of the global batch."""
+    sums = {k: sum(v for v in vs if not math.isnan(v)) for k, vs in values.items()}
+    counts = {k: sum(1 for v in vs if not math.isnan(v)) for k, vs in values.items()}
+    if accelerator.num_processes > 1:
+        keys = list(values)
+        local = torch.tensor([sums[k] for k in keys] + [counts[k] for k in keys],
+                             dtype=torch.float64, device=accelerator.device)
+        total = accelerator.reduce(local, "sum").tolist()
+        sums = dict(zip(keys, total[: len(keys)]))
+        counts = dict(zip(keys, total[len(keys) :]))
+    return {k: sums[k] / counts[k] if counts[k] else float("nan") for k in values}
+
+
+def fit(params_to_train, step_fn: Callable[..., tuple], n_steps: int, *, lr: float,
         warmup: int = 0, min_lr_ratio: float = 1.0, weight_decay: float = 0.0,
         grad_clip: float = 1.0, live=None, prefix: str = "train", desc: str = "train",
-        progress: bool = True) -> dict[str, float]:
-    """Run ``n_steps`` optimizer steps; ``step_fn(step)`` returns (loss, logs, ids, n_tokens).
+        progress: bool = True, grad_accum: int = 1, accelerator=None,
+        model: torch.nn.Module | None = None) -> dict[str, float]:
+    """Run ``n_steps`` optimizer steps of ``grad_accum`` micro-batches each.
 
-    Logs every step through dvclive (``live``) when given. Returns the last step's logs.
+    ``step_fn`` runs one micro-batch and returns (loss, logs, ids, n_tokens); it is called
+    as ``step_fn(step)``, or ``step_fn(step, prepared_model)`` when ``model`` is given:
+    then ``model`` and the optimizer go through ``accelerator.prepare`` together (moved to
+    ``accelerator.device``, wrapped for DDP/DeepSpeed when launched on several processes)
+    and the step function must call the module it receives. Without ``model`` nothing is
+    moved (``pretrain``). ``accelerator`` defaults to ``make_accelerator(grad_accum)``.
+
+    Each micro-batch backpropagates ``loss / grad_accum``; the optimizer and the lr schedule
+    step once per ``grad_accum`` micro-batches, after clipping the global gradient norm.
+    A non-finite loss (or ``loss*`` log) of any micro-batch, or a non-finite gradient norm,
+    raises ``NonFiniteLoss`` naming the step and the samples, before the optimizer steps.
+    Logged values are means over the step's micro-batches and processes; ``tokens_per_s``
+    counts every token of the global batch over the whole step. Only the main process
+    logs through dvclive (``live``). Returns the last step's logs.
     """
+    from accelerate.utils import DistributedType
     from tqdm import tqdm
 
+    if accelerator is None:
+        accelerator = make_accelerator(grad_accum)
+    # The gradient-accumulation state is shared by every Accelerator of the process.
+    accelerator.gradient_accumulation_steps = grad_accum
     params_to_train = [p for p in params_to_train if p.requires_grad]
     opt = torch.optim.AdamW(params_to_train, lr=lr, weight_decay=weight_decay,
                             betas=(0.9, 0.95))
+    if model is not None:
+        prepared, accel_opt = accelerator.prepare(model, opt)
+    else:
+        prepared, accel_opt = None, accelerator.prepare(opt)
+    if accelerator.gradient_accumulation_steps != grad_accum:  # DeepSpeed config overrode it
+        raise ConfigError(
+            f"the DeepSpeed config sets gradient_accumulation_steps="
+            f"{accelerator.gradient_accumulation_steps} but params say grad_accum={grad_accum}; "
+            "remove it from the accelerate/DeepSpeed config (params decide)"
+        )
+    # Stepped by hand once per optimizer step (a prepared scheduler would step once per
+    # process); it sets the lr of the optimizer's own param groups, which DeepSpeed shares.
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: cosine_lr(s, n_steps, warmup, min_lr_ratio)
     )
+    clip_params = (list(prepared.parameters())
+                   if prepared is not None and accelerator.distributed_type == DistributedType.FSDP
+                   else params_to_train)
+    models = () if prepared is None else (prepared,)  # no_sync on the non-final micro-batches
+    main = accelerator.is_main_process
+    live = live if main else None
+    accelerator.step = 0  # micro-batch counter of accelerator.accumulate: one per fit
+    for p in params_to_train:
+        p.grad = None
     last: dict[str, float] = {}
-    bar = tqdm(range(n_steps), desc=desc, disable=not progress, mininterval=2.0,
+    bar = tqdm(range(n_steps), desc=desc, disable=not progress or not main, mininterval=2.0,
                dynamic_ncols=True)
-    for step in bar:
-        started = time.perf_counter()
-        loss, logs, ids, n_tokens = step_fn(step)
-        check_finite(step, ids, loss=loss, **{k: v for k, v in logs.items()
-                                               if k.startswith("loss")})
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params_to_train, grad_clip)
-        check_finite(step, ids, gradient_norm=grad_norm)
-        current_lr = opt.param_groups[0]["lr"]
-        opt.step()
-        sched.step()
-        elapsed = time.perf_counter() - started
-        last = {"loss": float(loss.detach())}
-        last.update({k: float(v) for k, v in logs.items()})
-        last.update({"lr": current_lr, "tokens_per_s": n_tokens / max(elapsed, 1e-9)})
-        if live is not None:
-            for name, value in last.items():
-                if math.isfinite(value):
-                    live.log_metric(f"{prefix}/{name}", value)
-            live.next_step()
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{last['loss']:.4f}")
+    try:
+        for step in bar:
+            started = time.perf_counter()
+            values: dict[str, list[float]] = {}
+            n_tokens, step_ids = 0, []
+            for _ in range(grad_accum):
+                with accelerator.accumulate(*models):
+                    loss, logs, ids, micro_tokens = (step_fn(step) if prepared is None
+                                                     else step_fn(step, prepared))
+                    _check_finite_everywhere(
+                        accelerator, step, ids, loss=loss,
+                        **{k: v for k, v in logs.items() if k.startswith("loss")})
+                    accelerator.backward(loss)
+                values.setdefault("loss", []).append(float(loss.detach()))
+                for k, v in logs.items():
+                    values.setdefault(k, []).append(float(v))
+                n_tokens += micro_tokens
+                step_ids.extend(ids)
+            grad_norm = accelerator.clip_grad_norm_(clip_params, grad_clip)
+            if grad_norm is not None and not torch.is_tensor(grad_norm):
+                grad_norm = torch.tensor(float(grad_norm))
+            check_finite(step, step_ids, gradient_norm=grad_norm)  # global: same everywhere
+            current_lr = opt.param_groups[0]["lr"]
+            accel_opt.step()
+            sched.step()
+            accel_opt.zero_grad(set_to_none=True)
+            elapsed = time.perf_counter() - started
+            if accelerator.num_processes > 1:
+                n_tokens = int(accelerator.reduce(
+                    torch.tensor([n_tokens], device=accelerator.device), "sum").item())
+            last = _global_means(accelerator, values)
+            last.update({"lr": current_lr, "tokens_per_s": n_tokens / max(elapsed, 1e-9)})
+            if live is not None:
+                for name, value in last.items():
+                    if math.isfinite(value):
+                        live.log_metric(f"{prefix}/{name}", value)
+                live.next_step()
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{last['loss']:.4f}")
+    finally:
+        # Drop accelerate's references to the prepared model/optimizer (align_cell trains
+        # one model per lr); the caller keeps its own, unwrapped, module.
+        accelerator.free_memory()
     return last

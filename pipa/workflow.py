@@ -123,7 +123,15 @@ def tokenizer_of(folder: str | Path):
 
 def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[dict],
              section: str, out_dir: str | Path, live_dir: str | Path | None = None) -> dict:
-    """Full fine-tuning on responses of ``records`` (SFT, or the Table 3 priors)."""
+    """Fine-tuning on responses of ``records`` (SFT, or the Table 3 priors).
+
+    ``<section>.lora.enabled``: LoRA adapters (r, alpha, dropout, target_modules) instead of
+    every weight; the adapters are merged into the weights before saving
+    (``merge_and_unload``), so ``out_dir`` is always a plain model folder that the prior,
+    align and eval stages load as before. ``<section>.batch_size`` is the global batch,
+    run as ``<section>.grad_accum`` micro-batches per optimizer step on each process
+    (``pipa.training``); under ``accelerate launch`` only the main process writes.
+    """
     from dvclive import Live
 
     from pipa.losses import ALGORITHMS
@@ -131,10 +139,14 @@ def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[
         batch_plan,
         build_examples,
         collate,
+        device_of,
         fit,
         forward_logps,
+        main_process_path,
+        make_accelerator,
         setup_runtime,
         steps_for,
+        to_device,
     )
     from pipa.value_head import PolicyWithValueHead
 
@@ -152,16 +164,23 @@ def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[
             "longer (pretrain.steps) or set sampling.include_gold: true"
         )
     bsz = int(cfg["batch_size"])
+    grad_accum = int(C.get(params, f"{section}.grad_accum"))
+    accelerator = make_accelerator(grad_accum, bsz)
     n_steps = steps_for(len(examples), bsz, float(cfg["epochs"]))
-    batches = batch_plan(examples, "unpaired", False, bsz, n_steps, seed)
+    batches = batch_plan(examples, "unpaired", False, bsz, n_steps, seed, grad_accum=grad_accum,
+                         num_processes=accelerator.num_processes,
+                         process_index=accelerator.process_index)
+    lora = C.get(params, f"{section}.lora")
+    if lora["enabled"]:
+        model = with_lora(model, lora)
     policy = PolicyWithValueHead(model, None)
     sft = ALGORITHMS["sft"]
     started = time.perf_counter()
 
-    def step_fn(step: int):
+    def step_fn(step: int, net=None):
         exs = next(batches)
-        batch = collate(exs, tok.pad_token_id)
-        logps, _ = forward_logps(policy, batch)
+        batch = to_device(collate(exs, tok.pad_token_id), device_of(policy))
+        logps, _ = forward_logps(policy if net is None else net, batch)
         loss, _ = sft.loss_fn(policy_logps=logps, mask=batch["response_mask"],
                                  is_correct=torch.ones_like(batch["is_correct"]),
                                  reduction="mean", prior_logps=batch["prior_logps"],
@@ -169,21 +188,36 @@ def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[
         return loss, {}, [e.rid for e in exs], int(batch["attention_mask"].sum())
 
     model.train()
-    with atomic_path(out_dir) as tmp:
+    with main_process_path(accelerator, out_dir) as tmp:
         live = Live(str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) \
-            if live_dir else None
-        last = fit(model.parameters(), step_fn, n_steps, lr=float(cfg["lr"]),
+            if live_dir and accelerator.is_main_process else None
+        last = fit(policy.parameters(), step_fn, n_steps, lr=float(cfg["lr"]),
                    warmup=int(cfg.get("warmup", 0)), min_lr_ratio=float(cfg["min_lr_ratio"]),
-                   live=live, desc=f"{section} {model_name}")
+                   live=live, desc=f"{section} {model_name}", grad_accum=grad_accum,
+                   accelerator=accelerator, model=policy)
         if live is not None:
             live.end()
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
         # Wall time stays out of the cached output: same seed, same bytes.
         summary = {"model": model_name, "section": section, "examples": len(examples),
                    "skipped": skipped, "steps": n_steps, "final_loss": last["loss"]}
-        write_json(tmp / "pipa_train.json", summary)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            trained = accelerator.unwrap_model(policy).model
+            if lora["enabled"]:
+                trained = trained.merge_and_unload()
+            trained.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            write_json(tmp / "pipa_train.json", summary)
     return {**summary, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def with_lora(model, lora: dict):
+    """``model`` wrapped by peft with LoRA adapters from a params ``lora`` mapping."""
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(
+        r=int(lora["r"]), lora_alpha=int(lora["alpha"]), lora_dropout=float(lora["dropout"]),
+        target_modules=list(lora["target_modules"])))
 
 
 @torch.no_grad()
@@ -365,6 +399,8 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
         batch_plan,
         build_examples,
         fit,
+        main_process_path,
+        make_accelerator,
         setup_runtime,
         steps_for,
     )
@@ -385,14 +421,17 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
     if missing:
         raise ValueError(f"{prior_path}: no prior log-probs for {len(missing)} solutions "
                          f"(e.g. {missing[:3]}); re-run the prior stage")
+    bsz = int(acfg["batch_size"])
+    grad_accum = int(acfg["grad_accum"])
+    accelerator = make_accelerator(grad_accum, bsz)
     ref_model = None
     if spec.needs_mismatched:
         # KTO's z0 needs the prior on (x_i, y_{i+1}), which no cache can hold: batches differ
         # per seed. A frozen copy of the reference scores only those sequences.
         ref_model = PolicyWithValueHead(copy.deepcopy(sft_model).eval(), None)
+        ref_model.to(accelerator.device)
         for p in ref_model.parameters():
             p.requires_grad_(False)
-    bsz = int(acfg["batch_size"])
     n_steps = steps_for(len(examples), bsz, float(acfg["epochs"]))
     hparams = {"beta": float(acfg["beta"]), "reduction": acfg["reduction"],
                "ipo_normalize": bool(acfg["ipo_normalize"]), "sft_coef": float(acfg["sft_coef"])}
@@ -404,6 +443,8 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
 
     threads = int(C.get(params, "runtime.threads"))
     workers = int(C.get(params, "runtime.workers"))
+    if accelerator.num_processes > 1 or accelerator.device.type != "cpu":
+        workers = 1  # candidates share the device(s): one after another
 
     def train_candidate(job: tuple[float, str]) -> dict:
         """Train and validate one lr of the grid into its own folder (a forked worker or
@@ -419,24 +460,30 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
                 r=int(lora["r"]), lora_alpha=int(lora["alpha"]),
                 lora_dropout=float(lora["dropout"]),
                 target_modules=list(lora["target_modules"])))
-        head = ValueHead(hidden) if spec.needs_value_head else None
+        head = ValueHead(hidden).to(accelerator.device) if spec.needs_value_head else None
         policy = PolicyWithValueHead(model, head)
         policy.train()
-        batches = batch_plan(examples, spec.data_kind, spec.correct_only, bsz, n_steps, seed)
+        batches = batch_plan(examples, spec.data_kind, spec.correct_only, bsz, n_steps, seed,
+                             grad_accum=grad_accum, num_processes=accelerator.num_processes,
+                             process_index=accelerator.process_index)
         step_fn = alignment_step(spec, policy, batches, prior, pad, hparams, ref_model)
-        live = Live(str(folder / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None)
+        live = Live(str(folder / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None) \
+            if accelerator.is_main_process else None
         last = fit(list(policy.parameters()), step_fn, n_steps, lr=lr,
                    warmup=int(float(acfg["warmup_ratio"]) * n_steps),
                    min_lr_ratio=float(acfg["min_lr_ratio"]), grad_clip=float(acfg["grad_clip"]),
                    live=live, desc=f"{algorithm} {model_name} s{seed} lr={lr:g}",
-                   progress=single_process)
-        live.end()
+                   progress=single_process, grad_accum=grad_accum, accelerator=accelerator,
+                   model=policy)
+        if live is not None:
+            live.end()
         # Validate on a copy: merging LoRA in place would corrupt the adapter we save.
         eval_model = copy.deepcopy(model)
         if lora["enabled"]:
             eval_model = eval_model.merge_and_unload()
         acc = validation_accuracy(params, model_name, tok, eval_model, val)
-        save_policy(model, head, folder / "model")
+        if accelerator.is_main_process:
+            save_policy(model, head, folder / "model")
         final = {k: v for k, v in last.items() if k != "tokens_per_s"}  # wall-clock
         print(f"  {algorithm} {model_name} s{seed} lr={lr:g}: validation accuracy {acc:.4f}",
               flush=True)
@@ -464,13 +511,16 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
     grid = C.lr_grid(params, algorithm)
     single_process = worker_plan(threads, workers, len(grid))[0] == 1
     started = time.perf_counter()
-    with atomic_path(out_dir) as tmp:
+    with main_process_path(accelerator, out_dir) as tmp:  # other processes: a scratch path
         tmp.mkdir()
         jobs = [(lr, str(tmp / f"candidate_lr{lr:g}")) for lr in grid]
         tried = fork_map(train_candidate, jobs, threads=threads, workers=workers)
         # The first best on validation wins ties: the smaller lr of the grid's order.
         best = max(range(len(tried)), key=lambda i: (tried[i]["val_accuracy"], -i))
         lr, acc = tried[best]["lr"], tried[best]["val_accuracy"]
+        if not accelerator.is_main_process:  # only the main process saves
+            return {"selected_lr": lr, "val_accuracy": acc, "steps": n_steps,
+                    "seconds": round(time.perf_counter() - started, 1)}
         chosen = Path(jobs[best][1])
         shutil.move(str(chosen / "model"), str(tmp / "model"))
         shutil.move(str(chosen / "dvclive"), str(tmp / "dvclive"))

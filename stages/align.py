@@ -9,6 +9,7 @@ import argparse
 
 import _boot
 
+from pipa.training import is_main_process
 from pipa.workflow import align_cell, evaluate_folder
 
 parser = argparse.ArgumentParser(description=__doc__)
@@ -26,9 +27,11 @@ params = _boot.params()
 summary = align_cell(params, algorithm=args.algorithm, model_name=args.model,
                      seed=args.seed, labels_path=args.labels, prior_path=args.prior,
                      sft_dir=args.sft, world_dir=args.world, out_dir=args.out)
-print(f"align {args.algorithm} {args.model} seed {args.seed}: lr {summary['selected_lr']:g} "
-      f"(validation {summary['val_accuracy']:.4f}), {summary['steps']} steps, "
-      f"{summary['seconds']} s")
-if args.eval_out:
-    result = evaluate_folder(params, args.model, f"{args.out}/model", args.world, args.eval_out)
-    print(f"eval {args.algorithm} {args.model} seed {args.seed}: {result}")
+if is_main_process():  # under `accelerate launch` only the main process reports and evaluates
+    print(f"align {args.algorithm} {args.model} seed {args.seed}: lr {summary['selected_lr']:g} "
+          f"(validation {summary['val_accuracy']:.4f}), {summary['steps']} steps, "
+          f"{summary['seconds']} s")
+    if args.eval_out:
+        result = evaluate_folder(params, args.model, f"{args.out}/model", args.world,
+                                 args.eval_out)
+        print(f"eval {args.algorithm} {args.model} seed {args.seed}: {result}")

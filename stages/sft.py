@@ -9,6 +9,7 @@ import argparse
 import _boot
 
 from pipa import alphamath
+from pipa.training import is_main_process
 from pipa.workflow import finetune, solutions_records
 
 parser = argparse.ArgumentParser(description=__doc__)
@@ -25,5 +26,7 @@ records = solutions_records([s for s in solutions if keep[args.prior](s)])
 section = "sft" if args.prior == "sft" else "prior_ft"
 summary = finetune(params, args.model, f"models/base/{args.model}", records, section,
                    args.out, args.live)
-print(f"{section} {args.model} ({args.prior}): {summary['examples']} examples, "
-      f"{summary['steps']} steps, final loss {summary['final_loss']:.4f}, {summary['seconds']} s")
+if is_main_process():
+    print(f"{section} {args.model} ({args.prior}): {summary['examples']} examples, "
+          f"{summary['steps']} steps, final loss {summary['final_loss']:.4f}, "
+          f"{summary['seconds']} s")

@@ -92,3 +92,70 @@ def test_stage_refuses_bad_params_before_any_work(tmp_path, default_params):
     assert proc.returncode != 0
     assert "unknown algorithm 'nonsense'" in proc.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("section", ["sft", "prior_ft", "align"])
+@pytest.mark.parametrize("value", [0, -2, 1.5, "2", True, None])
+def test_grad_accum_must_be_a_positive_integer(default_params, section, value):
+    bad = copy.deepcopy(default_params)
+    bad[section]["grad_accum"] = value
+    with pytest.raises(ConfigError, match=rf"{section}\.grad_accum=.* must be a positive integer"):
+        validate(bad)
+
+
+@pytest.mark.parametrize("section", ["sft", "prior_ft", "align"])
+def test_missing_grad_accum_is_named(default_params, section):
+    bad = copy.deepcopy(default_params)
+    del bad[section]["grad_accum"]
+    with pytest.raises(ConfigError, match=f"missing key '{section}.grad_accum'"):
+        validate(bad)
+
+
+@pytest.mark.parametrize(("section", "batch_size", "grad_accum"),
+                         [("sft", 32, 3), ("prior_ft", 10, 4), ("align", 12, 5),
+                          ("align", 12, 4)])  # align: 12 sequences, but 6 pairs do not split in 4
+def test_global_batch_must_split_into_micro_batches(default_params, section, batch_size,
+                                                   grad_accum):
+    bad = copy.deepcopy(default_params)
+    bad[section].update(batch_size=batch_size, grad_accum=grad_accum)
+    with pytest.raises(ConfigError) as err:
+        validate(bad)
+    assert f"{section}.batch_size={batch_size} (the global batch) does not split" in str(err.value)
+    assert f"{section}.grad_accum={grad_accum}" in str(err.value)
+
+
+def test_batch_that_splits_is_accepted(default_params):
+    ok = copy.deepcopy(default_params)
+    ok["sft"].update(batch_size=32, grad_accum=4)
+    ok["align"].update(batch_size=32, grad_accum=8)  # 16 pairs: 2 per micro-batch
+    validate(ok)
+
+
+@pytest.mark.parametrize("section", ["sft", "prior_ft", "align"])
+def test_bad_lora_keys_are_named(default_params, section):
+    bad = copy.deepcopy(default_params)
+    bad[section]["lora"] = {"enabled": "yes", "r": 0, "alpha": -1, "dropout": 1.0,
+                            "target_modules": []}
+    with pytest.raises(ConfigError) as err:
+        validate(bad)
+    msg = str(err.value)
+    for key in ("enabled='yes'", "r=0", "alpha=-1", "dropout=1.0", "target_modules=[]"):
+        assert f"{section}.lora.{key}" in msg
+    del bad[section]["lora"]
+    with pytest.raises(ConfigError, match=f"missing key '{section}.lora'"):
+        validate(bad)
+
+
+def test_real_preset_micro_batches_on_eight_gpus(default_params):
+    """The paper's global batches (SFT 1024, alignment 256) as 8-sequence micro-batches on the
+    8 processes of configs/accelerate/*.yaml; LoRA r=64 alpha=16 for SFT as for alignment."""
+    real = merge(default_params, yaml.safe_load((ROOT / "params" / "real.yaml").read_text()))
+    for section, global_batch in (("sft", 1024), ("prior_ft", 1024), ("align", 256)):
+        cfg = real[section]
+        assert cfg["batch_size"] == global_batch
+        assert cfg["batch_size"] // (cfg["grad_accum"] * 8) == 8
+        assert cfg["lora"]["enabled"] and (cfg["lora"]["r"], cfg["lora"]["alpha"]) == (64, 16)
+    for name in ("params.yaml", "params/micro.yaml"):
+        params = merge(default_params, yaml.safe_load((ROOT / name).read_text()) or {})
+        assert all(params[s]["grad_accum"] == 1 for s in ("sft", "prior_ft", "align"))
+        assert not params["sft"]["lora"]["enabled"]

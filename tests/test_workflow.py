@@ -70,3 +70,39 @@ def test_saved_world_tokenizer_round_trips_through_model_folder(tmp_path, family
     ids = loaded(text, add_special_tokens=False)["input_ids"]
     assert loaded.unk_token_id not in ids
     assert loaded.decode(ids) == text
+
+
+def test_finetune_with_lora_saves_a_merged_plain_model(tiny, tmp_path):
+    """sft.lora: adapters on q/v only, two micro-batches per step; the output folder is a
+    plain model (merged weights, no adapter files) that load_policy_model reads as before."""
+    import torch
+
+    from pipa.workflow import finetune, load_policy_model
+
+    params, tok, model, _ = tiny
+    params = copy.deepcopy(params)
+    params["runtime"]["threads"] = 1
+    params["sft"].update(epochs=1, batch_size=4, grad_accum=2, lr=1e-2, warmup=0,
+                         lora={"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0,
+                               "target_modules": ["q_proj", "v_proj"]})
+    init = tmp_path / "init"
+    model.save_pretrained(init)
+    tok.save_pretrained(init)
+    train = world.make_splits({"gsm": {"train": 4, "val": 1, "test": 1},
+                               "math": {"train": 4, "val": 1, "test": 1}}, seed=3)["train"]
+    records = [{"rid": p["id"], "sid": p["id"], "question": p["question"], "steps": p["steps"],
+                "step_labels": [1] * len(p["steps"]), "correct": True, "pair": None}
+               for p in train]
+    summary = finetune(params, "ds", init, records, "sft", tmp_path / "sft")
+    assert summary["steps"] == 2 and summary["examples"] == 8
+    out = tmp_path / "sft"
+    assert (out / "model.safetensors").is_file() and (out / "pipa_train.json").is_file()
+    assert not (out / "adapter_config.json").exists()
+    _, loaded = load_policy_model(params, "ds", out)
+    assert not any("lora" in name for name in loaded.state_dict())
+    before = dict(model.named_parameters())
+    after = dict(loaded.named_parameters())
+    q = "model.layers.0.self_attn.q_proj.weight"
+    k = "model.layers.0.self_attn.k_proj.weight"
+    assert not torch.equal(before[q], after[q])  # the trained adapter, merged
+    assert torch.equal(before[k], after[k])  # not a LoRA target: untouched

@@ -1,0 +1,364 @@
+"""The training engine: accelerate, gradient accumulation, batch sharding, NaN checks."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from pipa.config import ConfigError
+from pipa.losses import ALGORITHMS
+from pipa.training import (
+    Example,
+    NonFiniteLoss,
+    alignment_step,
+    batch_plan,
+    collate,
+    cosine_lr,
+    fit,
+    forward_logps,
+    make_accelerator,
+    to_device,
+)
+from pipa.value_head import PolicyWithValueHead, ValueHead
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tiny_llama(seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=64)
+    return LlamaForCausalLM(config)
+
+
+def _examples(n: int = 16, seed: int = 0) -> list[Example]:
+    """Random (prompt, response) pairs of varied lengths; even ids correct; pairs (2i, 2i+1)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        prompt = [rng.randrange(3, 64) for _ in range(rng.randint(3, 8))]
+        response = [rng.randrange(3, 64) for _ in range(rng.randint(4, 12))]
+        half = len(response) // 2
+        labels = [1] * len(response) if i % 2 == 0 else [1] * half + [0] * (len(response) - half)
+        out.append(Example(rid=f"r{i}", sid=f"s{i}", prompt_ids=prompt, response_ids=response,
+                           token_labels=labels, step_ids=[k // 3 for k in range(len(response))],
+                           correct=i % 2 == 0, pair=i // 2))
+    return out
+
+
+def _sft_step(policy, batches):
+    """workflow.finetune's step: per-row mean NLL, mean over rows (a mean over sequences)."""
+    sft = ALGORITHMS["sft"]
+
+    def step_fn(step: int, model=None):
+        exs = next(batches)
+        batch = to_device(collate(exs, 0), next(policy.parameters()).device)
+        logps, _ = forward_logps(policy if model is None else model, batch)
+        loss, logs = sft.loss_fn(policy_logps=logps, mask=batch["response_mask"],
+                                 is_correct=torch.ones_like(batch["is_correct"]),
+                                 reduction="mean", prior_logps=batch["prior_logps"],
+                                 token_labels=batch["token_labels"])
+        return loss, logs, [e.rid for e in exs], int(batch["attention_mask"].sum())
+
+    return step_fn
+
+
+def _train_sft(grad_accum: int, n_steps: int = 3, batch_size: int = 8, lr: float = 1e-3,
+               **kw):
+    model = _tiny_llama()
+    policy = PolicyWithValueHead(model, None).train()
+    batches = batch_plan(_examples(), "unpaired", False, batch_size, n_steps, seed=5,
+                         grad_accum=grad_accum)
+    last = fit(policy.parameters(), _sft_step(policy, batches), n_steps, lr=lr, warmup=1,
+               min_lr_ratio=0.1, progress=False, grad_accum=grad_accum, model=policy, **kw)
+    return policy, last
+
+
+# ---------------------------------------------------------------- batch plan
+
+
+def test_batch_plan_default_is_the_global_batch():
+    exs = _examples()
+    plan = list(batch_plan(exs, "unpaired", False, 8, 5, seed=1))
+    assert len(plan) == 5 and all(len(b) == 8 for b in plan)
+    paired = list(batch_plan(exs, "paired", False, 8, 3, seed=1))
+    assert all(len(b) == 4 and all(c.correct and not r.correct for c, r in b) for b in paired)
+
+
+def _key(unit) -> str:
+    return "+".join(e.rid for e in unit) if isinstance(unit, tuple) else unit.rid
+
+
+@pytest.mark.parametrize(("data_kind", "batch_size", "grad_accum", "world"),
+                         [("unpaired", 8, 2, 1), ("unpaired", 8, 2, 2), ("unpaired", 12, 3, 2),
+                          ("paired", 8, 2, 2), ("paired", 16, 2, 2)])
+def test_micro_batches_partition_each_global_batch(data_kind, batch_size, grad_accum, world):
+    exs = _examples(24)
+    n_steps = 4
+    full = list(batch_plan(exs, data_kind, False, batch_size, n_steps, seed=7))
+    shards = [list(batch_plan(exs, data_kind, False, batch_size, n_steps, seed=7,
+                              grad_accum=grad_accum, num_processes=world, process_index=r))
+              for r in range(world)]
+    per_micro = len(full[0]) // (grad_accum * world)
+    for shard in shards:
+        assert len(shard) == n_steps * grad_accum
+        assert all(len(m) == per_micro for m in shard)
+    for step, global_batch in enumerate(full):
+        micro = [m for shard in shards
+                 for m in shard[step * grad_accum : (step + 1) * grad_accum]]
+        got = [u for m in micro for u in m]
+        assert sorted(map(_key, got)) == sorted(map(_key, global_batch))
+
+
+@pytest.mark.parametrize(("data_kind", "batch_size", "grad_accum", "world"),
+                         [("unpaired", 8, 3, 1), ("unpaired", 8, 2, 3), ("paired", 8, 4, 2)])
+def test_batch_that_does_not_split_is_refused(data_kind, batch_size, grad_accum, world):
+    with pytest.raises(ConfigError, match=f"grad_accum={grad_accum} x {world} processes"):
+        next(batch_plan(_examples(), data_kind, False, batch_size, 2, seed=0,
+                        grad_accum=grad_accum, num_processes=world, process_index=0))
+
+
+def test_make_accelerator_on_cpu_is_one_plain_process():
+    acc = make_accelerator(2, batch_size=8)
+    assert acc.device.type == "cpu" and acc.num_processes == 1 and acc.is_main_process
+    assert acc.gradient_accumulation_steps == 2
+    with pytest.raises(ConfigError, match="batch_size=9"):
+        make_accelerator(2, batch_size=9)
+    with pytest.raises(ConfigError, match="positive integer"):
+        make_accelerator(0)
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def _plain_loop(params, step_fn, n_steps, *, lr, warmup, min_lr_ratio, grad_clip=1.0):
+    """The loop before accelerate (reference): one forward per optimizer step."""
+    params = [p for p in params if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: cosine_lr(s, n_steps, warmup, min_lr_ratio))
+    losses = []
+    for step in range(n_steps):
+        loss, _, _, _ = step_fn(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+@pytest.mark.parametrize("algorithm", ["sft", "pipa_m", "kto", "dpo"])
+def test_one_process_no_accumulation_is_the_plain_loop_bit_for_bit(algorithm):
+    spec = ALGORITHMS[algorithm]
+    exs = _examples()
+    prior = {e.sid: -torch.rand(len(e.response_ids), generator=torch.Generator().manual_seed(i))
+             for i, e in enumerate(exs)}
+    hparams = {"beta": 0.1, "reduction": "sum", "ipo_normalize": False, "sft_coef": 1.0}
+    results = []
+    for engine in ("plain", "fit"):
+        torch.manual_seed(1)
+        base = _tiny_llama()
+        head = ValueHead(32) if spec.needs_value_head else None
+        policy = PolicyWithValueHead(base, head).train()
+        ref = None
+        if spec.needs_mismatched:
+            ref = PolicyWithValueHead(copy.deepcopy(base).eval(), None).requires_grad_(False)
+        batches = batch_plan(exs, spec.data_kind, spec.correct_only, 8, 4, seed=3)
+        step_fn = alignment_step(spec, policy, batches, prior, 0, hparams, ref)
+        losses = []
+
+        def recorded(*args, step_fn=step_fn, losses=losses):
+            out = step_fn(*args)
+            losses.append(float(out[0].detach()))
+            return out
+
+        kw = {"lr": 1e-3, "warmup": 2, "min_lr_ratio": 0.1}
+        if engine == "plain":
+            _plain_loop(policy.parameters(), recorded, 4, **kw)
+        else:
+            fit(policy.parameters(), recorded, 4, progress=False, model=policy,
+                accelerator=make_accelerator(1), **kw)
+        results.append((losses, [p.detach().clone() for p in policy.parameters()]))
+    (plain_losses, plain_params), (fit_losses, fit_params) = results
+    assert plain_losses == fit_losses
+    assert all(torch.equal(a, b) for a, b in zip(plain_params, fit_params))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_accumulating_half_batches_gives_the_full_batch_update(monkeypatch, optimizer):
+    """grad_accum=2 over the two halves of each batch = grad_accum=1 over the whole batch.
+
+    With SGD the parameters compare the gradients themselves. AdamW's first steps are
+    lr * g / (|g| + eps), about lr * sign(g): a float-rounding difference in a gradient
+    entry near zero moves that weight by up to lr, so AdamW runs at a small lr.
+    """
+    lr = 1e-3
+    if optimizer == "sgd":
+        monkeypatch.setattr(torch.optim, "AdamW",
+                            lambda params, lr, **_: torch.optim.SGD(params, lr=lr))
+    else:
+        lr = 1e-5
+    full, full_last = _train_sft(grad_accum=1, lr=lr)
+    accum, accum_last = _train_sft(grad_accum=2, lr=lr)
+    for (name, a), b in zip(full.named_parameters(), accum.parameters()):
+        assert torch.allclose(a, b, atol=1e-6, rtol=0), name
+    assert abs(full_last["loss"] - accum_last["loss"]) < 1e-5  # logged: mean of micro-batches
+    assert full_last["lr"] == accum_last["lr"]
+
+
+def test_fit_with_an_accelerator_on_cpu_logs_once_per_step():
+    class FakeLive:
+        def __init__(self):
+            self.metrics, self.steps = [], 0
+
+        def log_metric(self, name, value):
+            self.metrics.append((self.steps, name, value))
+
+        def next_step(self):
+            self.steps += 1
+
+    accelerator = make_accelerator(2, batch_size=8)
+    live = FakeLive()
+    before = [p.detach().clone() for p in _tiny_llama().parameters()]
+    policy, last = _train_sft(grad_accum=2, n_steps=3, accelerator=accelerator, live=live)
+    assert live.steps == 3
+    losses = [v for _, name, v in live.metrics if name == "train/loss"]
+    assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
+    assert last["tokens_per_s"] > 0 and math.isfinite(last["loss"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+    assert accelerator.device.type == "cpu"
+
+
+def test_logged_values_are_means_over_micro_batches():
+    weight = torch.nn.Parameter(torch.tensor(1.0))
+    values = iter([1.0, 3.0, float("nan"), 5.0])
+
+    def step_fn(step):
+        v = next(values)
+        logs = {"metric": torch.tensor(v)}
+        return weight * 2.0, logs, [f"m{step}"], 10
+
+    last = fit([weight], step_fn, 2, lr=0.0, grad_accum=2, progress=False)
+    assert last["loss"] == 2.0
+    assert last["metric"] == 5.0  # NaN (nothing to average in that micro-batch) is left out
+    assert last["tokens_per_s"] > 0
+
+
+def test_nan_loss_in_a_micro_batch_names_the_step_and_samples():
+    model = _tiny_llama()
+    policy = PolicyWithValueHead(model, None).train()
+    batches = batch_plan(_examples(), "unpaired", False, 8, 3, seed=5, grad_accum=2)
+    inner = _sft_step(policy, batches)
+    calls = []
+
+    def step_fn(step, model=None):
+        loss, logs, ids, n = inner(step, model)
+        calls.append(step)
+        if len(calls) == 4:  # step 1, second micro-batch
+            loss = loss * float("nan")
+        return loss, logs, ids, n
+
+    before = [p.detach().clone() for p in policy.parameters()]
+    with pytest.raises(NonFiniteLoss, match=r"non-finite loss at step 1 \(samples: r") as err:
+        fit(policy.parameters(), step_fn, 3, lr=1e-3, grad_accum=2, progress=False,
+            model=policy)
+    assert "lower the learning rate" in str(err.value)
+    assert calls == [0, 0, 1, 1]  # stopped before the optimizer step of step 1
+    assert any(not torch.equal(a, b) for a, b in zip(before, policy.parameters()))  # step 0 ran
+
+
+def test_nan_gradient_names_the_step():
+    weight = torch.nn.Parameter(torch.tensor(1.0))
+
+    def step_fn(step):
+        loss = weight * 2.0
+        if step == 2:  # a finite loss whose gradient is NaN
+            loss = loss + _NanGrad.apply(weight)
+        return loss, {}, [f"w{step}"], 1
+
+    with pytest.raises(NonFiniteLoss, match=r"non-finite gradient_norm at step 2 \(samples: w2"):
+        fit([weight], step_fn, 4, lr=1e-2, grad_accum=1, progress=False)
+
+
+class _NanGrad(torch.autograd.Function):
+    """Zero in the forward, NaN gradient in the backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x * 0.0
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
+
+
+# ---------------------------------------------------------------- several processes
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_match_one_process(tmp_path):
+    """torchrun, 2 CPU processes (gloo DDP), each with half of every batch: the same
+    parameters and logged loss as one process with the whole batch, and as one process
+    accumulating 2 micro-batches (SGD, so the parameters compare the gradients)."""
+    script = tmp_path / "ddp.py"
+    script.write_text(_DDP_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+           "ACCELERATE_USE_CPU": "true"}  # what `accelerate launch --cpu` sets
+    outputs = {}
+    for name, cmd in {
+        "one": [sys.executable, str(script), str(tmp_path / "one.pt"), "1"],
+        "accum": [sys.executable, str(script), str(tmp_path / "accum.pt"), "2"],
+        "two": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                "--master_port", "29517", str(script), str(tmp_path / "two.pt"), "1"],
+    }.items():
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600,
+                              check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outputs[name] = torch.load(tmp_path / f"{name}.pt")
+    one = outputs["one"]
+    assert one["processes"] == 1 and outputs["two"]["processes"] == 2
+    assert outputs["two"]["distributed"].endswith("MULTI_CPU")
+    for other in ("accum", "two"):
+        got = outputs[other]
+        assert abs(got["loss"] - one["loss"]) < 1e-5, other
+        for a, b in zip(one["params"], got["params"]):
+            assert torch.allclose(a, b, atol=1e-6, rtol=0), other
+
+
+_DDP_SCRIPT = '''
+import sys
+import torch
+from pipa.training import batch_plan, fit, make_accelerator, setup_runtime
+from pipa.value_head import PolicyWithValueHead
+sys.path.insert(0, "TESTS_DIR")
+from test_training import _examples, _sft_step, _tiny_llama
+
+out, grad_accum = sys.argv[1], int(sys.argv[2])
+# SGD: the parameters compare the gradients (see the accumulation test on AdamW's sign).
+torch.optim.AdamW = lambda params, lr, **_: torch.optim.SGD(params, lr=lr)
+setup_runtime(1, 0)
+acc = make_accelerator(grad_accum, batch_size=8)
+policy = PolicyWithValueHead(_tiny_llama(), None).train()
+batches = batch_plan(_examples(), "unpaired", False, 8, 3, seed=5, grad_accum=grad_accum,
+                     num_processes=acc.num_processes, process_index=acc.process_index)
+last = fit(policy.parameters(), _sft_step(policy, batches), 3, lr=1e-3, warmup=1,
+           min_lr_ratio=0.1, progress=False, grad_accum=grad_accum, accelerator=acc,
+           model=policy)
+acc.wait_for_everyone()
+if acc.is_main_process:
+    torch.save({"loss": last["loss"], "processes": acc.num_processes,
+                "distributed": str(acc.distributed_type),
+                "params": [p.detach().clone() for p in policy.parameters()]}, out)
+'''.replace("TESTS_DIR", str(Path(__file__).resolve().parent))
