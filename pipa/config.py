@@ -155,6 +155,7 @@ def validate(params: dict, source: str = "params.yaml") -> None:
     for section in ("sft", "prior_ft", "align"):
         problems.extend(check_batching(params, section, source))
         problems.extend(check_lora(params, section, source))
+    problems += _path_problems(params, source)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 
@@ -230,6 +231,36 @@ def check_lora(params: dict, section: str, source: str = "params.yaml") -> list[
         out.append(f"{source}: {key}.target_modules={modules!r} must be a non-empty list of "
                    "module names (e.g. [q_proj, v_proj])")
     return out
+PATH_KEYS = ("base_models", "train_data", "val_data", "test_data")
+
+
+def _path_problems(params: dict, source: str) -> list[str]:
+    """``paths`` (what dvc.yaml's stages read) present, and consistent with ``data``."""
+    paths = params.get("paths")
+    if not isinstance(paths, dict):
+        return [(f"{source}: missing section 'paths' (keys: {', '.join(PATH_KEYS)}); copy "
+                 "it from the default params.yaml")]
+    problems = [f"{source}: paths.{key} must be a non-empty path string"
+                for key in PATH_KEYS if not isinstance(paths.get(key), str) or not paths[key]]
+    if problems:
+        return problems
+    data = params.get("data") or {}
+    alphamath = data.get("alphamath_path")
+    if alphamath is not None and os.path.normpath(alphamath) != os.path.normpath(
+            paths["train_data"]):
+        problems.append(f"{source}: data.alphamath_path={alphamath!r} differs from "
+                        f"paths.train_data={paths['train_data']!r}; the stages read "
+                        "paths.train_data: set both to the same file")
+    bench = data.get("benchmark_dir")
+    if data.get("source", "builtin") != "builtin" and bench:
+        for key in ("val_data", "test_data"):
+            rel = os.path.relpath(os.path.normpath(paths[key]), os.path.normpath(bench))
+            if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+                problems.append(
+                    f"{source}: paths.{key}={paths[key]!r} is outside data.benchmark_dir="
+                    f"{bench!r}, where the evaluating stages read their problems; point it "
+                    "at the benchmark files there so DVC tracks what they read")
+    return problems
 
 
 def lr_grid(params: dict, algorithm: str) -> list[float]:

@@ -13,6 +13,8 @@ from pipa.training import setup_runtime
 from pipa.workflow import load_policy_model, load_split, prompt_formatter, subsample
 
 parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--base", required=True,
+                    help="folder of the model that samples (params paths.base_models/sampling.model)")
 parser.add_argument("--world", default="data/world")
 parser.add_argument("--out", default="data/alphamath/train.json")
 parser.add_argument("--stats", default="data/alphamath/stats.json")
@@ -20,7 +22,7 @@ args = parser.parse_args()
 params = _boot.params()
 cfg = get(params, "sampling")
 setup_runtime(int(get(params, "runtime.threads")), int(get(params, "seed")))
-tok, model = load_policy_model(params, cfg["model"], f"models/base/{cfg['model']}")
+tok, model = load_policy_model(params, cfg["model"], args.base)
 problems = subsample(load_split(args.world, "train"), cfg.get("n_problems"),
                      int(get(params, "seed")))
 rows, stats = sample_solutions(

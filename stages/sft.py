@@ -14,7 +14,10 @@ from pipa.workflow import finetune, solutions_records
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--model", required=True)
-parser.add_argument("--data", default="data/alphamath/train.json")
+parser.add_argument("--base", required=True,
+                    help="folder of the model to start from (params paths.base_models/MODEL)")
+parser.add_argument("--data", default="data/alphamath/train.json",
+                    help="AlphaMath-format training file (params paths.train_data)")
 parser.add_argument("--prior", choices=["sft", "all", "incorrect"], default="sft")
 parser.add_argument("--out", required=True)
 parser.add_argument("--live", default=None)
@@ -24,8 +27,7 @@ solutions = alphamath.read(args.data)
 keep = {"sft": lambda s: s.correct, "all": lambda s: True, "incorrect": lambda s: not s.correct}
 records = solutions_records([s for s in solutions if keep[args.prior](s)])
 section = "sft" if args.prior == "sft" else "prior_ft"
-summary = finetune(params, args.model, f"models/base/{args.model}", records, section,
-                   args.out, args.live)
+summary = finetune(params, args.model, args.base, records, section, args.out, args.live)
 if is_main_process():
     print(f"{section} {args.model} ({args.prior}): {summary['examples']} examples, "
           f"{summary['steps']} steps, final loss {summary['final_loss']:.4f}, "
