@@ -146,12 +146,13 @@ def validate(params: dict, source: str = "params.yaml") -> None:
             problems.append(f"{source}: {key}={value!r}; valid: sum, mean")
     for dotted in ("seeds", "align.epochs", "align.beta", "eval.batch_size"):
         need(dotted)
-    for key in ("runtime.threads", "runtime.workers"):
+    for key in ("runtime.threads", "runtime.workers", "align.length_groups"):
         value = need(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value < 1):
             problems.append(f"{source}: {key}={value!r} must be a positive integer "
-                            "(runtime.workers: 1 on a GPU, up to runtime.threads on a CPU)")
+                            "(runtime.workers: 1 on a GPU, up to runtime.threads on a CPU; "
+                            "align.length_groups: 1 turns grouping off)")
     for section in ("sft", "prior_ft", "align"):
         problems.extend(check_batching(params, section, source))
         problems.extend(check_lora(params, section, source))

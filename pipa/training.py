@@ -59,7 +59,13 @@ def setup_runtime(threads: int, seed: int) -> None:
 
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
+    if torch.cuda.is_available():
+        torch.use_deterministic_algorithms(True)
+    else:
+        # The public call also imports torch._inductor (0.8 s per process, paid by every
+        # stage and grid cell) only to set the compiler's flag; nothing here compiles, and
+        # on the CPU the eager flag is all that matters.
+        torch._C._set_deterministic_algorithms(True, warn_only=False)
     random.seed(seed)
     torch.manual_seed(seed)
 
@@ -173,7 +179,8 @@ def mismatched(examples: list[Example]) -> list[Example]:
 
 def batch_plan(examples: list[Example], data_kind: str, correct_only: bool,
                batch_size: int, n_steps: int, seed: int, *, grad_accum: int = 1,
-               num_processes: int = 1, process_index: int = 0) -> Iterator[list[Example]]:
+               num_processes: int = 1, process_index: int = 0,
+               length_groups: int = 1) -> Iterator[list[Example]]:
     """Yield this process's micro-batches: ``n_steps × grad_accum`` of them.
 
     The plan is one of ``n_steps`` global batches of ``batch_size`` sequences, reshuffled
@@ -184,6 +191,13 @@ def batch_plan(examples: list[Example], data_kind: str, correct_only: bool,
     ``num_processes`` takes ``chunk[process_index::num_processes]`` of each: one process's
     micro-batch holds ``batch_size / (grad_accum × num_processes)`` sequences. With
     ``grad_accum = num_processes = 1`` each micro-batch is the whole global batch.
+
+    ``length_groups = k > 1`` groups by length, as transformers' ``group_by_length`` does:
+    each epoch's shuffled order is cut into runs of k batches, each run sorted by length and
+    cut into batches again, and the batches of a run shuffled. Batches then hold sequences
+    of similar length (on the default's data: 10% padding instead of 28% for k = 4, i.e.
+    a fifth fewer tokens through the model) while every sequence is still seen once per
+    epoch in a seeded random order.
     """
     rng = random.Random(seed)
     if data_kind == "paired":
@@ -214,10 +228,31 @@ def batch_plan(examples: list[Example], data_kind: str, correct_only: bool,
         if len(order) < per_batch:
             fresh = list(units)
             rng.shuffle(fresh)
+            if length_groups > 1:
+                fresh = _group_by_length(fresh, per_batch, length_groups, rng)
             order.extend(fresh)
         batch, order = order[:per_batch], order[per_batch:]
         for k in range(grad_accum):
             yield batch[k * chunk : (k + 1) * chunk][process_index::num_processes]
+
+
+def _unit_length(unit) -> int:
+    pair = unit if isinstance(unit, tuple) else (unit,)
+    return max(len(e.prompt_ids) + len(e.response_ids) for e in pair)
+
+
+def _group_by_length(units: list, per_batch: int, k: int, rng: random.Random) -> list:
+    out: list = []
+    run = per_batch * k
+    for start in range(0, len(units), run):
+        ordered = sorted(units[start : start + run], key=_unit_length, reverse=True)
+        batches = [ordered[i : i + per_batch] for i in range(0, len(ordered), per_batch)]
+        # A short last batch of the epoch stays last: the consumer tops it up with the
+        # next epoch's sequences, as without grouping.
+        full = [b for b in batches if len(b) == per_batch]
+        rng.shuffle(full)
+        out.extend(x for b in full + [b for b in batches if len(b) < per_batch] for x in b)
+    return out
 
 
 def steps_for(n_sequences: int, batch_size: int, epochs: float) -> int:

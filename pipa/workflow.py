@@ -465,7 +465,8 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
         policy.train()
         batches = batch_plan(examples, spec.data_kind, spec.correct_only, bsz, n_steps, seed,
                              grad_accum=grad_accum, num_processes=accelerator.num_processes,
-                             process_index=accelerator.process_index)
+                             process_index=accelerator.process_index,
+                             length_groups=int(acfg["length_groups"]))
         step_fn = alignment_step(spec, policy, batches, prior, pad, hparams, ref_model)
         live = Live(str(folder / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None) \
             if accelerator.is_main_process else None
