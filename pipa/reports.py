@@ -1094,26 +1094,6 @@ def _ablation_words(name: str, spec: dict) -> str:
             f"{spec.get('prior', 'sft')} against {spec.get('baseline')} in {spec.get('setting')}")
 
 
-def _fmt_seconds(s: float) -> str:
-    s = float(s)
-    return f"{s / 3600:.2f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
-
-
-def timing_lines(root: Path) -> list[str]:
-    path = root / "runs" / "timing.json"
-    if not path.is_file():
-        return ["Wall time: not recorded (no runs/timing.json)."]
-    t = json.loads(path.read_text())
-    groups: dict[str, float] = {}
-    for stage, sec in t.items():
-        groups[stage.split("@")[0]] = groups.get(stage.split("@")[0], 0.0) + float(sec)
-    lines = [(f"Wall time: {_fmt_seconds(sum(groups.values()))} summed over {len(t)} stage "
-             "runs (from runs/timing.json):"), ""]
-    lines += [f"- `{g}`: {_fmt_seconds(s)}" for g, s in
-              sorted(groups.items(), key=lambda kv: -kv[1])]
-    return lines
-
-
 def readme(col: Collected, tables: list[Table], sig: pd.DataFrame, findings: list[str],
            figures: list[str], elapsed: float) -> str:
     p = col.params
@@ -1136,8 +1116,9 @@ def readme(col: Collected, tables: list[Table], sig: pd.DataFrame, findings: lis
              "threshold is the main-grid cell, not a rerun)."),
              (f"- Significance: paired bootstrap over test problems, B={N_BOOT}, numpy seed "
              f"{BOOT_SEED}; all comparisons in `significance.csv`."),
-             f"- Report stage time: {elapsed:.1f} s.", ""]
-    lines += timing_lines(col.root) + [""]
+             ("- Wall times are not part of this report (the same params give the same bytes "
+              "here): `scripts/repro.sh` writes them to `runs/timing.json` after the run, "
+              "and the top-level README quotes them."), ""]
     lines += ["## Agreement with the paper (computed from the numbers)", ""]
     lines += [f"- {f}" for f in findings] + [""]
     for t in tables:
