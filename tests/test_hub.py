@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -53,22 +51,11 @@ def test_default_params_request_nothing(tmp_path, no_sockets) -> None:
     assert not (tmp_path / "m").exists() and not (tmp_path / "d").exists()
 
 
-def test_download_stage_default_writes_manifest(tmp_path) -> None:
+def test_download_stage_default_writes_manifest(tmp_path, run_download_offline) -> None:
     """The stage script itself, as DVC runs it, with the socket layer disabled."""
-    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    guard = tmp_path / "sitecustomize.py"
-    guard.write_text(
-        "import socket\n"
-        "def _no(*a, **k):\n    raise AssertionError('network touched')\n"
-        "socket.create_connection = _no\nsocket.socket.connect = _no\n"
-    )
-    env = dict(os.environ, PYTHONPATH=str(tmp_path))
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, str(ROOT / "stages" / "download.py"),
-                          "--models-root", "m", "--data-root", "d",
-                          "--manifest", "d/manifest.json"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
-                         check=False)
+    out = run_download_offline(tmp_path, "--models-root", "m", "--data-root", "d",
+                               "--manifest", "d/manifest.json")
     assert out.returncode == 0, out.stderr
     manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
     assert manifest["requested"] is False

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -77,21 +76,11 @@ def test_real_paths_are_where_the_download_stage_writes(tmp_path) -> None:
     assert Path(manifest["dataset"]["path"]) == Path(paths["train_data"])
 
 
-def test_download_stage_default_creates_its_output_folders(tmp_path) -> None:
+def test_download_stage_default_creates_its_output_folders(tmp_path,
+                                                         run_download_offline) -> None:
     """Default params: no network, and both declared folders exist with the tracked READMEs."""
-    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
-    guard = tmp_path / "sitecustomize.py"
-    guard.write_text(
-        "import socket\n"
-        "def _no(*a, **k):\n    raise AssertionError('network touched')\n"
-        "socket.create_connection = _no\nsocket.socket.connect = _no\n"
-    )
-    env = dict(os.environ, PYTHONPATH=str(tmp_path))
-    out = subprocess.run([sys.executable, str(ROOT / "stages" / "download.py"),
-                          "--models-root", "models/hub", "--data-root", "data/hub",
-                          "--manifest", "data/hub/manifest.json"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
-                         check=False)
+    out = run_download_offline(tmp_path, "--models-root", "models/hub", "--data-root",
+                               "data/hub", "--manifest", "data/hub/manifest.json")
     assert out.returncode == 0, out.stderr
     for folder in ("models/hub", "data/hub/alphamath"):
         assert sorted(p.name for p in (tmp_path / folder).iterdir()) == ["README.md"]
