@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipa import config as C
 from pipa.losses import ALGORITHMS
-from pipa.training import alignment_step, build_examples, collate, forward_logps
+from pipa.training import alignment_step, autocast, build_examples, collate, forward_logps
 from pipa.value_head import PolicyWithValueHead, ValueHead
 
 
@@ -82,9 +82,11 @@ def make_optimizer(params_list):
                              betas=(0.9, 0.95))
 
 
-def train_step(step_fn, trainable, opt) -> None:
-    """The body of ``training.fit`` (minus logging): step, backward, clip, AdamW step."""
-    loss, _logs, _ids, _n = step_fn(0)
+def train_step(step_fn, trainable, opt, mixed_precision: str = "no") -> None:
+    """The body of ``training.fit`` (minus logging): step (under ``fit``'s autocast),
+    backward, clip, AdamW step."""
+    with autocast(mixed_precision):
+        loss, _logs, _ids, _n = step_fn(0)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -125,8 +127,10 @@ def main() -> None:
 
     examples, _ = build_examples(records, tok, format_prompt, 10_000)
     pad = tok.pad_token_id
+    # Both steps run in params' precision (runtime.mixed_precision), as the stages do.
+    precision = C.get(params, "runtime.mixed_precision")
     # Cached prior: the model's own per-token log-probs, as the prior stage stores them.
-    with torch.no_grad():
+    with torch.no_grad(), autocast(precision):
         batch = collate(examples, pad)
         logps, _ = forward_logps(PolicyWithValueHead(base.eval(), None), batch)
     prior = {e.sid: logps[i][batch["response_mask"][i]].clone()
@@ -181,7 +185,7 @@ def main() -> None:
         for name in order:
             step_fn, trainable, opt = variants[name]
             t0 = time.perf_counter()
-            train_step(step_fn, trainable, opt)
+            train_step(step_fn, trainable, opt, precision)
             if rep >= args.warmup:
                 times[name].append(time.perf_counter() - t0)
     wall = time.perf_counter() - started
@@ -190,7 +194,7 @@ def main() -> None:
     sft_t = med["SFT"]
     n_params = sum(p.numel() for p in base.parameters())
     print(f"model: {how}, {n_params:,} parameters; batch {len(examples)} sequences, "
-          f"{n_tokens} tokens; threads {args.threads}; {args.reps} reps (+{args.warmup} "
+          f"{n_tokens} tokens; threads {args.threads}; precision {precision}; {args.reps} reps (+{args.warmup} "
           f"warm-up), interleaved; {wall:.0f} s\n")
     print("| step | median ms | p25-p75 ms | ratio to SFT | with mismatched fwd |")
     print("|---|---|---|---|---|")

@@ -14,8 +14,9 @@ include bf16 autocast and gradient checkpointing, so it is also run "matched" (f
 checkpointing). Step times come from a callback (``on_step_begin`` -> ``on_step_end``);
 tokens/s = mean tokens per step (prompt + response of every sequence, our tokenization;
 identical data per epoch on both sides) / median step time after ``--warmup`` steps.
-The last line is ``trl_speedup dpo=X.XX kto=Y.YY``: our training-step tokens/s over TRL's
-(defaults). The prior cache is computed once per dataset and shared by every grid cell
+The last line is ``trl_speedup dpo=X.XX kto=Y.YY``: our training-step tokens/s over TRL's,
+both at their defaults (ours: params' ``runtime.mixed_precision``, bf16 autocast; also run
+in fp32 against TRL "matched"). The prior cache is computed once per dataset and shared by every grid cell
 (algorithms x seeds x lrs); the table also shows the worst case, its time charged to this
 one epoch alone, and the speedups against TRL at matched precision.
 """
@@ -49,10 +50,11 @@ from pipa.workflow import response_logps
 from pipa.world import format_prompt
 
 
-def ours(spec, base, tok, examples, hparams, bsz: int, n_steps: int) -> tuple[list, list, float]:
+def ours(spec, base, tok, examples, hparams, bsz: int, n_steps: int,
+         precision: str) -> tuple[list, list, float]:
     """Step times and tokens of ``n_steps`` steps of our trainer; plus the prior cache time."""
     t0 = time.perf_counter()
-    prior = response_logps(base, tok, examples, batch_size=64)
+    prior = response_logps(base, tok, examples, batch_size=64, mixed_precision=precision)
     prior_s = time.perf_counter() - t0
     ref = None
     if spec.needs_mismatched:
@@ -74,7 +76,7 @@ def ours(spec, base, tok, examples, hparams, bsz: int, n_steps: int) -> tuple[li
     times = []
     for step in range(n_steps):
         t = time.perf_counter()
-        train_step(lambda _s, step=step: counted(step), trainable, opt)
+        train_step(lambda _s, step=step: counted(step), trainable, opt, precision)
         times.append(time.perf_counter() - t)
     return times, tokens, prior_s
 
@@ -154,32 +156,37 @@ def main() -> None:
 
     results = {}
     started = time.perf_counter()
+    default_precision = C.get(params, "runtime.mixed_precision")
     for kind, rows, kbsz in (("dpo", dpo_rows, bsz // 2), ("kto", kto_rows, bsz)):
-        times, tokens, prior_s = ours(ALGORITHMS[kind], base, tok, examples, hparams, bsz,
-                                      args.steps)
-        assert abs(sum(tokens) - total_tokens) <= 0.01 * total_tokens, "one epoch expected"
-        ours_tps = tps(times)
-        epoch_s = statistics.median(times[args.warmup:]) * args.steps
-        ours_amortised = total_tokens / (epoch_s + prior_s)
+        measured = {}
+        for precision in dict.fromkeys((default_precision, "no")):
+            times, tokens, prior_s = ours(ALGORITHMS[kind], base, tok, examples, hparams, bsz,
+                                          args.steps, precision)
+            assert abs(sum(tokens) - total_tokens) <= 0.01 * total_tokens, "one epoch expected"
+            epoch_s = statistics.median(times[args.warmup:]) * args.steps
+            measured[precision] = (tps(times), total_tokens / (epoch_s + prior_s), prior_s)
+        ours_default = measured[default_precision][0]
+        ours_fp32, ours_amortised, prior_s = measured["no"]
         trl_default = tps(trl_run(kind, base, tok, rows, kbsz, args.steps, matched=False))
         trl_matched = tps(trl_run(kind, base, tok, rows, kbsz, args.steps, matched=True))
-        results[kind] = (ours_tps, ours_amortised, prior_s, trl_default, trl_matched)
+        results[kind] = (ours_default, ours_fp32, ours_amortised, prior_s, trl_default,
+                         trl_matched)
     wall = time.perf_counter() - started
 
     n_params = sum(p.numel() for p in base.parameters())
     print(f"model: {how}, {n_params:,} parameters; {args.steps} steps of {bsz} sequences "
           f"({per_step:.0f} tokens/step); threads {args.threads}; median after "
           f"{args.warmup} warm-up steps; {wall:.0f} s\n")
-    print("| algorithm | ours tok/s | ours, prior cache charged to this epoch | TRL defaults "
-          "(bf16 autocast, grad ckpt) tok/s | TRL matched (fp32, no ckpt) tok/s | "
-          "speedup vs defaults | vs matched | vs matched, prior charged |")
+    print(f"| algorithm | ours, params' default ({default_precision}) tok/s | TRL defaults "
+          "(bf16 autocast, grad ckpt) tok/s | speedup vs defaults | ours fp32 tok/s | "
+          "TRL matched (fp32, no ckpt) tok/s | vs matched | vs matched, prior charged |")
     print("|---|---|---|---|---|---|---|---|")
-    for kind, (o, oa, prior_s, td, tm) in results.items():
-        print(f"| {kind} | {o:.0f} | {oa:.0f} (prior {prior_s:.2f} s) | {td:.0f} | {tm:.0f} | "
-              f"{o / td:.2f} | {o / tm:.2f} | {oa / tm:.2f} |")
-    m = {k: v[0] / v[4] for k, v in results.items()}
+    for kind, (od, of, oa, prior_s, td, tm) in results.items():
+        print(f"| {kind} | {od:.0f} | {td:.0f} | {od / td:.2f} | {of:.0f} | {tm:.0f} | "
+              f"{of / tm:.2f} | {oa / tm:.2f} (prior {prior_s:.2f} s) |")
+    m = {k: v[1] / v[5] for k, v in results.items()}
     print(f"\nmatched precision (fp32, no checkpointing): dpo={m['dpo']:.2f} kto={m['kto']:.2f}")
-    s = {k: v[0] / v[3] for k, v in results.items()}
+    s = {k: v[0] / v[4] for k, v in results.items()}
     print(f"trl_speedup dpo={s['dpo']:.2f} kto={s['kto']:.2f}")
 
 

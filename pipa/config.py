@@ -95,6 +95,22 @@ def validate(params: dict, source: str = "params.yaml") -> None:
 
     algorithms = need("algorithms") or {}
     valid_algos = ", ".join(sorted(ALGORITHMS))
+    control = need("control")
+    if control is not None:
+        spec = ALGORITHMS.get(control)
+        if spec is None or not spec.correct_only:
+            correct_only = ", ".join(sorted(n for n, s in ALGORITHMS.items() if s.correct_only))
+            problems.append(
+                f"{source}: control={control!r} must be an algorithm trained on correct "
+                f"solutions only (one cell per data kind serves answer- and step-level "
+                f"blocks); valid: {correct_only}"
+            )
+        for setting, names in algorithms.items():
+            if control in (names or []):
+                problems.append(
+                    f"{source}: algorithms.{setting} lists the control {control!r}; remove "
+                    "it (the control row is added to every block from stage align_control)"
+                )
     for setting, names in algorithms.items():
         if setting not in SETTINGS:
             problems.append(
@@ -153,6 +169,14 @@ def validate(params: dict, source: str = "params.yaml") -> None:
             problems.append(f"{source}: {key}={value!r} must be a positive integer "
                             "(runtime.workers: 1 on a GPU, up to runtime.threads on a CPU; "
                             "align.length_groups: 1 turns grouping off)")
+    try:
+        precision = get(params, "runtime.mixed_precision", source)
+    except ConfigError as err:
+        problems.append(str(err))
+    else:
+        if precision not in ("no", "bf16"):
+            problems.append(f"{source}: runtime.mixed_precision={precision!r}; valid: no, bf16 "
+                            "(bf16: autocast on a CPU with AVX512-BF16/AMX or a GPU)")
     for section in ("sft", "prior_ft", "align"):
         problems.extend(check_batching(params, section, source))
         problems.extend(check_lora(params, section, source))

@@ -53,7 +53,8 @@ def pretrain_base(params: dict, model_name: str, world_dir: str | Path, out_dir:
         last = fit(model.parameters(), step_fn, n_steps, lr=float(pcfg["lr"]),
                    warmup=int(pcfg["warmup"]), min_lr_ratio=float(pcfg["min_lr_ratio"]),
                    weight_decay=float(pcfg.get("weight_decay", 0.0)), live=live,
-                   desc=f"pretrain {model_name}")
+                   desc=f"pretrain {model_name}",
+                   mixed_precision=C.get(params, "runtime.mixed_precision"))
         if live is not None:
             live.end()
         model.save_pretrained(tmp)

@@ -65,12 +65,19 @@ class Cell:
     algorithm: str | None = None
     ablation: str | None = None
     threshold: float | None = None
+    control: bool = False  # the control row: one run per data kind serves both label levels
+
+    @property
+    def data_kind(self) -> str:
+        return _split_setting(self.setting)[0]
 
     @property
     def run_dir(self) -> str:
         if self.group == "sft":
             return f"runs/sft/{self.model}"
         tail = f"{self.model}/seed{self.seed}"
+        if self.group == "main" and self.control:
+            return f"runs/main/control/{self.data_kind}/{tail}"
         if self.group == "main":
             return f"runs/main/{self.setting}/{self.algorithm}/{tail}"
         if self.group == "ablation":
@@ -81,6 +88,8 @@ class Cell:
         """DVC stage name (``kind`` is eval or align) of this cell."""
         if self.group == "sft":
             return f"sft_eval@{self.model}" if kind == "eval" else f"sft@{self.model}"
+        if self.group == "main" and self.control:
+            return f"align_control@{self.data_kind}-{self.model}-{self.seed}"
         if self.group == "main":  # one stage aligns and evaluates a cell
             return f"align_{self.setting}@{self.algorithm}-{self.model}-{self.seed}"
         # dvc.yaml: one stage per ablation (foreach) / threshold (matrix) trains and
@@ -101,8 +110,19 @@ class Cell:
         return f"{self.run_dir}/align/dvclive/plots/metrics/train/{name}.tsv"
 
 
+def main_cell(params: dict, model: str, seed: int, setting: str, algorithm: str) -> Cell:
+    """The Table 1 cell of (setting, algorithm, model, seed); the control's lives once per
+    data kind."""
+    return Cell("main", model, seed, setting, algorithm,
+                control=algorithm == params.get("control"))
+
+
 def _settings(params: dict) -> dict[str, list[str]]:
-    return {s: list(algs) for s, algs in params["algorithms"].items()}
+    """Rows of each Table 1 block: the control (``params['control']``) first, then the
+    setting's algorithms."""
+    control = [params["control"]] if params.get("control") else []
+    return {s: control + [a for a in algs if a not in control]
+            for s, algs in params["algorithms"].items()}
 
 
 def _split_setting(setting: str) -> tuple[str, str]:
@@ -136,7 +156,7 @@ def _sweep(params: dict) -> list[float]:
 
 def _threshold_cell(params: dict, t: float, model: str, seed: int) -> Cell:
     if float(t) == float(params["threshold"]):
-        return Cell("main", model, seed, "unpaired_step", params["sweep_algorithm"])
+        return main_cell(params, model, seed, "unpaired_step", params["sweep_algorithm"])
     # keep the params spelling of the value so the path matches the DVC matrix key
     raw = next(x for x in params["sweep_thresholds"] if float(x) == float(t))
     return Cell("threshold", model, seed, threshold=raw)
@@ -182,7 +202,7 @@ def expected_cells(params: dict) -> dict[str, list[Cell]]:
     for setting, algs in _settings(params).items():
         for alg in algs:
             for m in models:
-                cells["main"] += [Cell("main", m, s, setting, alg) for s in seeds]
+                cells["main"] += [main_cell(params, m, s, setting, alg) for s in seeds]
     for name in list(params.get("ablations", {})):
         for m in ab_models:
             cells["ablation"] += [Cell("ablation", m, s, ablation=name) for s in seeds]
@@ -352,7 +372,7 @@ def _paired_arrays(col: Collected, cells_a: list[Cell], cells_b: list[Cell],
 
 
 def _main_cells(col: Collected, setting: str, alg: str, model: str) -> list[Cell]:
-    return [Cell("main", model, s, setting, alg) for s in col.seeds]
+    return [main_cell(col.params, model, s, setting, alg) for s in col.seeds]
 
 
 def _ablation_cells(col: Collected, ablation: str, model: str) -> list[Cell]:

@@ -194,7 +194,8 @@ def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[
         last = fit(policy.parameters(), step_fn, n_steps, lr=float(cfg["lr"]),
                    warmup=int(cfg.get("warmup", 0)), min_lr_ratio=float(cfg["min_lr_ratio"]),
                    live=live, desc=f"{section} {model_name}", grad_accum=grad_accum,
-                   accelerator=accelerator, model=policy)
+                   accelerator=accelerator, model=policy,
+                   mixed_precision=C.get(params, "runtime.mixed_precision"))
         if live is not None:
             live.end()
         # Wall time stays out of the cached output: same seed, same bytes.
@@ -221,11 +222,14 @@ def with_lora(model, lora: dict):
 
 
 @torch.no_grad()
-def response_logps(model, tok, examples, batch_size: int) -> dict[str, torch.Tensor]:
-    """log p(y_t | x, y_<t) of every response token, keyed by solution id."""
+def response_logps(model, tok, examples, batch_size: int,
+                   mixed_precision: str = "no") -> dict[str, torch.Tensor]:
+    """log p(y_t | x, y_<t) of every response token, keyed by solution id, computed in the
+    precision the alignment's policy forward uses (``autocast(mixed_precision)``), so the
+    policy/prior log-ratio starts at zero up to rounding."""
     from tqdm import tqdm
 
-    from pipa.training import collate, forward_logps
+    from pipa.training import autocast, collate, device_of, forward_logps
     from pipa.value_head import PolicyWithValueHead
 
     policy = PolicyWithValueHead(model, None).eval()
@@ -233,7 +237,8 @@ def response_logps(model, tok, examples, batch_size: int) -> dict[str, torch.Ten
     for i in tqdm(range(0, len(examples), batch_size), desc="prior log-probs", mininterval=2):
         exs = examples[i : i + batch_size]
         batch = collate(exs, tok.pad_token_id)
-        logps, _ = forward_logps(policy, batch)
+        with autocast(mixed_precision, device_of(model)):
+            logps, _ = forward_logps(policy, batch)
         for row, e in enumerate(exs):
             out[e.sid] = logps[row][batch["response_mask"][row]].clone().contiguous()
     return out
@@ -254,7 +259,8 @@ def compute_prior(params: dict, model_name: str, prior_model_dir: str | Path,
     records = solutions_records(alphamath.read(alphamath_path))
     examples, skipped = build_examples(records, tok, fmt, max_len)
     started = time.perf_counter()
-    logps = response_logps(model, tok, examples, int(C.get(params, "eval.batch_size")))
+    logps = response_logps(model, tok, examples, int(C.get(params, "eval.batch_size")),
+                           C.get(params, "runtime.mixed_precision"))
     with atomic_path(out_file) as tmp:
         save_file(logps, str(tmp))
     return {"solutions": len(logps), "skipped": skipped,
@@ -475,7 +481,7 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
                    min_lr_ratio=float(acfg["min_lr_ratio"]), grad_clip=float(acfg["grad_clip"]),
                    live=live, desc=f"{algorithm} {model_name} s{seed} lr={lr:g}",
                    progress=single_process, grad_accum=grad_accum, accelerator=accelerator,
-                   model=policy)
+                   model=policy, mixed_precision=C.get(params, "runtime.mixed_precision"))
         if live is not None:
             live.end()
         # Validate on a copy: merging LoRA in place would corrupt the adapter we save.

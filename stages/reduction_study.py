@@ -1,14 +1,16 @@
 """Stage reduction_study: the measurement behind PIPA's default token reduction.
 
 PIPA's token terms can be summed per sequence (the paper's Algorithm 1) or averaged over
-the sequence's labelled tokens. This stage aligns PIPA-M on the unpaired step-level
-data with each reduction, for every ablation model and seed, and writes the
-test accuracies side by side (reports/reduction_study.md and .json).
+the sequence's labelled tokens. The main grid already aligns PIPA-M on the unpaired
+step-level data with params' ``align.reduction``; this stage reads those cells and aligns
+the other reduction for every ablation model and seed, then writes the test accuracies
+side by side (reports/reduction_study.md and .json).
 """
 
 import argparse
 import copy
 import json
+from pathlib import Path
 
 import _boot
 
@@ -21,33 +23,57 @@ parser.add_argument("--work", default="runs/reduction_study")
 parser.add_argument("--out", default="reports/reduction_study")
 args = parser.parse_args()
 params = _boot.params()
+ALGORITHM, SETTING = "pipa_m", "unpaired_step"
+REDUCTIONS = ("sum", "mean")
+main_reduction = get(params, "align.reduction")
+if ALGORITHM not in get(params, f"algorithms.{SETTING}"):
+    raise SystemExit(f"params.yaml: algorithms.{SETTING} lacks {ALGORITHM!r}, whose main-grid "
+                     f"cells are this study's align.reduction={main_reduction!r} arm; add it")
+
+
+def main_grid_row(model: str, seed: int) -> dict:
+    """The arm with params' reduction: the main grid's cell (stage align_unpaired_step)."""
+    run = Path("runs/main") / SETTING / ALGORITHM / model / f"seed{seed}"
+    try:
+        summary = json.loads((run / "align" / "train.json").read_text())
+        bench = json.loads((run / "eval" / "metrics.json").read_text())["benchmarks"]
+    except (OSError, KeyError, json.JSONDecodeError) as err:
+        raise SystemExit(f"{run}: main-grid cell unreadable ({err}); run "
+                         f"`dvc repro align_{SETTING}@{ALGORITHM}-{model}-{seed}`") from None
+    return {"selected_lr": summary["selected_lr"], "val_accuracy": summary["val_accuracy"],
+            **{b: v["accuracy"] for b, v in bench.items()}}
+
+
 rows = []
 with atomic_path(args.work) as tmp:
-    for algorithm in ("pipa_m",):
-        for reduction in ("sum", "mean"):
-            cell_params = copy.deepcopy(params)
-            cell_params["align"]["reduction"] = reduction
-            for model in get(params, "ablation_models"):
-                for seed in get(params, "seeds"):
-                    cell = tmp / algorithm / reduction / model / f"seed{seed}"
+    for reduction in REDUCTIONS:
+        cell_params = copy.deepcopy(params)
+        cell_params["align"]["reduction"] = reduction
+        for model in get(params, "ablation_models"):
+            for seed in get(params, "seeds"):
+                if reduction == main_reduction:
+                    result = main_grid_row(model, int(seed))
+                else:
+                    cell = tmp / ALGORITHM / reduction / model / f"seed{seed}"
                     summary = align_cell(
-                        cell_params, algorithm=algorithm, model_name=model, seed=int(seed),
-                        labels_path="data/labels/unpaired_step.jsonl",
+                        cell_params, algorithm=ALGORITHM, model_name=model, seed=int(seed),
+                        labels_path=f"data/labels/{SETTING}.jsonl",
                         prior_path=f"data/prior/sft/{model}.safetensors",
                         sft_dir=f"models/sft/{model}", world_dir="data/world",
                         out_dir=cell / "align")
-                    result = evaluate_folder(cell_params, model, cell / "align" / "model",
-                                             "data/world", cell / "eval")
-                    rows.append({"algorithm": algorithm, "reduction": reduction,
-                                 "model": model, "seed": int(seed),
-                                 "selected_lr": summary["selected_lr"],
-                                 "val_accuracy": summary["val_accuracy"],
-                                 **{k: v for k, v in result.items() if k != "seconds"}})
-                    print(json.dumps(rows[-1]))
+                    evaluated = evaluate_folder(cell_params, model, cell / "align" / "model",
+                                                "data/world", cell / "eval")
+                    result = {"selected_lr": summary["selected_lr"],
+                              "val_accuracy": summary["val_accuracy"],
+                              **{k: v for k, v in evaluated.items() if k != "seconds"}}
+                rows.append({"algorithm": ALGORITHM, "reduction": reduction, "model": model,
+                             "seed": int(seed), **result})
+                print(json.dumps(rows[-1]))
 benchmarks = [k for k in rows[0] if k not in ("algorithm", "reduction", "model", "seed",
                                                "selected_lr", "val_accuracy")]
 intro = ("Unpaired step-level data; lr chosen on validation per cell; test accuracy (%), "
-         "mean over seeds. Made by `dvc repro reduction_study`.")
+         f"mean over seeds. The {main_reduction} rows are the main grid's cells; made by "
+         "`dvc repro reduction_study`.")
 lines = ["# Token reduction of PIPA: sum per sequence vs mean over tokens", "", intro, "",
          "| algorithm | reduction | model | " + " | ".join(benchmarks) + " | validation |",
          "|---|---|---|" + "---|" * (len(benchmarks) + 1)]

@@ -48,6 +48,29 @@ def test_unknown_setting_and_paired_algorithm_on_unpaired_data(default_params):
     assert "'dpo' needs paired data" in msg
 
 
+def test_control_must_be_correct_only_and_not_listed_twice(default_params):
+    bad = copy.deepcopy(default_params)
+    bad["control"] = "dpo"
+    bad["algorithms"]["unpaired_step"].append("dpo")  # also a paired algorithm there
+    with pytest.raises(ConfigError) as err:
+        validate(bad)
+    msg = str(err.value)
+    assert "control='dpo' must be an algorithm trained on correct solutions only" in msg
+    assert "valid: sft, sft_cont" in msg
+    listed = copy.deepcopy(default_params)
+    listed["algorithms"]["paired_step"].insert(0, "sft_cont")
+    with pytest.raises(ConfigError, match="algorithms.paired_step lists the control 'sft_cont'"):
+        validate(listed)
+
+
+@pytest.mark.parametrize("value", ["fp8", "bfloat16", None])
+def test_mixed_precision_names_valid_values(default_params, value):
+    bad = copy.deepcopy(default_params)
+    bad["runtime"]["mixed_precision"] = value
+    with pytest.raises(ConfigError, match="runtime.mixed_precision"):
+        validate(bad)
+
+
 @pytest.mark.parametrize("value", [1.5, -1.01, float("nan"), "half", True])
 def test_threshold_out_of_range(default_params, value):
     bad = copy.deepcopy(default_params)

@@ -143,6 +143,9 @@ def test_threshold_change_reruns_only_step_level_cells(micro, tmp_path):
                     for s in ("paired_answer", "unpaired_answer")
                     for a in params["algorithms"][s] for m in params["models"]
                     for seed in params["seeds"]}
+    # the control trains on correct solutions only (answer-level files): untouched too
+    answer_cells |= {f"align_control@{k}-{m}-{seed}" for k in ("paired", "unpaired")
+                     for m in params["models"] for seed in params["seeds"]}
     assert {"labels_step@paired", "labels_step@unpaired", "report"} <= ran
     assert step_cells <= ran
     assert not ran & answer_cells

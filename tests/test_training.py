@@ -241,6 +241,53 @@ def test_fit_with_an_accelerator_on_cpu_logs_once_per_step():
     assert accelerator.device.type == "cpu"
 
 
+def test_bf16_mixed_precision_runs_forwards_in_bf16_and_keeps_fp32_weights():
+    """``mixed_precision='bf16'``: the step runs under autocast (the linear layers compute in
+    bf16), weights and their gradients stay fp32, the update stays close to fp32's and is
+    the same bytes on a rerun."""
+    seen = []
+    model = _tiny_llama()
+    hook = model.model.layers[0].mlp.down_proj.register_forward_hook(
+        lambda mod, args, out: seen.append(out.dtype))
+    policy = PolicyWithValueHead(model, None).train()
+    batches = batch_plan(_examples(), "unpaired", False, 8, 3, seed=5)
+    fit(policy.parameters(), _sft_step(policy, batches), 3, lr=1e-3, warmup=1,
+        min_lr_ratio=0.1, progress=False, model=policy, mixed_precision="bf16")
+    hook.remove()
+    assert seen and set(seen) == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in policy.parameters())
+    fp32, _ = _train_sft(grad_accum=1)
+    bf16_again, _ = _train_sft(grad_accum=1, mixed_precision="bf16")
+    for a, b, c in zip(fp32.parameters(), policy.parameters(), bf16_again.parameters()):
+        assert torch.equal(b, c)  # deterministic
+        assert torch.allclose(a, b, atol=5e-3)  # three lr=1e-3 steps apart: rounding only
+    assert any(not torch.equal(a, b) for a, b in zip(fp32.parameters(), policy.parameters()))
+
+
+def test_prior_log_probs_in_bf16_match_the_policy_forward_of_training():
+    """The cached prior and the policy's first training forward use the same precision, so
+    the log-ratio starts at zero up to rounding (not at the bf16-vs-fp32 gap)."""
+    from pipa.training import autocast
+    from pipa.workflow import response_logps
+
+    model = _tiny_llama().eval()
+    exs = _examples(8)
+
+    class Tok:
+        pad_token_id = 0
+
+    prior = response_logps(model, Tok(), exs, batch_size=3, mixed_precision="bf16")
+    prior_fp32 = response_logps(model, Tok(), exs, batch_size=3)
+    batch = collate(exs, 0, prior)
+    with torch.no_grad(), autocast("bf16"):
+        logps, _ = forward_logps(PolicyWithValueHead(model, None), batch)
+    ratio = ((logps - batch["prior_logps"]) * batch["response_mask"]).abs().max()
+    gap = max((prior[e.sid] - prior_fp32[e.sid]).abs().max() for e in exs)
+    assert ratio < 0.02 and gap > ratio
+    with pytest.raises(ConfigError, match="runtime.mixed_precision='fp8'; valid: no, bf16"):
+        autocast("fp8")
+
+
 def test_logged_values_are_means_over_micro_batches():
     weight = torch.nn.Parameter(torch.tensor(1.0))
     values = iter([1.0, 3.0, float("nan"), 5.0])
