@@ -5,6 +5,7 @@ Usage: dvc repro 2>&1 | python scripts/stage_times.py [runs/timing.json]
 
 import json
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,5 +35,12 @@ if times:
     for name, sec in sorted(groups.items(), key=lambda kv: -kv[1]):
         print(f"[timing]   {name:<24} {sec / 60:6.1f} min")
     out.parent.mkdir(parents=True, exist_ok=True)
+    # Keep earlier times of stages this run skipped (the file covers the whole pipeline),
+    # but drop stages that no longer exist in dvc.yaml.
     previous = json.loads(out.read_text()) if out.exists() else {}
+    listed = subprocess.run(["dvc", "stage", "list", "--name-only"], capture_output=True,
+                            text=True, check=False)
+    if listed.returncode == 0:
+        current = set(listed.stdout.split())
+        previous = {k: v for k, v in previous.items() if k in current}
     out.write_text(json.dumps({**previous, **times}, indent=1, sort_keys=True) + "\n")
