@@ -140,9 +140,14 @@ def main() -> None:
     a = C.get(params, "align")
     hparams = {"beta": float(a["beta"]), "reduction": a["reduction"],
                "ipo_normalize": bool(a["ipo_normalize"]), "sft_coef": float(a["sft_coef"])}
-    ref = PolicyWithValueHead(copy.deepcopy(base).eval(), None)
-    for p in ref.parameters():
-        p.requires_grad_(False)
+    # KTO's reference log-probs of the mismatched pairs, cached before training as
+    # workflow.align_cell does (the loop runs only the policy on them).
+    from pipa.training import mismatched_examples
+    from pipa.workflow import response_logps
+
+    mismatched_prior = response_logps(
+        base, tok, mismatched_examples([examples], "unpaired") +
+        mismatched_examples([pairs], "paired"), batch_size=64, mixed_precision=precision)
 
     variants: dict[str, tuple] = {}
 
@@ -152,7 +157,7 @@ def main() -> None:
         policy = PolicyWithValueHead(model, head).train()
         units = pairs if spec.data_kind == "paired" else examples
         step_fn = alignment_step(spec, policy, itertools.repeat(units), prior, pad, hparams,
-                                 ref if spec.needs_mismatched else None)
+                                 mismatched_prior=mismatched_prior)
         trainable = [p for p in policy.parameters() if p.requires_grad]
         variants[name] = (step_fn, trainable, make_optimizer(trainable))
 

@@ -33,7 +33,7 @@ import math
 import random
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,14 +189,39 @@ def device_of(module: torch.nn.Module) -> torch.device:
 
 
 def mismatched(examples: list[Example]) -> list[Example]:
-    """KTO's mismatched pairs (x_i, y_{i+1}), built inside the batch as its authors do."""
+    """KTO's mismatched pairs (x_i, y_{i+1}), built inside the batch as its authors do.
+
+    A pair's ``sid`` names both solutions (``<sid_i>~<sid_i+1>``): the key of its cached
+    reference log-probs (``mismatched_examples``)."""
     shifted = examples[1:] + examples[:1]
     return [
-        Example(rid=a.rid + "~" + b.rid, sid=b.sid, prompt_ids=a.prompt_ids,
+        Example(rid=a.rid + "~" + b.rid, sid=a.sid + "~" + b.sid, prompt_ids=a.prompt_ids,
                 response_ids=b.response_ids, token_labels=b.token_labels, step_ids=b.step_ids,
                 correct=b.correct)
         for a, b in zip(examples, shifted)
     ]
+
+
+def step_sequences(units: list, data_kind: str) -> list[Example]:
+    """The sequences one micro-batch scores: paired units give the chosen responses, then
+    the rejected ones; unpaired units are the sequences."""
+    if data_kind == "paired":
+        return [c for c, _ in units] + [r for _, r in units]
+    return list(units)
+
+
+def mismatched_examples(plan: Iterable[list], data_kind: str) -> list[Example]:
+    """Every mismatched pair that a batch plan's micro-batches will build, once each.
+
+    KTO's z0 needs the reference on (x_i, y_{i+1}); the pairs depend on the batches (seed,
+    batch size), so no per-dataset cache holds them, but a run's plan is fixed before it
+    starts: the cell scores them all once, before training, and the loop reads them like
+    the cached prior (the reference never runs inside the loop)."""
+    seen: dict[str, Example] = {}
+    for units in plan:
+        for e in mismatched(step_sequences(units, data_kind)):
+            seen.setdefault(e.sid, e)
+    return list(seen.values())
 
 
 def batch_plan(examples: list[Example], data_kind: str, correct_only: bool,
@@ -304,16 +329,23 @@ def _loss_inputs(batch, logps, values, prefix=""):
 
 
 def alignment_step(spec, policy, batches: Iterator, prior: dict[str, torch.Tensor],
-                   pad_id: int, hparams: dict, ref_model=None) -> Callable[[int], tuple]:
+                   pad_id: int, hparams: dict, ref_model=None,
+                   mismatched_prior: dict[str, torch.Tensor] | None = None
+                   ) -> Callable[[int], tuple]:
     """The per-step function of an alignment run, driven by the algorithm's spec.
 
     One forward over every sequence of the batch (for paired data: the chosen then the
     rejected responses), cached prior log-probs, and, for KTO's family, the mismatched
-    pairs (x_i, y_{i+1}) scored without a graph (z0 is detached) by policy and reference.
+    pairs (x_i, y_{i+1}) scored without a graph (z0 is detached) by the policy, with the
+    reference's log-probs of those pairs read from ``mismatched_prior`` (computed before
+    training over ``mismatched_examples`` of the plan) or, without it, computed in the loop
+    by ``ref_model`` (which must already be on the policy's device).
     ``batches`` yields micro-batches (``batch_plan``): with gradient accumulation or
     several processes, KTO's mismatched pairs and z0 come from the micro-batch.
-    ``ref_model`` must already be on the policy's device.
     """
+    if spec.needs_mismatched and ref_model is None and mismatched_prior is None:
+        raise ValueError(f"{spec.name}: KTO's mismatched pairs need mismatched_prior "
+                         "(cached reference log-probs) or a ref_model")
 
     def step_fn(step: int, model=None):
         # ``model``: what to call, the module ``fit`` prepared (DDP/DeepSpeed wrapper); the
@@ -321,7 +353,7 @@ def alignment_step(spec, policy, batches: Iterator, prior: dict[str, torch.Tenso
         net = policy if model is None else model
         units = next(batches)
         paired = spec.data_kind == "paired"
-        seqs = [c for c, _ in units] + [r for _, r in units] if paired else units
+        seqs = step_sequences(units, spec.data_kind)
         device = device_of(policy)
         batch = to_device(collate(seqs, pad_id, prior), device)
         logps, values = forward_logps(net, batch)
@@ -336,10 +368,11 @@ def alignment_step(spec, policy, batches: Iterator, prior: dict[str, torch.Tenso
             inputs = _loss_inputs(batch, logps, values)
             inputs["is_correct"] = batch["is_correct"]
         if spec.needs_mismatched:
-            kl = to_device(collate(mismatched(seqs), pad_id), device)
+            kl = to_device(collate(mismatched(seqs), pad_id, mismatched_prior), device)
             with torch.no_grad():
                 kl_logps, _ = forward_logps(net, kl)
-                kl_prior, _ = forward_logps(ref_model, kl)
+                kl_prior = (kl["prior_logps"] if mismatched_prior is not None
+                            else forward_logps(ref_model, kl)[0])
             inputs.update(kl_policy_logps=kl_logps, kl_prior_logps=kl_prior,
                           kl_mask=kl["response_mask"])
         loss, logs = spec.loss_fn(**inputs, **hparams)

@@ -229,18 +229,19 @@ def response_logps(model, tok, examples, batch_size: int,
     policy/prior log-ratio starts at zero up to rounding."""
     from tqdm import tqdm
 
-    from pipa.training import autocast, collate, device_of, forward_logps
+    from pipa.training import autocast, collate, device_of, forward_logps, to_device
     from pipa.value_head import PolicyWithValueHead
 
     policy = PolicyWithValueHead(model, None).eval()
     out: dict[str, torch.Tensor] = {}
     for i in tqdm(range(0, len(examples), batch_size), desc="prior log-probs", mininterval=2):
         exs = examples[i : i + batch_size]
-        batch = collate(exs, tok.pad_token_id)
-        with autocast(mixed_precision, device_of(model)):
+        device = device_of(model)
+        batch = to_device(collate(exs, tok.pad_token_id), device)
+        with autocast(mixed_precision, device):
             logps, _ = forward_logps(policy, batch)
         for row, e in enumerate(exs):
-            out[e.sid] = logps[row][batch["response_mask"][row]].clone().contiguous()
+            out[e.sid] = logps[row][batch["response_mask"][row]].cpu().clone().contiguous()
     return out
 
 
@@ -407,6 +408,7 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
         fit,
         main_process_path,
         make_accelerator,
+        mismatched_examples,
         setup_runtime,
         steps_for,
     )
@@ -430,15 +432,22 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
     bsz = int(acfg["batch_size"])
     grad_accum = int(acfg["grad_accum"])
     accelerator = make_accelerator(grad_accum, bsz)
-    ref_model = None
-    if spec.needs_mismatched:
-        # KTO's z0 needs the prior on (x_i, y_{i+1}), which no cache can hold: batches differ
-        # per seed. A frozen copy of the reference scores only those sequences.
-        ref_model = PolicyWithValueHead(copy.deepcopy(sft_model).eval(), None)
-        ref_model.to(accelerator.device)
-        for p in ref_model.parameters():
-            p.requires_grad_(False)
     n_steps = steps_for(len(examples), bsz, float(acfg["epochs"]))
+    precision = C.get(params, "runtime.mixed_precision")
+    # Every lr candidate sees the same batches (same seed): plan them once.
+    plan = list(batch_plan(examples, spec.data_kind, spec.correct_only, bsz, n_steps, seed,
+                           grad_accum=grad_accum, num_processes=accelerator.num_processes,
+                           process_index=accelerator.process_index,
+                           length_groups=int(acfg["length_groups"])))
+    mismatched_prior = None
+    if spec.needs_mismatched:
+        # KTO's z0 needs the reference (the SFT model) on the pairs (x_i, y_{i+1}) that the
+        # batches build; the plan fixes them, so they are scored here, once for every
+        # candidate, and the loop reads them like the cached prior.
+        mismatched_prior = response_logps(
+            sft_model.to(accelerator.device), tok,
+            mismatched_examples(plan, spec.data_kind),
+            int(C.get(params, "eval.batch_size")), precision)
     hparams = {"beta": float(acfg["beta"]), "reduction": acfg["reduction"],
                "ipo_normalize": bool(acfg["ipo_normalize"]), "sft_coef": float(acfg["sft_coef"])}
     val = subsample(eval_problems(params, world_dir, "val"), acfg.get("val_problems"),
@@ -469,11 +478,8 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
         head = ValueHead(hidden).to(accelerator.device) if spec.needs_value_head else None
         policy = PolicyWithValueHead(model, head)
         policy.train()
-        batches = batch_plan(examples, spec.data_kind, spec.correct_only, bsz, n_steps, seed,
-                             grad_accum=grad_accum, num_processes=accelerator.num_processes,
-                             process_index=accelerator.process_index,
-                             length_groups=int(acfg["length_groups"]))
-        step_fn = alignment_step(spec, policy, batches, prior, pad, hparams, ref_model)
+        step_fn = alignment_step(spec, policy, iter(plan), prior, pad, hparams,
+                                 mismatched_prior=mismatched_prior)
         live = Live(str(folder / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None) \
             if accelerator.is_main_process else None
         last = fit(list(policy.parameters()), step_fn, n_steps, lr=lr,
@@ -481,7 +487,7 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
                    min_lr_ratio=float(acfg["min_lr_ratio"]), grad_clip=float(acfg["grad_clip"]),
                    live=live, desc=f"{algorithm} {model_name} s{seed} lr={lr:g}",
                    progress=single_process, grad_accum=grad_accum, accelerator=accelerator,
-                   model=policy, mixed_precision=C.get(params, "runtime.mixed_precision"))
+                   model=policy, mixed_precision=precision)
         if live is not None:
             live.end()
         # Validate on a copy: merging LoRA in place would corrupt the adapter we save.

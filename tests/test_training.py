@@ -196,6 +196,47 @@ def test_one_process_no_accumulation_is_the_plain_loop_bit_for_bit(algorithm):
     assert all(torch.equal(a, b) for a, b in zip(plain_params, fit_params))
 
 
+@pytest.mark.parametrize("algorithm", ["kto", "step_kto"])
+def test_cached_mismatched_reference_equals_the_reference_in_the_loop(algorithm):
+    """The cell scores every mismatched pair of its plan once, before training; the run
+    then matches the one that calls the reference inside the loop, step for step."""
+    from pipa.training import mismatched_examples
+    from pipa.workflow import response_logps
+
+    spec = ALGORITHMS[algorithm]
+    exs = _examples()
+    prior = {e.sid: -torch.rand(len(e.response_ids), generator=torch.Generator().manual_seed(i))
+             for i, e in enumerate(exs)}
+    hparams = {"beta": 0.1, "reduction": "sum", "ipo_normalize": False, "sft_coef": 1.0}
+    plan = list(batch_plan(exs, spec.data_kind, spec.correct_only, 8, 4, seed=3))
+    pairs = mismatched_examples(plan, spec.data_kind)
+    assert len({e.sid for e in pairs}) == len(pairs) and all("~" in e.sid for e in pairs)
+    runs = []
+    for cached in (False, True):
+        base = _tiny_llama()
+        policy = PolicyWithValueHead(base, None).train()
+
+        class Tok:
+            pad_token_id = 0
+
+        kw = {"mismatched_prior": response_logps(copy.deepcopy(base), Tok(), pairs, 5)} \
+            if cached else \
+            {"ref_model": PolicyWithValueHead(copy.deepcopy(base).eval(), None)}
+        step_fn = alignment_step(spec, policy, iter(plan), prior, 0, hparams, **kw)
+        losses = []
+
+        def recorded(*args, step_fn=step_fn, losses=losses):
+            out = step_fn(*args)
+            losses.append(float(out[0].detach()))
+            return out
+
+        fit(policy.parameters(), recorded, 4, lr=1e-3, progress=False, model=policy)
+        runs.append(losses)
+    assert runs[0] == pytest.approx(runs[1], abs=1e-5)
+    with pytest.raises(ValueError, match="mismatched_prior"):
+        alignment_step(spec, policy, iter(plan), prior, 0, hparams)
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_accumulating_half_batches_gives_the_full_batch_update(monkeypatch, optimizer):
     """grad_accum=2 over the two halves of each batch = grad_accum=1 over the whole batch.
