@@ -39,8 +39,16 @@ sys.path.insert(0, str(ROOT))
 
 from pipa import config as C
 from pipa.losses import ALGORITHMS
-from pipa.training import alignment_step, autocast, build_examples, collate, forward_logps
+from pipa.training import (
+    alignment_step,
+    autocast,
+    build_examples,
+    collate,
+    forward_logps,
+    mismatched_examples,
+)
 from pipa.value_head import PolicyWithValueHead, ValueHead
+from pipa.workflow import response_logps
 
 
 def world_records(n_pairs: int, seed: int = 0) -> list[dict]:
@@ -142,9 +150,6 @@ def main() -> None:
                "ipo_normalize": bool(a["ipo_normalize"]), "sft_coef": float(a["sft_coef"])}
     # KTO's reference log-probs of the mismatched pairs, cached before training as
     # workflow.align_cell does (the loop runs only the policy on them).
-    from pipa.training import mismatched_examples
-    from pipa.workflow import response_logps
-
     mismatched_prior = response_logps(
         base, tok, mismatched_examples([examples], "unpaired") +
         mismatched_examples([pairs], "paired"), batch_size=64, mixed_precision=precision)

@@ -260,10 +260,10 @@ def response_logps(model, tok, examples, batch_size: int,
     from pipa.value_head import PolicyWithValueHead
 
     policy = PolicyWithValueHead(model, None).eval()
+    device = device_of(model)
     out: dict[str, torch.Tensor] = {}
     for i in tqdm(range(0, len(examples), batch_size), desc="prior log-probs", mininterval=2):
         exs = examples[i : i + batch_size]
-        device = device_of(model)
         batch = to_device(collate(exs, tok.pad_token_id), device)
         with autocast(mixed_precision, device):
             logps, _ = forward_logps(policy, batch)
