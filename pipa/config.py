@@ -177,12 +177,26 @@ def validate(params: dict, source: str = "params.yaml") -> None:
         if precision not in ("no", "bf16"):
             problems.append(f"{source}: runtime.mixed_precision={precision!r}; valid: no, bf16 "
                             "(bf16: autocast on a CPU with AVX512-BF16/AMX or a GPU)")
+    try:
+        device = get(params, "runtime.device", source)
+    except ConfigError as err:
+        problems.append(str(err))
+    else:
+        if not valid_device(device):
+            problems.append(f"{source}: runtime.device={device!r}; valid: auto (a GPU when "
+                            "torch sees one, else the CPU), cpu, cuda, cuda:<index>")
     for section in ("sft", "prior_ft", "align"):
         problems.extend(check_batching(params, section, source))
         problems.extend(check_lora(params, section, source))
     problems += _path_problems(params, source)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def valid_device(value: Any) -> bool:
+    """``runtime.device``: auto, cpu or cuda (which GPU: ``CUDA_VISIBLE_DEVICES``, or the
+    process's own under ``accelerate launch``)."""
+    return value in ("auto", "cpu", "cuda")
 
 
 def _positive_int(value: Any) -> bool:

@@ -82,7 +82,7 @@ def _select_tokens(
         sorted_p = sorted_p.masked_fill(before >= top_p, 0.0)
     cdf = sorted_p.cumsum(dim=-1)
     u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in gens])
-    u = (u.to(cdf.dtype) * cdf[:, -1]).unsqueeze(-1)
+    u = (u.to(device=cdf.device, dtype=cdf.dtype) * cdf[:, -1]).unsqueeze(-1)
     pos = torch.searchsorted(cdf, u, right=True).clamp(max=cdf.shape[-1] - 1)
     # never land on a token whose mass was removed by top-p
     pos = torch.minimum(pos, (sorted_p > 0).sum(dim=-1, keepdim=True) - 1)

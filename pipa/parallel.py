@@ -42,6 +42,9 @@ def worker_plan(threads: int, workers: int, n_jobs: int) -> tuple[int, int]:
     jobs, and the threads shared out so the machine is not oversubscribed."""
     if _IN_WORKER:  # a job of a worker (validation inside an lr candidate) runs inline
         return 1, max(1, torch.get_num_threads())
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        # A forked child cannot use the parent's CUDA context: jobs on a GPU run inline.
+        return 1, max(1, int(threads))
     processes = max(1, min(int(workers), int(n_jobs)))
     return processes, max(1, int(threads) // processes)
 

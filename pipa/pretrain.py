@@ -20,7 +20,7 @@ def pretrain_base(params: dict, model_name: str, world_dir: str | Path, out_dir:
     from dvclive import Live
 
     from pipa.models import build_model, count_parameters, train_tokenizer
-    from pipa.training import fit, setup_runtime
+    from pipa.training import fit, make_accelerator, setup_runtime
 
     fam = C.get(params, f"model_families.{model_name}")
     pcfg = C.get(params, "pretrain")
@@ -40,11 +40,12 @@ def pretrain_base(params: dict, model_name: str, world_dir: str | Path, out_dir:
         gen = torch.Generator().manual_seed(seed)
         n_steps = int(pcfg["steps"])
 
-        def step_fn(step: int):
+        def step_fn(step: int, net):
             # Packed random windows of the token stream: no padding, loss on every token.
             starts = torch.randint(0, len(data) - seq_len - 1, (bsz,), generator=gen)
             batch = torch.stack([data[s : s + seq_len] for s in starts.tolist()])
-            loss = model(input_ids=batch, labels=batch).loss
+            batch = batch.to(next(net.parameters()).device)  # the GPU under runtime.device
+            loss = net(input_ids=batch, labels=batch).loss
             return loss, {}, [f"window@{s}" for s in starts.tolist()], batch.numel()
 
         model.train()
@@ -53,7 +54,8 @@ def pretrain_base(params: dict, model_name: str, world_dir: str | Path, out_dir:
         last = fit(model.parameters(), step_fn, n_steps, lr=float(pcfg["lr"]),
                    warmup=int(pcfg["warmup"]), min_lr_ratio=float(pcfg["min_lr_ratio"]),
                    weight_decay=float(pcfg.get("weight_decay", 0.0)), live=live,
-                   desc=f"pretrain {model_name}",
+                   desc=f"pretrain {model_name}", model=model,
+                   accelerator=make_accelerator(1, device=C.get(params, "runtime.device")),
                    mixed_precision=C.get(params, "runtime.mixed_precision"))
         if live is not None:
             live.end()

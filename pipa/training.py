@@ -70,6 +70,21 @@ def setup_runtime(threads: int, seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def resolve_device(spec: str = "auto") -> torch.device:
+    """``runtime.device`` as a torch device: ``auto`` is the GPU when torch sees one, else
+    the CPU; ``cpu`` keeps a GPU box on the CPU (the default's numbers are CPU numbers)."""
+    from pipa.config import valid_device
+
+    if not valid_device(spec):
+        raise ConfigError(f"runtime.device={spec!r}; valid: auto, cpu, cuda")
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"runtime.device={spec!r} but torch sees no GPU (torch "
+                          f"{torch.__version__}, a CPU build?); set runtime.device: auto or cpu")
+    return torch.device(spec)
+
+
 # Mixed precision of training forwards (``runtime.mixed_precision``): name -> autocast dtype.
 MIXED_PRECISION = {"no": None, "bf16": torch.bfloat16}
 
@@ -404,10 +419,12 @@ def cosine_lr(step: int, total: int, warmup: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def make_accelerator(grad_accum: int = 1, batch_size: int | None = None):
+def make_accelerator(grad_accum: int = 1, batch_size: int | None = None, device: str = "auto"):
     """The ``accelerate.Accelerator`` of a training stage (plain ``python`` or ``accelerate launch``).
 
     One CPU process: device ``cpu``, no wrapping, so ``fit`` is the plain PyTorch loop.
+    ``device`` is ``runtime.device``: ``cpu`` keeps the stage on the CPU on a GPU box; any
+    other value lets accelerate pick (the process's GPU, or the CPU where there is none).
     ``batch_size`` (the global batch, in sequences) is checked to split into
     ``grad_accum × num_processes`` micro-batches; under DeepSpeed it also fills
     ``train_micro_batch_size_per_gpu`` (there is no DataLoader for accelerate to read it from).
@@ -417,7 +434,8 @@ def make_accelerator(grad_accum: int = 1, batch_size: int | None = None):
 
     if isinstance(grad_accum, bool) or not isinstance(grad_accum, int) or grad_accum < 1:
         raise ConfigError(f"grad_accum={grad_accum!r} must be a positive integer")
-    accelerator = Accelerator(gradient_accumulation_steps=grad_accum)
+    resolve_device(device)  # a clear error for cuda on a machine without one
+    accelerator = Accelerator(gradient_accumulation_steps=grad_accum, cpu=device == "cpu")
     # accelerate lets ACCELERATE_GRADIENT_ACCUMULATION_STEPS (set by `accelerate launch`
     # from a config's gradient_accumulation_steps) override the argument: params decide.
     if accelerator.gradient_accumulation_steps != grad_accum:
@@ -440,6 +458,15 @@ def make_accelerator(grad_accum: int = 1, batch_size: int | None = None):
             if ds_config.get("train_micro_batch_size_per_gpu", "auto") == "auto":
                 ds_config["train_micro_batch_size_per_gpu"] = batch_size // split
     return accelerator
+
+
+def end_distributed() -> None:
+    """Close the process group that ``accelerate launch`` opened, once a stage's last
+    collective is done (NCCL warns of leaked resources otherwise); nothing without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def is_main_process() -> bool:
@@ -498,11 +525,54 @@ def _global_means(accelerator, values: dict[str, list[float]]) -> dict[str, floa
     return {k: sums[k] / counts[k] if counts[k] else float("nan") for k in values}
 
 
+def _check_fsdp_dtypes(model: torch.nn.Module) -> None:
+    """FSDP flattens each unit's parameters into one tensor, so they must share a dtype."""
+    dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
+    if len(dtypes) > 1:
+        raise ConfigError(
+            f"FSDP needs one parameter dtype, the model has {', '.join(dtypes)} (bf16 weights "
+            "with float32 LoRA adapters or value head); set runtime.dtype: float32 under FSDP "
+            "(its bf16 mixed precision computes in bf16 over float32 shards), or use "
+            "configs/accelerate/deepspeed_zero2.yaml"
+        )
+
+
+def full_weights_holder(accelerator, policy: torch.nn.Module):
+    """``(holder, on_trained)``: the module that holds the trained weights after ``fit``,
+    in full on every process, and the hook to pass to ``fit(on_trained=...)``.
+
+    Replicated parameters (one process, DDP, DeepSpeed ZeRO-2): ``policy`` itself (the
+    prepared wrapper shares its parameters) and no hook. FSDP: each process keeps only a
+    shard of every unit, and the wrapped ``policy`` is no longer a plain module, so the
+    holder is a copy of ``policy`` made now, before training, and the hook gathers the
+    full state dict (``torch.distributed.checkpoint``, on every process) into it and moves
+    it to the process's device: saving, LoRA merging and validation then read plain,
+    complete weights, as in every other setting.
+    """
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type != DistributedType.FSDP:
+        return policy, None
+    import copy
+
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    holder = copy.deepcopy(policy)
+
+    def gather(prepared: torch.nn.Module) -> None:
+        state = get_model_state_dict(prepared, options=StateDictOptions(full_state_dict=True))
+        holder.load_state_dict(state)
+        holder.to(accelerator.device)
+
+    return holder, gather
+
+
 def fit(params_to_train, step_fn: Callable[..., tuple], n_steps: int, *, lr: float,
         warmup: int = 0, min_lr_ratio: float = 1.0, weight_decay: float = 0.0,
         grad_clip: float = 1.0, live=None, prefix: str = "train", desc: str = "train",
         progress: bool = True, grad_accum: int = 1, accelerator=None,
-        model: torch.nn.Module | None = None, mixed_precision: str = "no") -> dict[str, float]:
+        model: torch.nn.Module | None = None, mixed_precision: str = "no",
+        on_trained: Callable[[torch.nn.Module], None] | None = None) -> dict[str, float]:
     """Run ``n_steps`` optimizer steps of ``grad_accum`` micro-batches each.
 
     ``step_fn`` runs one micro-batch and returns (loss, logs, ids, n_tokens); it is called
@@ -519,7 +589,9 @@ def fit(params_to_train, step_fn: Callable[..., tuple], n_steps: int, *, lr: flo
     raises ``NonFiniteLoss`` naming the step and the samples, before the optimizer steps.
     Logged values are means over the step's micro-batches and processes; ``tokens_per_s``
     counts every token of the global batch over the whole step. Only the main process
-    logs through dvclive (``live``). Returns the last step's logs.
+    logs through dvclive (``live``). ``on_trained(prepared)`` runs on every process after
+    the last step, while the prepared module is alive (``full_weights_holder`` gathers FSDP
+    shards there). Returns the last step's logs.
     """
     from accelerate.utils import DistributedType
     from tqdm import tqdm
@@ -532,6 +604,8 @@ def fit(params_to_train, step_fn: Callable[..., tuple], n_steps: int, *, lr: flo
     opt = torch.optim.AdamW(params_to_train, lr=lr, weight_decay=weight_decay,
                             betas=(0.9, 0.95))
     if model is not None:
+        if accelerator.distributed_type == DistributedType.FSDP:
+            _check_fsdp_dtypes(model)
         prepared, accel_opt = accelerator.prepare(model, opt)
     else:
         prepared, accel_opt = None, accelerator.prepare(opt)
@@ -598,6 +672,8 @@ def fit(params_to_train, step_fn: Callable[..., tuple], n_steps: int, *, lr: flo
                 live.next_step()
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{last['loss']:.4f}")
+        if on_trained is not None:
+            on_trained(prepared)
     finally:
         # Drop accelerate's references to the prepared model/optimizer (align_cell trains
         # one model per lr); the caller keeps its own, unwrapped, module.

@@ -126,6 +126,13 @@ class PolicyWithValueHead(nn.Module):
         value_logits = torch.cat([v.new_zeros(v.shape[0], 1), v], dim=1)
         return out.logits, value_logits
 
+    @property
+    def _no_split_modules(self) -> list[str]:
+        """FSDP's units (accelerate's TRANSFORMER_BASED_WRAP reads this): the LM's decoder
+        layers, and the value head on its own (float32 beside the trunk's weights)."""
+        inner = list(getattr(self.model, "_no_split_modules", None) or [])
+        return inner + (["ValueHead"] if self.value_head is not None else [])
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The parameters to optimise: LoRA's (peft leaves only those trainable) + the head's."""
         return [p for p in self.parameters() if p.requires_grad]

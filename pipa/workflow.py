@@ -143,6 +143,7 @@ def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[
         device_of,
         fit,
         forward_logps,
+        full_weights_holder,
         main_process_path,
         make_accelerator,
         setup_runtime,
@@ -166,7 +167,7 @@ def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[
         )
     bsz = int(cfg["batch_size"])
     grad_accum = int(C.get(params, f"{section}.grad_accum"))
-    accelerator = make_accelerator(grad_accum, bsz)
+    accelerator = make_accelerator(grad_accum, bsz, C.get(params, "runtime.device"))
     n_steps = steps_for(len(examples), bsz, float(cfg["epochs"]))
     batches = batch_plan(examples, "unpaired", False, bsz, n_steps, seed, grad_accum=grad_accum,
                          num_processes=accelerator.num_processes,
@@ -175,6 +176,7 @@ def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[
     if lora["enabled"]:
         model = with_lora(model, lora)
     policy = PolicyWithValueHead(model, None)
+    holder, gather = full_weights_holder(accelerator, policy)
     sft = ALGORITHMS["sft"]
     started = time.perf_counter()
 
@@ -196,7 +198,7 @@ def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[
                    warmup=int(cfg.get("warmup", 0)), min_lr_ratio=float(cfg["min_lr_ratio"]),
                    live=live, desc=f"{section} {model_name}", grad_accum=grad_accum,
                    accelerator=accelerator, model=policy,
-                   mixed_precision=C.get(params, "runtime.mixed_precision"))
+                   mixed_precision=C.get(params, "runtime.mixed_precision"), on_trained=gather)
         if live is not None:
             live.end()
         # Wall time stays out of the cached output: same seed, same bytes.
@@ -204,7 +206,7 @@ def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[
                    "skipped": skipped, "steps": n_steps, "final_loss": last["loss"]}
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            trained = accelerator.unwrap_model(policy).model
+            trained = holder.model  # full weights, also under FSDP
             if lora["enabled"]:
                 trained = trained.merge_and_unload()
             trained.save_pretrained(tmp)
@@ -278,10 +280,11 @@ def compute_prior(params: dict, model_name: str, prior_model_dir: str | Path,
     from safetensors.torch import save_file
 
     from pipa import alphamath
-    from pipa.training import build_examples, setup_runtime
+    from pipa.training import build_examples, resolve_device, setup_runtime
 
     setup_runtime(int(C.get(params, "runtime.threads")), int(C.get(params, "seed")))
     tok, model = load_policy_model(params, model_name, prior_model_dir)
+    model.to(resolve_device(C.get(params, "runtime.device")))
     fmt = prompt_formatter(params, model_name, tok)
     max_len = int(C.get(params, f"model_families.{model_name}.arch.max_len"))
     records = solutions_records(alphamath.read(alphamath_path))
@@ -382,10 +385,11 @@ def eval_problems(params: dict, world_dir: str | Path, split: str) -> list[dict]
 def evaluate_folder(params: dict, model_name: str, model_dir: str | Path,
                     world_dir: str | Path, out_dir: str | Path) -> dict:
     from pipa.grading import evaluate_predictions
-    from pipa.training import setup_runtime
+    from pipa.training import resolve_device, setup_runtime
 
     setup_runtime(int(C.get(params, "runtime.threads")), int(C.get(params, "seed")))
     tok, model = load_policy_model(params, model_name, model_dir)
+    model.to(resolve_device(C.get(params, "runtime.device")))
     problems = eval_problems(params, world_dir, "test")
     started = time.perf_counter()
     rows = evaluate_model(params, model_name, tok, model, problems)
@@ -432,6 +436,7 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
         batch_plan,
         build_examples,
         fit,
+        full_weights_holder,
         main_process_path,
         make_accelerator,
         mismatched_examples,
@@ -457,7 +462,7 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
                          f"(e.g. {missing[:3]}); re-run the prior stage")
     bsz = int(acfg["batch_size"])
     grad_accum = int(acfg["grad_accum"])
-    accelerator = make_accelerator(grad_accum, bsz)
+    accelerator = make_accelerator(grad_accum, bsz, C.get(params, "runtime.device"))
     n_steps = steps_for(len(examples), bsz, float(acfg["epochs"]))
     precision = C.get(params, "runtime.mixed_precision")
     # Every lr candidate sees the same batches (same seed): plan them once.
@@ -504,6 +509,7 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
         head = ValueHead(hidden).to(accelerator.device) if spec.needs_value_head else None
         policy = PolicyWithValueHead(model, head)
         policy.train()
+        holder, gather = full_weights_holder(accelerator, policy)
         step_fn = alignment_step(spec, policy, iter(plan), prior, pad, hparams,
                                  mismatched_prior=mismatched_prior)
         live = candidate_live(folder / "dvclive") if accelerator.is_main_process else None
@@ -512,9 +518,10 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
                    min_lr_ratio=float(acfg["min_lr_ratio"]), grad_clip=float(acfg["grad_clip"]),
                    live=live, desc=f"{algorithm} {model_name} s{seed} lr={lr:g}",
                    progress=single_process, grad_accum=grad_accum, accelerator=accelerator,
-                   model=policy, mixed_precision=precision)
+                   model=policy, mixed_precision=precision, on_trained=gather)
         if live is not None:
             live.end()
+        model, head = holder.model, holder.value_head  # full weights, also under FSDP
         # Validate on a copy: merging LoRA in place would corrupt the adapter we save.
         eval_model = copy.deepcopy(model)
         if lora["enabled"]:

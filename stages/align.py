@@ -9,7 +9,7 @@ import argparse
 
 import _boot
 
-from pipa.training import is_main_process
+from pipa.training import end_distributed, is_main_process
 from pipa.workflow import align_cell, evaluate_folder
 
 parser = argparse.ArgumentParser(description=__doc__)
@@ -27,6 +27,7 @@ params = _boot.params()
 summary = align_cell(params, algorithm=args.algorithm, model_name=args.model,
                      seed=args.seed, labels_path=args.labels, prior_path=args.prior,
                      sft_dir=args.sft, world_dir=args.world, out_dir=args.out)
+end_distributed()  # the remaining work (evaluation) is the main process's alone
 if is_main_process():  # under `accelerate launch` only the main process reports and evaluates
     print(f"align {args.algorithm} {args.model} seed {args.seed}: lr {summary['selected_lr']:g} "
           f"(validation {summary['val_accuracy']:.4f}), {summary['steps']} steps, "

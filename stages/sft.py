@@ -9,7 +9,7 @@ import argparse
 import _boot
 
 from pipa import alphamath
-from pipa.training import is_main_process
+from pipa.training import end_distributed, is_main_process
 from pipa.workflow import finetune, solutions_records
 
 parser = argparse.ArgumentParser(description=__doc__)
@@ -28,6 +28,7 @@ keep = {"sft": lambda s: s.correct, "all": lambda s: True, "incorrect": lambda s
 records = solutions_records([s for s in solutions if keep[args.prior](s)])
 section = "sft" if args.prior == "sft" else "prior_ft"
 summary = finetune(params, args.model, args.base, records, section, args.out, args.live)
+end_distributed()
 if is_main_process():
     print(f"{section} {args.model} ({args.prior}): {summary['examples']} examples, "
           f"{summary['steps']} steps, final loss {summary['final_loss']:.4f}, "

@@ -71,6 +71,26 @@ def test_mixed_precision_names_valid_values(default_params, value):
         validate(bad)
 
 
+@pytest.mark.parametrize("value", ["gpu", "cuda:0", "", None])
+def test_device_names_valid_values(default_params, value):
+    bad = copy.deepcopy(default_params)
+    bad["runtime"]["device"] = value
+    with pytest.raises(ConfigError, match=r"runtime.device=.*valid: auto .*cpu, cuda"):
+        validate(bad)
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(monkeypatch):
+    import torch
+
+    from pipa.training import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto").type == "cpu"
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(ConfigError, match="torch sees no GPU.*runtime.device: auto or cpu"):
+        resolve_device("cuda")
+
+
 @pytest.mark.parametrize("value", [1.5, -1.01, float("nan"), "half", True])
 def test_threshold_out_of_range(default_params, value):
     bad = copy.deepcopy(default_params)

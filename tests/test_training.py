@@ -450,3 +450,41 @@ if acc.is_main_process:
                 "distributed": str(acc.distributed_type),
                 "params": [p.detach().clone() for p in policy.parameters()]}, out)
 '''.replace("TESTS_DIR", str(Path(__file__).resolve().parent))
+
+
+def test_full_weights_holder_is_the_policy_unless_fsdp_shards_it():
+    """Replicated parameters: the policy itself holds the trained weights. FSDP: a copy made
+    before training receives the gathered full state dict (here gathered from a plain
+    module, which ``get_model_state_dict`` also accepts), so saving and validation read
+    complete weights, and the copy is a plain module, not the wrapped one."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from pipa.training import full_weights_holder
+
+    model = _tiny_llama()
+    policy = PolicyWithValueHead(model, ValueHead(model.config.hidden_size))
+    plain = SimpleNamespace(distributed_type=DistributedType.NO, device=torch.device("cpu"))
+    assert full_weights_holder(plain, policy) == (policy, None)
+
+    fsdp = SimpleNamespace(distributed_type=DistributedType.FSDP, device=torch.device("cpu"))
+    holder, gather = full_weights_holder(fsdp, policy)
+    assert holder is not policy and gather is not None
+    with torch.no_grad():  # "training" changes the weights of the prepared module
+        for p in policy.parameters():
+            p.add_(0.5)
+    gather(policy)
+    trained, copied = policy.state_dict(), holder.state_dict()
+    assert trained.keys() == copied.keys()
+    assert all(torch.equal(trained[k], copied[k]) for k in trained)
+
+
+def test_fsdp_refuses_mixed_parameter_dtypes():
+    from pipa.training import _check_fsdp_dtypes
+
+    model = _tiny_llama()
+    _check_fsdp_dtypes(PolicyWithValueHead(model, ValueHead(model.config.hidden_size)))
+    mixed = PolicyWithValueHead(model.to(torch.bfloat16), ValueHead(model.config.hidden_size))
+    with pytest.raises(ConfigError, match="FSDP needs one parameter dtype.*bfloat16, float32"):
+        _check_fsdp_dtypes(mixed)

@@ -165,3 +165,15 @@ def test_value_head_trains_under_lora_saves_and_reloads(tmp_path: Path) -> None:
     assert torch.allclose(values_a, values_b, atol=1e-6)
     for name, p in head.named_parameters():
         assert torch.equal(p, dict(policy2.value_head.named_parameters())[name])
+
+
+def test_fsdp_units_are_the_decoder_layers_and_the_value_head() -> None:
+    """accelerate's TRANSFORMER_BASED_WRAP reads ``_no_split_modules`` of the prepared module."""
+    model = _tiny_llama()
+    assert PolicyWithValueHead(model, None)._no_split_modules == ["LlamaDecoderLayer"]
+    assert PolicyWithValueHead(model, ValueHead(HIDDEN))._no_split_modules == [
+        "LlamaDecoderLayer", "ValueHead"]
+    lora = get_peft_model(_tiny_llama(), LoraConfig(r=2, lora_alpha=4,
+                                                    target_modules=["q_proj", "v_proj"]))
+    assert PolicyWithValueHead(lora, ValueHead(HIDDEN))._no_split_modules == [
+        "LlamaDecoderLayer", "ValueHead"]

@@ -1,0 +1,74 @@
+"""scripts/stage_commands.py: the pipeline's commands without DVC, in dependency waves."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "stage_commands.py"
+
+
+def _plan(*args: str) -> list[tuple[int, str, str]]:
+    out = subprocess.run([sys.executable, str(SCRIPT), "--plan", *args], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    return [(int(w), name, cmd) for w, name, cmd in (ln.split("\t", 2) for ln in out.splitlines())]
+
+
+@pytest.fixture(scope="module")
+def plan() -> list[tuple[int, str, str]]:
+    return _plan()
+
+
+def test_every_stage_comes_after_what_it_depends_on(plan):
+    wave = {name: w for w, name, _ in plan}
+    assert wave["world"] == 0
+    assert wave["base@ds"] == wave["base@qw"] == 1
+    assert wave["sample"] > wave["base@ds"]
+    assert wave["sft@ds"] > wave["sample"] and wave["prior@ds"] > wave["sft@ds"]
+    cells = [n for n in wave if n.startswith("align_")]
+    assert len(cells) > 60
+    assert all(wave[c] > wave["prior@ds"] for c in cells)
+    assert wave["report"] > max(wave[c] for c in cells)
+    # resolved commands, exactly as dvc.yaml declares them
+    cmd = {name: c for _, name, c in plan}
+    assert cmd["align_unpaired_step@pipa_m-ds-0"].startswith(
+        "python stages/align.py --algorithm pipa_m --model ds --seed 0 ")
+    assert "${" not in "".join(cmd.values())
+
+
+def test_targets_and_skip(plan):
+    names = [n for _, n, _ in _plan("sft@ds")]
+    assert names == ["world", "base@ds", "sample", "sft@ds"]
+    kept = {n for _, n, _ in _plan("--skip", "sample")}
+    assert "world" in kept and "base@qw" in kept
+    assert not any(n.startswith(("sample", "sft@", "align_", "report")) for n in kept)
+
+
+def test_run_from_a_plan_file_runs_waves_and_names_the_failing_stage(tmp_path):
+    plan = tmp_path / "plan.tsv"
+    out = tmp_path / "out"
+    plan.write_text(f"0\tfirst\tmkdir {out}\n1\tsecond\techo two > {out}/two\n"
+                    f"1\tbroken\tpython -c 'raise SystemExit(3)'\n2\tnever\ttouch {out}/never\n")
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--run", "--plan-file", str(plan), "--jobs", "2",
+         "--logs", str(tmp_path / "logs"), "--python", sys.executable],
+        cwd=tmp_path, capture_output=True, text=True, env={**os.environ}, check=False)
+    assert result.returncode != 0
+    assert "1 stage(s) failed in wave 1: broken" in result.stderr
+    assert (out / "two").read_text() == "two\n"
+    assert not (out / "never").exists()  # the run stops after the failing wave
+    assert (tmp_path / "logs" / "broken.log").exists()
+
+
+def test_malformed_plan_names_the_line(tmp_path):
+    plan = tmp_path / "plan.tsv"
+    plan.write_text("0\tworld\tpython stages/world.py\nnot a row\n")
+    result = subprocess.run([sys.executable, str(SCRIPT), "--run", "--plan-file", str(plan)],
+                            cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+    assert f"{plan}, line 2: expected 'wave<TAB>stage<TAB>command'" in result.stderr
