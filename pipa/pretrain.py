@@ -14,18 +14,46 @@ from pipa import config as C
 from pipa.io import atomic_path, write_json
 
 
-def pretrain_base(params: dict, model_name: str, world_dir: str | Path, out_dir: str | Path,
-                  live_dir: str | Path | None = None) -> dict:
-    """Tokenizer + causal LM trained from scratch on the family's corpus (every token)."""
-    from dvclive import Live
+def pretrain_bases(params: dict, world_dir: str | Path, out_root: str | Path,
+                   live_root: str | Path) -> list[dict]:
+    """Every family of ``models`` pretrained (``pretrain_base``), side by side.
 
+    The families are independent jobs: with ``runtime.workers: 2`` they train at once in
+    two forked single-thread processes, which on two cores is 1.47x the throughput of one
+    two-thread process training them one after the other (the models are too small for two
+    threads to split a matmul well; ``pipa/parallel.py``). ``out_root/<model>`` holds each
+    model; ``out_root`` appears whole or not at all. Training curves go to
+    ``live_root/<model>/dvclive``.
+    """
+    from pipa.parallel import fork_map, worker_plan
+
+    models = list(C.get(params, "models"))
+    threads = int(C.get(params, "runtime.threads"))
+    workers = int(C.get(params, "runtime.workers"))
+    per_job = worker_plan(threads, workers, len(models))[1]  # all threads when inline
+    with atomic_path(out_root) as tmp:
+        tmp.mkdir()
+        jobs = [(m, str(tmp / m), str(Path(live_root) / m / "dvclive")) for m in models]
+        return fork_map(lambda job: pretrain_base(params, job[0], world_dir, job[1], job[2],
+                                                  threads=per_job),
+                        jobs, threads=threads, workers=workers)
+
+
+def pretrain_base(params: dict, model_name: str, world_dir: str | Path, out_dir: str | Path,
+                  live_dir: str | Path | None = None, threads: int | None = None) -> dict:
+    """Tokenizer + causal LM trained from scratch on the family's corpus (every token).
+
+    ``threads``: torch threads of this job (default ``runtime.threads``); a forked worker
+    passes its share.
+    """
+    from pipa.live import forked_live
     from pipa.models import build_model, count_parameters, train_tokenizer
     from pipa.training import fit, make_accelerator, setup_runtime
 
     fam = C.get(params, f"model_families.{model_name}")
     pcfg = C.get(params, "pretrain")
     seed = int(C.get(params, "seed"))
-    setup_runtime(int(C.get(params, "runtime.threads")), seed)
+    setup_runtime(threads or int(C.get(params, "runtime.threads")), seed)
     docs = (Path(world_dir) / f"corpus_{model_name}.txt").read_text().split("\x00")
     started = time.perf_counter()
     with atomic_path(out_dir) as tmp:
@@ -49,8 +77,7 @@ def pretrain_base(params: dict, model_name: str, world_dir: str | Path, out_dir:
             return loss, {}, [f"window@{s}" for s in starts.tolist()], batch.numel()
 
         model.train()
-        live = Live(str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) \
-            if live_dir else None
+        live = forked_live(Path(live_dir)) if live_dir else None
         last = fit(model.parameters(), step_fn, n_steps, lr=float(pcfg["lr"]),
                    warmup=int(pcfg["warmup"]), min_lr_ratio=float(pcfg["min_lr_ratio"]),
                    weight_decay=float(pcfg.get("weight_decay", 0.0)), live=live,

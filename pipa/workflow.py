@@ -7,7 +7,6 @@ half-way leaves nothing that DVC would cache.
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 
 from pipa import config as C
 from pipa.io import atomic_path, read_jsonl, write_json, write_jsonl
+from pipa.live import forked_live
 
 # ---------------------------------------------------------------- world
 
@@ -213,32 +213,6 @@ def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[
             tok.save_pretrained(tmp)
             write_json(tmp / "pipa_train.json", summary)
     return {**summary, "seconds": round(time.perf_counter() - started, 1)}
-
-
-def candidate_live(folder: Path):
-    """dvclive logger of one lr candidate, kept away from git.
-
-    Under `dvc exp run`, ``Live.end`` git-adds the untracked files of its folder. A
-    candidate's folder is temporary (the chosen one is moved into the stage's output, which
-    DVC tracks; the others are deleted), and two forked candidates adding at once collide on
-    git's index lock. dvclive decides it is inside an experiment from
-    ``DVC_EXP_BASELINE_REV`` when the logger is made: hide it then. Its per-step signal
-    file for the VS Code extension (``.dvc/tmp/exps/run/DVCLIVE_STEP_COMPLETED``) races the
-    same way (one candidate removes it between the other's check and removal): candidates
-    do not signal.
-    """
-    import dvclive.live
-    from dvclive import Live
-
-    dvclive.live.mark_dvclive_step_completed = lambda step: None
-    dvclive.live.cleanup_dvclive_step_completed = lambda: None
-
-    saved = os.environ.pop("DVC_EXP_BASELINE_REV", None)
-    try:
-        return Live(str(folder), save_dvc_exp=False, dvcyaml=None, report=None)
-    finally:
-        if saved is not None:
-            os.environ["DVC_EXP_BASELINE_REV"] = saved
 
 
 def with_lora(model, lora: dict):
@@ -512,7 +486,7 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
         holder, gather = full_weights_holder(accelerator, policy)
         step_fn = alignment_step(spec, policy, iter(plan), prior, pad, hparams,
                                  mismatched_prior=mismatched_prior)
-        live = candidate_live(folder / "dvclive") if accelerator.is_main_process else None
+        live = forked_live(folder / "dvclive") if accelerator.is_main_process else None
         last = fit(list(policy.parameters()), step_fn, n_steps, lr=lr,
                    warmup=int(float(acfg["warmup_ratio"]) * n_steps),
                    min_lr_ratio=float(acfg["min_lr_ratio"]), grad_clip=float(acfg["grad_clip"]),

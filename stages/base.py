@@ -1,17 +1,17 @@
-"""Stage base@MODEL: train a tokenizer and a causal LM from scratch on the family's corpus."""
+"""Stage base: for each family of params' `models`, a tokenizer and a causal LM trained
+from scratch on the family's corpus; the families train side by side (runtime.workers)."""
 
 import argparse
 
 import _boot
 
-from pipa.pretrain import pretrain_base
+from pipa.pretrain import pretrain_bases
 
 parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--model", required=True)
 parser.add_argument("--world", default="data/world")
-parser.add_argument("--out", required=True)
-parser.add_argument("--live", required=True, help="dvclive folder for the training curve")
+parser.add_argument("--out", required=True, help="folder of the models: <out>/<model>")
+parser.add_argument("--live", required=True, help="dvclive folders: <live>/<model>/dvclive")
 args = parser.parse_args()
-summary = pretrain_base(_boot.params(), args.model, args.world, args.out, args.live)
-print(f"base {args.model}: {summary['parameters']:,} parameters, {summary['steps']} steps, "
-      f"final loss {summary['final_loss']:.4f}, {summary['seconds']} s")
+for summary in pretrain_bases(_boot.params(), args.world, args.out, args.live):
+    print(f"base {summary['model']}: {summary['parameters']:,} parameters, {summary['steps']} "
+          f"steps, final loss {summary['final_loss']:.4f}, {summary['seconds']} s")
