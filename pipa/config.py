@@ -184,7 +184,7 @@ def validate(params: dict, source: str = "params.yaml") -> None:
     else:
         if not valid_device(device):
             problems.append(f"{source}: runtime.device={device!r}; valid: auto (a GPU when "
-                            "torch sees one, else the CPU), cpu, cuda, cuda:<index>")
+                            "torch sees one, else the CPU), cpu, cuda")
     for section in ("sft", "prior_ft", "align"):
         problems.extend(check_batching(params, section, source))
         problems.extend(check_lora(params, section, source))
