@@ -48,7 +48,7 @@ def pretrain_base(params: dict, model_name: str, world_dir: str | Path, out_dir:
     """
     from pipa.live import forked_live
     from pipa.models import build_model, count_parameters, train_tokenizer
-    from pipa.training import fit, make_accelerator, setup_runtime
+    from pipa.training import device_of, fit, make_accelerator, setup_runtime
 
     fam = C.get(params, f"model_families.{model_name}")
     pcfg = C.get(params, "pretrain")
@@ -72,7 +72,7 @@ def pretrain_base(params: dict, model_name: str, world_dir: str | Path, out_dir:
             # Packed random windows of the token stream: no padding, loss on every token.
             starts = torch.randint(0, len(data) - seq_len - 1, (bsz,), generator=gen)
             batch = torch.stack([data[s : s + seq_len] for s in starts.tolist()])
-            batch = batch.to(next(net.parameters()).device)  # the GPU under runtime.device
+            batch = batch.to(device_of(net))  # the GPU under runtime.device
             loss = net(input_ids=batch, labels=batch).loss
             return loss, {}, [f"window@{s}" for s in starts.tolist()], batch.numel()
 

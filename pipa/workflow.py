@@ -79,9 +79,16 @@ def solutions_records(solutions, correct_only: bool = False) -> list[dict]:
     return rows
 
 
-def load_policy_model(params: dict, model_name: str, folder: str | Path):
-    """Tokenizer and model from a stage output folder (full weights or LoRA adapter)."""
+def load_policy_model(params: dict, model_name: str, folder: str | Path,
+                      on_device: bool = False):
+    """Tokenizer and model from a stage output folder (full weights or LoRA adapter).
+
+    ``on_device``: moved to ``runtime.device`` (the one-process stages that only run the
+    model: sampling, prior log-probs, evaluation). Training stages leave it where it is
+    loaded; ``accelerate`` places it on each process's device.
+    """
     from pipa.models import load_model
+    from pipa.training import resolve_device
 
     folder = Path(folder)
     meta_path = folder / "pipa_model.json"
@@ -96,6 +103,8 @@ def load_policy_model(params: dict, model_name: str, folder: str | Path):
     else:
         model = load_model(folder, dtype)
         tok = tokenizer_of(folder)
+    if on_device:
+        model.to(resolve_device(C.get(params, "runtime.device")))
     return tok, model
 
 
@@ -254,11 +263,10 @@ def compute_prior(params: dict, model_name: str, prior_model_dir: str | Path,
     from safetensors.torch import save_file
 
     from pipa import alphamath
-    from pipa.training import build_examples, resolve_device, setup_runtime
+    from pipa.training import build_examples, setup_runtime
 
     setup_runtime(int(C.get(params, "runtime.threads")), int(C.get(params, "seed")))
-    tok, model = load_policy_model(params, model_name, prior_model_dir)
-    model.to(resolve_device(C.get(params, "runtime.device")))
+    tok, model = load_policy_model(params, model_name, prior_model_dir, on_device=True)
     fmt = prompt_formatter(params, model_name, tok)
     max_len = int(C.get(params, f"model_families.{model_name}.arch.max_len"))
     records = solutions_records(alphamath.read(alphamath_path))
@@ -359,11 +367,10 @@ def eval_problems(params: dict, world_dir: str | Path, split: str) -> list[dict]
 def evaluate_folder(params: dict, model_name: str, model_dir: str | Path,
                     world_dir: str | Path, out_dir: str | Path) -> dict:
     from pipa.grading import evaluate_predictions
-    from pipa.training import resolve_device, setup_runtime
+    from pipa.training import setup_runtime
 
     setup_runtime(int(C.get(params, "runtime.threads")), int(C.get(params, "seed")))
-    tok, model = load_policy_model(params, model_name, model_dir)
-    model.to(resolve_device(C.get(params, "runtime.device")))
+    tok, model = load_policy_model(params, model_name, model_dir, on_device=True)
     problems = eval_problems(params, world_dir, "test")
     started = time.perf_counter()
     rows = evaluate_model(params, model_name, tok, model, problems)

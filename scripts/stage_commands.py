@@ -25,22 +25,18 @@ depends on them).
 from __future__ import annotations
 
 import argparse
+import functools
 import shlex
 import sys
 
 
+@functools.cache
 def pipeline_graph():
     """DVC's stage graph of this repo: edges run from a stage to the stages it depends on.
     Built once: stage objects of two builds are not the same nodes."""
-    global _GRAPH
-    if _GRAPH is None:
-        from dvc.repo import Repo
+    from dvc.repo import Repo
 
-        _GRAPH = Repo(".").index.graph
-    return _GRAPH
-
-
-_GRAPH = None
+    return Repo(".").index.graph
 
 
 def ordered_stages(targets: list[str]) -> list:

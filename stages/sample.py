@@ -9,7 +9,7 @@ from pipa import alphamath, world
 from pipa.config import get
 from pipa.io import write_json
 from pipa.sampling import sample_solutions
-from pipa.training import resolve_device, setup_runtime
+from pipa.training import setup_runtime
 from pipa.workflow import load_policy_model, load_split, prompt_formatter, subsample
 
 parser = argparse.ArgumentParser(description=__doc__)
@@ -22,8 +22,7 @@ args = parser.parse_args()
 params = _boot.params()
 cfg = get(params, "sampling")
 setup_runtime(int(get(params, "runtime.threads")), int(get(params, "seed")))
-tok, model = load_policy_model(params, cfg["model"], args.base)
-model.to(resolve_device(get(params, "runtime.device")))
+tok, model = load_policy_model(params, cfg["model"], args.base, on_device=True)
 problems = subsample(load_split(args.world, "train"), cfg.get("n_problems"),
                      int(get(params, "seed")))
 rows, stats = sample_solutions(
