@@ -21,7 +21,7 @@ def pretrain_bases(params: dict, world_dir: str | Path, out_root: str | Path,
     The families are independent jobs: with ``runtime.workers: 2`` they train at once in
     two forked single-thread processes, which on two cores is 1.47x the throughput of one
     two-thread process training them one after the other (the models are too small for two
-    threads to split a matmul well; ``pipa/parallel.py``). ``out_root/<model>`` holds each
+    threads to split a matmul well; ``benchmarks/bench_pretrain_workers.py``). ``out_root/<model>`` holds each
     model; ``out_root`` appears whole or not at all. Training curves go to
     ``live_root/<model>/dvclive``.
     """
