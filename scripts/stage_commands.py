@@ -63,16 +63,23 @@ def ordered_stages(targets: list[str]) -> list:
     return order
 
 
-def plan_rows(stages: list) -> list[tuple[int, str, str]]:
-    """``(wave, stage, command)`` for each command: a stage's wave is 0 without upstream
-    stages, else one more than the latest wave of its dependencies (``stages`` is in
-    dependency order)."""
+def stage_waves(stages: list) -> dict:
+    """Stage -> wave: 0 without upstream stages among ``stages``, else one more than the
+    latest wave of its dependencies (``stages`` is in dependency order). The stages of one
+    wave do not depend on each other."""
     graph = pipeline_graph()
     wave: dict = {}
-    rows = []
     for stage in stages:
         deps = [d for d in graph.successors(stage) if d in wave]
         wave[stage] = 1 + max((wave[d] for d in deps), default=-1)
+    return wave
+
+
+def plan_rows(stages: list) -> list[tuple[int, str, str]]:
+    """``(wave, stage, command)`` for each command (``stage_waves``)."""
+    wave = stage_waves(stages)
+    rows = []
+    for stage in stages:
         for cmd in stage.cmd if isinstance(stage.cmd, list) else [stage.cmd]:
             rows.append((wave[stage], stage.addressing, cmd))
     return rows

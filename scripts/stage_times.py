@@ -1,7 +1,12 @@
 """Pass `dvc repro` output through, timing each stage; print a summary, write runs/timing.json.
 
 Usage: dvc repro 2>&1 | python scripts/stage_times.py [runs/timing.json]
+
+``StageClock`` and ``report`` are also what scripts/parallel_repro.py times its DVC
+processes with (one clock per process).
 """
+
+from __future__ import annotations
 
 import json
 import re
@@ -10,23 +15,40 @@ import sys
 import time
 from pathlib import Path
 
-out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/timing.json")
-start = time.time()
-current, began, times = None, start, {}
-for line in sys.stdin:
-    sys.stdout.write(line)
-    sys.stdout.flush()
-    match = re.match(r"Running stage '([^']+)'", line)
-    if match or line.startswith(("Updating lock file", "Use `dvc push`")):
-        if current is not None:
-            times[current] = round(times.get(current, 0.0) + time.time() - began, 1)
-            current = None
-        if match:
-            current, began = match.group(1), time.time()
-if current is not None:
-    times[current] = round(time.time() - began, 1)
-total = time.time() - start
-if times:
+_RUNNING = re.compile(r"Running stage '([^']+)'")
+
+
+class StageClock:
+    """Wall time of each stage in one `dvc repro` output stream: from its "Running stage"
+    line to the next stage's, or to DVC's closing lines."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+        self._current: str | None = None
+        self._began = time.time()
+
+    def feed(self, line: str) -> None:
+        match = _RUNNING.match(line)
+        if match or line.startswith(("Updating lock file", "Use `dvc push`")):
+            self._stop()
+            if match:
+                self._current, self._began = match.group(1), time.time()
+
+    def close(self) -> dict[str, float]:
+        self._stop()
+        return self.times
+
+    def _stop(self) -> None:
+        if self._current is not None:
+            elapsed = time.time() - self._began
+            self.times[self._current] = round(self.times.get(self._current, 0.0) + elapsed, 1)
+            self._current = None
+
+
+def report(times: dict[str, float], total: float, out: Path) -> None:
+    """Print the per-stage-group summary and merge ``times`` into ``out``."""
+    if not times:
+        return
     groups: dict[str, float] = {}
     for stage, sec in times.items():
         name = stage.split("@")[0]
@@ -44,3 +66,18 @@ if times:
         current = set(listed.stdout.split())
         previous = {k: v for k, v in previous.items() if k in current}
     out.write_text(json.dumps({**previous, **times}, indent=1, sort_keys=True) + "\n")
+
+
+def main() -> None:
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/timing.json")
+    start = time.time()
+    clock = StageClock()
+    for line in sys.stdin:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        clock.feed(line)
+    report(clock.close(), time.time() - start, out)
+
+
+if __name__ == "__main__":
+    main()

@@ -157,15 +157,25 @@ def test_threshold_change_reruns_only_step_level_cells(micro, tmp_path):
 
 
 def test_same_seed_same_numbers(micro, tmp_path):
-    """A second, independent repro of two cells from scratch gives identical files.
+    """A second, independent repro of two cells from scratch gives identical files, though
+    it runs differently: through scripts/parallel_repro.py (the main job's way), two DVC
+    processes at once, each stage's jobs inline instead of in forked workers.
 
     Compared: every artifact that carries numbers (weights, sampled data, labels, prior
     log-probs, predictions, metrics, loss curves). Wall-clock logs (tokens/s) are not.
     """
     repo = make_micro_repo(tmp_path / "again")
     cells = ["runs/main/paired_answer/dpo/ds/seed0", "runs/main/unpaired_step/pipa_m/qw/seed0"]
-    run(["dvc", "repro", "align_paired_answer@dpo-ds-0", "align_unpaired_step@pipa_m-qw-0"],
-        repo, timeout=1200)
+    proc = run([sys.executable, "scripts/parallel_repro.py", "--jobs", "2",
+                "align_paired_answer@dpo-ds-0", "align_unpaired_step@pipa_m-qw-0"],
+               repo, timeout=1200)
+    # The two cells (and the two SFT models) ran side by side, in two DVC processes.
+    assert re.search(r"^\[2\] Running stage 'align_", proc.stdout, re.MULTILINE), proc.stdout[-3000:]
+    assert re.search(r"^\[2\] Running stage 'sft@", proc.stdout, re.MULTILINE), proc.stdout[-3000:]
+    assert "Data and pipelines are up to date" in proc.stdout  # the closing `dvc repro`
+    assert run(["dvc", "status", "align_paired_answer@dpo-ds-0",
+                "align_unpaired_step@pipa_m-qw-0"], repo).stdout.strip().endswith(
+        "Data and pipelines are up to date.")
     files = ["data/alphamath/train.json", "data/labels/paired_answer.jsonl",
              "data/labels/unpaired_step.jsonl", "data/prior/sft/ds.safetensors",
              "data/prior/sft/qw.safetensors", "models/base/ds/model.safetensors",

@@ -1,0 +1,186 @@
+"""`dvc repro` with several DVC processes at once: what `scripts/repro.sh` runs.
+
+    python scripts/parallel_repro.py                 # the whole pipeline, as `dvc repro`
+    python scripts/parallel_repro.py --force         # every stage, as `dvc repro --force`
+    python scripts/parallel_repro.py report --jobs 2 # `report` and what it needs
+    python scripts/parallel_repro.py --dry           # print the waves, run nothing
+
+Why: `dvc repro` runs one stage at a time, and a stage of the default is mostly start-up
+(importing torch and transformers, loading two small models) and DVC's bookkeeping
+(checking deps, hashing outputs, rewriting dvc.lock), all on one core; only its training
+and decoding use both. Two stages at once fill the idle core.
+
+How: the stages that need running (DVC's status: changed, plus everything downstream of
+them; all with ``--force``) are grouped in waves: the stages of a wave do not depend on
+each other, and each wave starts when the one before it has finished. A wave's stages are
+split among ``--jobs`` processes `dvc --wait-for-lock repro --single-item <stages...>`
+(longest first, by the times in runs/timing.json). This is DVC's own concurrency: DVC
+releases its repository lock while a stage's command runs and takes it back to record the
+results, and its per-stage read/write locks keep two processes off the same outputs.
+Side by side, each stage runs its jobs inline (``PIPA_MAX_WORKERS``, pipa/parallel.py)
+with the threads per job that runtime.threads / runtime.workers give it anyway, so every
+number is the one plain `dvc repro` gives (tests/test_pipeline.py checks it). At the end
+a plain `dvc repro` confirms that nothing is left to run (it runs whatever is).
+
+A failing stage lets the other processes of its wave finish (what they finish is
+recorded), then stops the run, naming the stage, with the end of its output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from stage_commands import ordered_stages, pipeline_graph, stage_waves
+from stage_times import StageClock, report
+
+
+def stages_to_run(stages: list, targets: list[str], force: bool) -> list:
+    """``stages`` (dependency order) that `dvc repro` would look at again: all with
+    ``force``; else those DVC's status reports changed, and everything downstream of them
+    (DVC still skips each one whose inputs turn out unchanged)."""
+    if force:
+        return stages
+    from dvc.repo import Repo
+
+    with Repo(".") as repo:
+        changed = set(repo.status(targets=targets or None, with_deps=bool(targets)))
+    graph = pipeline_graph()
+    chosen: set = set()
+    for stage in stages:  # dependency order: a stage's upstream is decided before it
+        if stage.addressing in changed or any(d in chosen for d in graph.successors(stage)):
+            chosen.add(stage)
+    return [s for s in stages if s in chosen]
+
+
+def split(names: list[str], jobs: int, seconds: dict[str, float]) -> list[list[str]]:
+    """``names`` in at most ``jobs`` groups of about equal time: longest first, each to the
+    group that is least loaded (stages never timed count as the mean of those that were)."""
+    known = [seconds[n] for n in names if n in seconds]
+    default = sum(known) / len(known) if known else 1.0
+    groups: list[tuple[float, list[str]]] = [(0.0, []) for _ in range(min(jobs, len(names)))]
+    for name in sorted(names, key=lambda n: -seconds.get(n, default)):
+        k = min(range(len(groups)), key=lambda i: groups[i][0])
+        load, members = groups[k]
+        groups[k] = (load + seconds.get(name, default), [*members, name])
+    return [members for _, members in groups if members]
+
+
+def run_group(k: int, names: list[str], force: bool, env: dict, prefix: bool,
+              out_lock: threading.Lock, results: dict) -> None:
+    """One `dvc repro --single-item` over ``names``; its output is echoed (prefixed with
+    the group's number when several run) and timed per stage."""
+    cmd = ["dvc", "--wait-for-lock", "repro", "--single-item", *(["--force"] if force else []),
+           *names]
+    clock, tail = StageClock(), []
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, bufsize=1)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        clock.feed(line)
+        tail = [*tail[-39:], line]
+        with out_lock:
+            sys.stdout.write(f"[{k}] {line}" if prefix else line)
+            sys.stdout.flush()
+    results[k] = (proc.wait(), clock.close(), tail, names)
+
+
+def run_wave(names: list[str], jobs: int, workers: int, force: bool,
+             seconds: dict[str, float]) -> tuple[dict[str, float], list]:
+    """Run one wave; return the stage times and the failed groups."""
+    groups = split(names, jobs, seconds)
+    env = dict(os.environ)
+    if len(groups) > 1:  # side by side: each stage's jobs inline, same numbers
+        env["PIPA_MAX_WORKERS"] = str(max(1, workers // len(groups)))
+    out_lock, results = threading.Lock(), {}
+    threads = [threading.Thread(target=run_group,
+                                args=(k, group, force, env, len(groups) > 1, out_lock, results))
+               for k, group in enumerate(groups, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    times: dict[str, float] = {}
+    for _, stage_times, _, _ in results.values():
+        times.update(stage_times)
+    return times, [r for r in results.values() if r[0] != 0]
+
+
+def runtime_workers() -> int:
+    import yaml
+
+    return int(yaml.safe_load(Path("params.yaml").read_text())["runtime"]["workers"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("targets", nargs="*", help="stages (default: the whole pipeline)")
+    parser.add_argument("-f", "--force", action="store_true",
+                        help="re-run every stage (of the targets), as `dvc repro --force`")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="DVC processes at once (default: runtime.workers in params.yaml)")
+    parser.add_argument("--timing", default="runs/timing.json",
+                        help="per-stage wall times: read to balance the processes, updated")
+    parser.add_argument("--dry", action="store_true", help="print the waves and stop")
+    args = parser.parse_args(argv)
+    workers = runtime_workers()
+    jobs = args.jobs or workers
+    if jobs < 1:
+        sys.exit(f"error: --jobs {jobs}: expected 1 or more DVC processes")
+    timing = Path(args.timing)
+    seconds = json.loads(timing.read_text()) if timing.exists() else {}
+
+    started = time.time()
+    todo = stages_to_run(ordered_stages(args.targets), args.targets, args.force)
+    wave_of = stage_waves(todo)
+    waves: dict[int, list[str]] = {}
+    for stage in todo:
+        waves.setdefault(wave_of[stage], []).append(stage.addressing)
+    if args.dry:
+        for w, names in sorted(waves.items()):
+            for k, group in enumerate(split(names, jobs, seconds), 1):
+                print(f"wave {w}, process {k}: {' '.join(group)}")
+        return
+    if not todo:
+        print("Data and pipelines are up to date.")
+        return
+
+    times: dict[str, float] = {}
+    for w, names in sorted(waves.items()):
+        began = time.time()
+        wave_times, failed = run_wave(names, jobs, workers, args.force, seconds)
+        times.update(wave_times)
+        print(f"[waves] wave {w}: {len(names)} stages, {time.time() - began:.1f} s", flush=True)
+        if failed:
+            for rc, _, tail, group in failed:
+                print(f"--- `dvc repro` of {' '.join(group)} failed (exit {rc}); end of its "
+                      f"output:\n{''.join(tail)}", flush=True)
+            report(times, time.time() - started, timing)
+            sys.exit(f"error: wave {w} failed; fix the stage above, then run this again "
+                     "(finished stages are recorded and will not run again)")
+    # DVC's own last word: plain `dvc repro` finds nothing to do (or does what is left).
+    clock = StageClock()
+    final = subprocess.Popen(["dvc", "repro", *args.targets], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, bufsize=1)
+    assert final.stdout is not None
+    for line in final.stdout:
+        clock.feed(line)
+        sys.stdout.write(line)
+        sys.stdout.flush()
+    times.update(clock.close())
+    report(times, time.time() - started, timing)
+    if final.wait() != 0:
+        sys.exit(f"error: the closing `dvc repro` failed (exit {final.returncode})")
+
+
+if __name__ == "__main__":
+    main()
