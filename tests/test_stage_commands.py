@@ -72,3 +72,43 @@ def test_malformed_plan_names_the_line(tmp_path):
                             cwd=tmp_path, capture_output=True, text=True, check=False)
     assert result.returncode != 0
     assert f"{plan}, line 2: expected 'wave<TAB>stage<TAB>command'" in result.stderr
+
+
+def _parallel_repro():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import parallel_repro
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    return parallel_repro
+
+
+def test_parallel_repro_splits_a_wave_longest_first_onto_the_least_loaded_process():
+    split = _parallel_repro().split
+    seconds = {"a": 50.0, "b": 30.0, "c": 20.0, "d": 10.0, "e": 10.0}
+    groups = split(list(seconds), 2, seconds)
+    assert groups == [["a", "d"], ["b", "c", "e"]]       # 60 s and 60 s
+    assert split(["x", "y"], 4, {}) == [["x"], ["y"]]   # never more processes than stages
+    # a stage never timed counts as the mean of the timed ones (here 40 s)
+    assert split(["a", "new", "b"], 2, {"a": 50.0, "b": 30.0}) == [["a"], ["new", "b"]]
+
+
+def test_parallel_repro_dry_run_lists_each_stage_once_in_dependency_waves():
+    out = subprocess.run([sys.executable, "scripts/parallel_repro.py", "--dry", "--force"],
+                         cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    wave_of = {}
+    for line in out.splitlines():
+        head, names = line.split(": ", 1)
+        wave = int(head.split(",")[0].removeprefix("wave "))
+        for name in names.split():
+            assert name not in wave_of, f"{name} listed twice"
+            wave_of[name] = wave
+    expected = {name for _, name, _ in _plan()}
+    assert set(wave_of) == expected
+    assert wave_of["base"] < wave_of["sample"] < wave_of["sft@ds"] < wave_of["prior@ds"]
+    assert all(wave_of[n] < wave_of["report"] for n in wave_of if n.startswith("align_"))
+    # with --jobs 1 every wave is one process
+    one = subprocess.run([sys.executable, "scripts/parallel_repro.py", "--dry", "--force",
+                          "--jobs", "1"], cwd=ROOT, check=True, capture_output=True,
+                         text=True).stdout
+    assert "process 2" not in one and "process 1" in one
