@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "stage_commands.py"
@@ -112,3 +114,39 @@ def test_parallel_repro_dry_run_lists_each_stage_once_in_dependency_waves():
                           "--jobs", "1"], cwd=ROOT, check=True, capture_output=True,
                          text=True).stdout
     assert "process 2" not in one and "process 1" in one
+
+
+def test_parallel_repro_runs_a_wave_side_by_side_and_stops_on_a_failing_stage(tmp_path):
+    """A toy DVC project: two independent stages in one wave, one of them failing, and a
+    stage downstream of both. The good one is recorded, the failure named with its output,
+    nothing downstream runs; after the fix a second run does only what is left."""
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", PATH=f"{Path(sys.executable).parent}"
+               f"{os.pathsep}{os.environ['PATH']}")
+    env.pop("PIPA_MAX_WORKERS", None)
+    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True, env=env)
+    (tmp_path / "params.yaml").write_text("runtime: {workers: 2}\n")
+    stages = {
+        "good": {"cmd": "echo workers=$PIPA_MAX_WORKERS > good.txt", "outs": ["good.txt"]},
+        "flaky": {"cmd": "test -f fixed && echo ok > flaky.txt "
+                         "|| (echo 'boom: flaky broke'; exit 3)", "outs": ["flaky.txt"]},
+        "last": {"cmd": "cat good.txt flaky.txt > last.txt", "deps": ["good.txt", "flaky.txt"],
+                 "outs": ["last.txt"]},
+    }
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    script = str(SCRIPT.parent / "parallel_repro.py")
+    failed = subprocess.run([sys.executable, script, "--timing", "timing.json"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, check=False)
+    assert failed.returncode != 0
+    assert "`dvc repro` of flaky failed" in failed.stdout and "boom: flaky broke" in failed.stdout
+    assert "error: wave 0 failed" in failed.stderr
+    # side by side: the good stage ran in the other process, its jobs capped to one worker
+    assert (tmp_path / "good.txt").read_text().strip() == "workers=1"
+    assert "good:" in (tmp_path / "dvc.lock").read_text()     # recorded
+    assert not (tmp_path / "last.txt").exists()
+    (tmp_path / "fixed").write_text("")
+    again = subprocess.run([sys.executable, script, "--timing", "timing.json"], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, check=True)
+    ran = set(re.findall(r"Running stage '([^']+)'", again.stdout))
+    assert ran == {"flaky", "last"}, again.stdout
+    assert (tmp_path / "last.txt").read_text().split() == ["workers=1", "ok"]
+    assert "Data and pipelines are up to date" in again.stdout  # the closing `dvc repro`
