@@ -4,6 +4,7 @@
     python scripts/parallel_repro.py --force         # every stage, as `dvc repro --force`
     python scripts/parallel_repro.py report --jobs 2 # `report` and what it needs
     python scripts/parallel_repro.py --dry           # print the waves, run nothing
+    python scripts/parallel_repro.py -s -f cell1 cell2   # just these, as `dvc repro -s -f`
 
 Why: `dvc repro` runs one stage at a time, and a stage of the default is mostly start-up
 (importing torch and transformers, loading two small models) and DVC's bookkeeping
@@ -43,7 +44,7 @@ from stage_commands import ordered_stages, pipeline_graph, stage_waves
 from stage_times import StageClock, report
 
 
-def stages_to_run(stages: list, targets: list[str], force: bool) -> list:
+def stages_to_run(stages: list, targets: list[str], force: bool, single_item: bool) -> list:
     """``stages`` (dependency order) that `dvc repro` would look at again: all with
     ``force``; else those DVC's status reports changed, and everything downstream of them
     (DVC still skips each one whose inputs turn out unchanged)."""
@@ -52,7 +53,8 @@ def stages_to_run(stages: list, targets: list[str], force: bool) -> list:
     from dvc.repo import Repo
 
     with Repo(".") as repo:
-        changed = set(repo.status(targets=targets or None, with_deps=bool(targets)))
+        changed = set(repo.status(targets=targets or None,
+                                  with_deps=bool(targets) and not single_item))
     graph = pipeline_graph()
     chosen: set = set()
     for stage in stages:  # dependency order: a stage's upstream is decided before it
@@ -130,6 +132,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="DVC processes at once (default: runtime.workers in params.yaml)")
     parser.add_argument("--timing", default="runs/timing.json",
                         help="per-stage wall times: read to balance the processes, updated")
+    parser.add_argument("-s", "--single-item", action="store_true",
+                        help="only the targets, not what they depend on (`dvc repro -s`)")
     parser.add_argument("--dry", action="store_true", help="print the waves and stop")
     args = parser.parse_args(argv)
     workers = runtime_workers()
@@ -140,18 +144,23 @@ def main(argv: list[str] | None = None) -> None:
     seconds = json.loads(timing.read_text()) if timing.exists() else {}
 
     started = time.time()
-    todo = stages_to_run(ordered_stages(args.targets), args.targets, args.force)
+    if args.single_item and not args.targets:
+        sys.exit("error: --single-item needs stage names (as `dvc repro -s`)")
+    stages = ordered_stages(args.targets)
+    if args.single_item:
+        stages = [s for s in stages if s.addressing in args.targets]
+    todo = stages_to_run(stages, args.targets, args.force, args.single_item)
     wave_of = stage_waves(todo)
     waves: dict[int, list[str]] = {}
     for stage in todo:
         waves.setdefault(wave_of[stage], []).append(stage.addressing)
+    if not todo:
+        print("Data and pipelines are up to date.")
+        return
     if args.dry:
         for w, names in sorted(waves.items()):
             for k, group in enumerate(split(names, jobs, seconds), 1):
                 print(f"wave {w}, process {k}: {' '.join(group)}")
-        return
-    if not todo:
-        print("Data and pipelines are up to date.")
         return
 
     times: dict[str, float] = {}
@@ -169,7 +178,8 @@ def main(argv: list[str] | None = None) -> None:
                      "(finished stages are recorded and will not run again)")
     # DVC's own last word: plain `dvc repro` finds nothing to do (or does what is left).
     clock = StageClock()
-    final = subprocess.Popen(["dvc", "repro", *args.targets], stdout=subprocess.PIPE,
+    closing = ["dvc", "repro", *(["--single-item"] if args.single_item else []), *args.targets]
+    final = subprocess.Popen(closing, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, bufsize=1)
     assert final.stdout is not None
     for line in final.stdout:

@@ -150,3 +150,8 @@ def test_parallel_repro_runs_a_wave_side_by_side_and_stops_on_a_failing_stage(tm
     assert ran == {"flaky", "last"}, again.stdout
     assert (tmp_path / "last.txt").read_text().split() == ["workers=1", "ok"]
     assert "Data and pipelines are up to date" in again.stdout  # the closing `dvc repro`
+    # --single-item --force: that stage alone, as `dvc repro -s -f`
+    only = subprocess.run([sys.executable, script, "--timing", "timing.json", "-s", "-f",
+                           "last"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          check=True)
+    assert set(re.findall(r"Running stage '([^']+)'", only.stdout)) == {"last"}, only.stdout
