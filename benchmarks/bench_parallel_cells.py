@@ -47,6 +47,8 @@ def redirect(cmd: str, out: Path) -> str:
 
 def run_streams(cells: list[tuple[str, str]], jobs: int, root: Path, env: dict) -> float:
     """Run the cells in ``jobs`` streams (cell k in stream k % jobs); return the wall time."""
+    failures: list[str] = []
+
     def stream(k: int) -> None:
         for i, (name, cmd) in enumerate(cells):
             if i % jobs != k:
@@ -56,7 +58,6 @@ def run_streams(cells: list[tuple[str, str]], jobs: int, root: Path, env: dict) 
             if proc.returncode:
                 failures.append(f"{name}: exit {proc.returncode}\n{proc.stderr[-2000:]}")
 
-    failures: list[str] = []
     started = time.perf_counter()
     threads = [threading.Thread(target=stream, args=(k,)) for k in range(jobs)]
     for thread in threads:

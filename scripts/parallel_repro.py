@@ -30,6 +30,8 @@ recorded), then stops the run, naming the stage, with the end of its output.
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import json
 import os
 import subprocess
@@ -39,6 +41,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # pipa, for params
 
 from stage_commands import ordered_stages, pipeline_graph, stage_waves
 from stage_times import StageClock, report
@@ -76,23 +79,30 @@ def split(names: list[str], jobs: int, seconds: dict[str, float]) -> list[list[s
     return [members for _, members in groups if members]
 
 
-def run_group(k: int, names: list[str], force: bool, env: dict, prefix: bool,
-              out_lock: threading.Lock, results: dict) -> None:
-    """One `dvc repro --single-item` over ``names``; its output is echoed (prefixed with
-    the group's number when several run) and timed per stage."""
-    cmd = ["dvc", "--wait-for-lock", "repro", "--single-item", *(["--force"] if force else []),
-           *names]
-    clock, tail = StageClock(), []
+def stream_dvc(cmd: list[str], env: dict | None = None, prefix: str = "",
+               out_lock: threading.Lock | None = None) -> tuple[int, dict[str, float], str]:
+    """Run a `dvc repro` command, echoing its output (each line after ``prefix``) and timing
+    its stages; return its exit code, the stage times and the end of its output."""
+    clock, tail = StageClock(), collections.deque(maxlen=40)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env, bufsize=1)
     assert proc.stdout is not None
     for line in proc.stdout:
         clock.feed(line)
-        tail = [*tail[-39:], line]
-        with out_lock:
-            sys.stdout.write(f"[{k}] {line}" if prefix else line)
+        tail.append(line)
+        with out_lock or contextlib.nullcontext():
+            sys.stdout.write(prefix + line)
             sys.stdout.flush()
-    results[k] = (proc.wait(), clock.close(), tail, names)
+    return proc.wait(), clock.close(), "".join(tail)
+
+
+def run_group(k: int, names: list[str], force: bool, env: dict, prefix: bool,
+              out_lock: threading.Lock, results: dict) -> None:
+    """One `dvc repro --single-item` over ``names``, prefixed with the group's number when
+    several run."""
+    cmd = ["dvc", "--wait-for-lock", "repro", "--single-item", *(["--force"] if force else []),
+           *names]
+    results[k] = (*stream_dvc(cmd, env, f"[{k}] " if prefix else "", out_lock), names)
 
 
 def run_wave(names: list[str], jobs: int, workers: int, force: bool,
@@ -117,9 +127,9 @@ def run_wave(names: list[str], jobs: int, workers: int, force: bool,
 
 
 def runtime_workers() -> int:
-    import yaml
+    from pipa.config import get, load_params
 
-    return int(yaml.safe_load(Path("params.yaml").read_text())["runtime"]["workers"])
+    return int(get(load_params(), "runtime.workers"))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -163,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"wave {w}, process {k}: {' '.join(group)}")
         return
 
+    known = {stage.addressing for stage in pipeline_graph()}  # what timing.json may keep
     times: dict[str, float] = {}
     for w, names in sorted(waves.items()):
         began = time.time()
@@ -172,24 +183,17 @@ def main(argv: list[str] | None = None) -> None:
         if failed:
             for rc, _, tail, group in failed:
                 print(f"--- `dvc repro` of {' '.join(group)} failed (exit {rc}); end of its "
-                      f"output:\n{''.join(tail)}", flush=True)
-            report(times, time.time() - started, timing)
+                      f"output:\n{tail}", flush=True)
+            report(times, time.time() - started, timing, known)
             sys.exit(f"error: wave {w} failed; fix the stage above, then run this again "
                      "(finished stages are recorded and will not run again)")
     # DVC's own last word: plain `dvc repro` finds nothing to do (or does what is left).
-    clock = StageClock()
     closing = ["dvc", "repro", *(["--single-item"] if args.single_item else []), *args.targets]
-    final = subprocess.Popen(closing, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, bufsize=1)
-    assert final.stdout is not None
-    for line in final.stdout:
-        clock.feed(line)
-        sys.stdout.write(line)
-        sys.stdout.flush()
-    times.update(clock.close())
-    report(times, time.time() - started, timing)
-    if final.wait() != 0:
-        sys.exit(f"error: the closing `dvc repro` failed (exit {final.returncode})")
+    rc, closing_times, _ = stream_dvc(closing)
+    times.update(closing_times)
+    report(times, time.time() - started, timing, known)
+    if rc != 0:
+        sys.exit(f"error: the closing `dvc repro` failed (exit {rc})")
 
 
 if __name__ == "__main__":

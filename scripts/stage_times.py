@@ -45,8 +45,10 @@ class StageClock:
             self._current = None
 
 
-def report(times: dict[str, float], total: float, out: Path) -> None:
-    """Print the per-stage-group summary and merge ``times`` into ``out``."""
+def report(times: dict[str, float], total: float, out: Path,
+           stages: set[str] | None = None) -> None:
+    """Print the per-stage-group summary and merge ``times`` into ``out``; earlier times of
+    stages no longer in dvc.yaml (``stages``; asked of DVC when not given) are dropped."""
     if not times:
         return
     groups: dict[str, float] = {}
@@ -60,11 +62,12 @@ def report(times: dict[str, float], total: float, out: Path) -> None:
     # Keep earlier times of stages this run skipped (the file covers the whole pipeline),
     # but drop stages that no longer exist in dvc.yaml.
     previous = json.loads(out.read_text()) if out.exists() else {}
-    listed = subprocess.run(["dvc", "stage", "list", "--name-only"], capture_output=True,
-                            text=True, check=False)
-    if listed.returncode == 0:
-        current = set(listed.stdout.split())
-        previous = {k: v for k, v in previous.items() if k in current}
+    if stages is None:
+        listed = subprocess.run(["dvc", "stage", "list", "--name-only"], capture_output=True,
+                                text=True, check=False)
+        stages = set(listed.stdout.split()) if listed.returncode == 0 else None
+    if stages is not None:
+        previous = {k: v for k, v in previous.items() if k in stages}
     out.write_text(json.dumps({**previous, **times}, indent=1, sort_keys=True) + "\n")
 
 
