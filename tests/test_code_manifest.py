@@ -1,0 +1,111 @@
+"""The code stage: each stage script's import closure, and dvc.yaml wired to it."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipa.code_manifest import import_closure, manifest, stage_scripts, write_manifests
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def toy(tmp_path: Path) -> Path:
+    """A repository with a package ``pkg`` (a subpackage too) and two stage scripts."""
+    write(tmp_path / "pkg/__init__.py", "")
+    write(tmp_path / "pkg/a.py", "import json\nfrom pkg import b\n")
+    write(tmp_path / "pkg/b.py", "from . import c\nfrom .sub.d import thing\n")
+    write(tmp_path / "pkg/c.py", "def late():\n    from pkg.e import x  # lazy: still runs\n")
+    write(tmp_path / "pkg/e.py", "import pkg.a  # a cycle back to a\nx = 1\n")
+    write(tmp_path / "pkg/sub/__init__.py", "")
+    write(tmp_path / "pkg/sub/d.py", "from .. import f\nthing = 1\n")
+    write(tmp_path / "pkg/f.py", "import torch  # third party: not followed\n")
+    write(tmp_path / "pkg/unused.py", "x = 2\n")
+    write(tmp_path / "stages/_boot.py", "import os\nimport pkg.f\n")
+    write(tmp_path / "stages/one.py", "import argparse\nimport _boot\nfrom pkg.a import b\n")
+    write(tmp_path / "stages/two.py", "import _boot\n")
+    return tmp_path
+
+
+def rel(paths: list[Path], root: Path) -> list[str]:
+    return [p.relative_to(root.resolve()).as_posix() for p in paths]
+
+
+def test_closure_follows_every_kind_of_import(toy):
+    got = rel(import_closure(toy / "stages/one.py", toy), toy)
+    assert got == ["pkg/__init__.py", "pkg/a.py", "pkg/b.py", "pkg/c.py", "pkg/e.py",
+                   "pkg/f.py", "pkg/sub/__init__.py", "pkg/sub/d.py", "stages/_boot.py",
+                   "stages/one.py"]
+    assert rel(import_closure(toy / "stages/two.py", toy), toy) == [
+        "pkg/__init__.py", "pkg/f.py", "stages/_boot.py", "stages/two.py"]
+
+
+def test_manifest_changes_exactly_with_the_files_it_runs(toy):
+    before = manifest(toy / "stages/two.py", toy)
+    assert before["script"] == "stages/two.py"
+    write(toy / "pkg/unused.py", "x = 3\n")           # not imported by two.py
+    write(toy / "pkg/a.py", "from pkg import b\n")    # not imported by two.py either
+    assert manifest(toy / "stages/two.py", toy) == before
+    write(toy / "pkg/f.py", "import torch\nY = 1\n")  # imported through _boot
+    after = manifest(toy / "stages/two.py", toy)
+    assert after["files"]["pkg/f.py"] != before["files"]["pkg/f.py"]
+    assert {k: v for k, v in after["files"].items() if k != "pkg/f.py"} == \
+        {k: v for k, v in before["files"].items() if k != "pkg/f.py"}
+
+
+def test_write_manifests_is_whole_or_nothing(toy):
+    out = toy / "data/code"
+    counts = write_manifests(toy / "stages", toy, out)
+    assert counts == {"one": 10, "two": 4}  # _boot.py is a helper, not a stage script
+    saved = {p.name: p.read_text() for p in out.iterdir()}
+    assert json.loads(saved["two.json"])["files"].keys() == {
+        "pkg/__init__.py", "pkg/f.py", "stages/_boot.py", "stages/two.py"}
+    write(toy / "pkg/c.py", "def broken(:\n")
+    with pytest.raises(ValueError, match=r"pkg/c\.py: cannot parse .*line 1"):
+        write_manifests(toy / "stages", toy, out)
+    assert {p.name: p.read_text() for p in out.iterdir()} == saved
+    with pytest.raises(ValueError, match="no stage scripts"):
+        write_manifests(toy / "pkg/sub/nothing", toy, out)
+
+
+def test_the_align_stage_runs_modules_the_old_hand_lists_missed():
+    files = manifest(ROOT / "stages/align.py", ROOT)["files"]
+    # reached only through functions of pipa/workflow.py or through stages/_boot.py
+    for module in ("pipa/losses.py", "pipa/world.py", "pipa/config.py", "pipa/alphamath.py",
+                   "stages/_boot.py", "stages/align.py"):
+        assert module in files
+    assert "pipa/reports.py" not in files and "pipa/hub.py" not in files
+
+
+def _dvc_stages() -> dict:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def test_every_stage_depends_on_its_scripts_manifest_and_lists_no_code_itself():
+    scripts = {p.stem for p in stage_scripts(ROOT / "stages")}
+    checked = 0
+    for name, stage in _dvc_stages().items():
+        body = stage.get("do", stage)
+        cmd = body["cmd"] if isinstance(body["cmd"], str) else " ".join(body["cmd"])
+        deps = body.get("deps", [])
+        if name == "code":
+            assert deps == ["pipa", "stages"] and body["outs"] == ["data/code"]
+            continue
+        used = set(re.findall(r"python stages/(\w+)\.py", cmd))
+        assert used and used <= scripts, f"{name}: runs {used}"
+        assert {f"data/code/{s}.json" for s in used} <= set(deps), name
+        code_files = [d for d in deps if re.match(r"(pipa|stages)/", d)]
+        assert not code_files, f"{name} lists code files directly: {code_files}"
+        checked += 1
+    assert checked >= 15
