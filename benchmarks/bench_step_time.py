@@ -38,11 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipa import config as C
+from pipa.examples import build_examples
 from pipa.losses import ALGORITHMS
 from pipa.training import (
     alignment_step,
     autocast,
-    build_examples,
     collate,
     forward_logps,
     mismatched_examples,

@@ -43,11 +43,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_step_time import load_or_build, train_step, world_records
 
 from pipa import config as C
+from pipa.examples import build_examples
 from pipa.losses import ALGORITHMS
 from pipa.training import (
     alignment_step,
     batch_plan,
-    build_examples,
     collate,
     mismatched_examples,
 )

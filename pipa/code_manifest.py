@@ -7,19 +7,25 @@ directly or through other modules. Listing those modules by hand in each stage o
 and slow: 96 stages x ~12 module files is ~1,100 hash checks and ~4,500 lines of
 ``dvc.lock`` that every ``dvc repro``, even a no-op, reads and checks.
 
-Instead the ``code`` stage (``stages/code.py``) depends on the ``pipa/`` and ``stages/``
-folders and writes one manifest per stage script, ``data/code/<script>.json``: the
-script's import closure within the repository, each file with its SHA-256. Every other
+Instead the ``preflight`` stage (``stages/preflight.py``) depends on the ``pipa/`` and
+``stages/`` folders and writes one manifest per stage script, ``data/code/<script>.json``:
+the script's import closure within the repository, each file with its SHA-256. Every other
 stage depends on its script's manifest alone. A manifest's bytes change exactly when one of
-the files it lists changes, so DVC re-runs exactly the stages whose code changed (and, now,
-all of them), while an edit to a module a stage never imports leaves its manifest, and the
-stage, untouched.
+the files it lists changes, so DVC re-runs every stage whose code changed, and an edit to a
+module a stage never imports leaves its manifest, and the stage, untouched.
+
+The closure is per file, not per function: a stage depends on all of a module it imports
+even if it calls one function of it. Modules are therefore split where a long stage would
+otherwise depend on code it never runs: ``pipa/examples.py`` keeps the label rules out of
+the training loop that pretraining uses, and ``pipa.config.validate`` takes the
+``ALGORITHMS`` table as an argument instead of importing ``pipa/losses.py``.
 
 The closure is static (``ast``): every ``import`` / ``from ... import`` statement in the
-file, at any depth (imports inside functions count), absolute or relative, that resolves
-to a file under the repository. Third-party packages are not followed (their versions are
-pinned in ``pyproject.toml``). A module imported by a computed name
-(``importlib.import_module(name)``) is not seen; the package has none.
+file, at any depth (imports inside functions count; those under ``if TYPE_CHECKING:`` do
+not, they never run), absolute or relative, that resolves to a file under the repository.
+Third-party packages are not followed (their versions are pinned in ``pyproject.toml``). A
+module imported by a computed name (``importlib.import_module(name)``) is not seen; the
+package has none.
 """
 
 from __future__ import annotations
@@ -56,6 +62,23 @@ def _module_file(name: str, roots: list[Path]) -> list[Path]:
     return []
 
 
+def _runtime_nodes(tree: ast.AST):
+    """Every node of ``tree`` except those under ``if TYPE_CHECKING:`` (never executed)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            todo += node.orelse
+            continue
+        todo += ast.iter_child_nodes(node)
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
 def _imports_of(path: Path, roots: list[Path]) -> list[Path]:
     """Repository files that the import statements of ``path`` run."""
     try:
@@ -64,7 +87,7 @@ def _imports_of(path: Path, roots: list[Path]) -> list[Path]:
         raise ValueError(f"{path}: cannot parse to find its imports ({err.msg}, line "
                          f"{err.lineno}); fix the syntax error") from err
     found: list[Path] = []
-    for node in ast.walk(tree):
+    for node in _runtime_nodes(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 found += _module_file(alias.name, roots)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +61,17 @@ def check_threshold(value: Any, key: str = "threshold") -> float:
     return float(value)
 
 
-def validate(params: dict, source: str = "params.yaml") -> None:
-    """Check the whole params tree once; raises ConfigError listing every problem found."""
-    from pipa.losses import ALGORITHMS  # the table is the single source of valid names
+def validate(params: dict, source: str = "params.yaml",
+             algorithms: Mapping[str, Any] | None = None) -> None:
+    """Check the whole params tree once; raises ConfigError listing every problem found.
 
+    ``algorithms``: the ``pipa.losses.ALGORITHMS`` table, to check every algorithm name
+    (grid, control, ablations, sweep) against it. The caller passes it rather than this
+    module importing it, so a stage that never trains with an algorithm (world, base,
+    labels, ...) does not run ``pipa/losses.py`` and does not re-run when it changes
+    (``pipa/code_manifest.py``). The pipeline's first stage, ``preflight``, checks with
+    the table before any work starts, and so does every stage that uses the names.
+    """
     problems: list[str] = []
 
     def need(dotted: str):
@@ -93,55 +101,27 @@ def validate(params: dict, source: str = "params.yaml") -> None:
                 f"(defined: {', '.join(sorted(families))})"
             )
 
-    algorithms = need("algorithms") or {}
-    valid_algos = ", ".join(sorted(ALGORITHMS))
+    grid = need("algorithms") or {}
     control = need("control")
-    if control is not None:
-        spec = ALGORITHMS.get(control)
-        if spec is None or not spec.correct_only:
-            correct_only = ", ".join(sorted(n for n, s in ALGORITHMS.items() if s.correct_only))
+    if algorithms is not None:
+        problems += _algorithm_problems(params, grid, control, algorithms, source)
+    for setting, names in grid.items():
+        if control is not None and control in (names or []):
             problems.append(
-                f"{source}: control={control!r} must be an algorithm trained on correct "
-                f"solutions only (one cell per data kind serves answer- and step-level "
-                f"blocks); valid: {correct_only}"
+                f"{source}: algorithms.{setting} lists the control {control!r}; remove "
+                "it (the control row is added to every block from stage align_control)"
             )
-        for setting, names in algorithms.items():
-            if control in (names or []):
-                problems.append(
-                    f"{source}: algorithms.{setting} lists the control {control!r}; remove "
-                    "it (the control row is added to every block from stage align_control)"
-                )
-    for setting, names in algorithms.items():
+    for setting in grid:
         if setting not in SETTINGS:
             problems.append(
                 f"{source}: unknown setting {setting!r} under 'algorithms'; "
                 f"valid settings: {', '.join(SETTINGS)}"
             )
-            continue
-        data = setting.split("_")[0]
-        for name in names or []:
-            spec = ALGORITHMS.get(name)
-            if spec is None:
-                problems.append(
-                    f"{source}: unknown algorithm {name!r} in algorithms.{setting}; "
-                    f"valid algorithms: {valid_algos}"
-                )
-            elif data == "unpaired" and spec.data_kind == "paired":
-                problems.append(
-                    f"{source}: algorithm {name!r} needs paired data but is listed under "
-                    f"algorithms.{setting}; move it to a paired setting"
-                )
-
     ablations = need("ablations") or {}
     for name, spec in ablations.items():
         if not isinstance(spec, dict):
             problems.append(f"{source}: ablations.{name} must be a mapping")
             continue
-        if spec.get("algorithm") not in ALGORITHMS:
-            problems.append(
-                f"{source}: ablations.{name}.algorithm={spec.get('algorithm')!r} is unknown; "
-                f"valid algorithms: {valid_algos}"
-            )
         if spec.get("setting") not in SETTINGS:
             problems.append(
                 f"{source}: ablations.{name}.setting={spec.get('setting')!r} is unknown; "
@@ -152,10 +132,7 @@ def validate(params: dict, source: str = "params.yaml") -> None:
                 f"{source}: ablations.{name}.prior={spec.get('prior')!r}; "
                 "valid priors: sft, all, incorrect"
             )
-    sweep = need("sweep_algorithm")
-    if sweep is not None and sweep not in ALGORITHMS:
-        problems.append(f"{source}: sweep_algorithm={sweep!r} is unknown; valid: {valid_algos}")
-
+    need("sweep_algorithm")
     for key in ("align.reduction",):
         value = need(key)
         if value is not None and value not in ("sum", "mean"):
@@ -191,6 +168,50 @@ def validate(params: dict, source: str = "params.yaml") -> None:
     problems += _path_problems(params, source)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def _algorithm_problems(params: dict, grid: dict, control: Any,
+                        table: Mapping[str, Any], source: str) -> list[str]:
+    """Every algorithm name in params checked against ``table`` (``ALGORITHMS``): the grid
+    (and paired algorithms kept off unpaired settings), the control, ablations, sweep."""
+    problems: list[str] = []
+    valid_algos = ", ".join(sorted(table))
+    if control is not None:
+        spec = table.get(control)
+        if spec is None or not spec.correct_only:
+            correct_only = ", ".join(sorted(n for n, s in table.items() if s.correct_only))
+            problems.append(
+                f"{source}: control={control!r} must be an algorithm trained on correct "
+                f"solutions only (one cell per data kind serves answer- and step-level "
+                f"blocks); valid: {correct_only}"
+            )
+    for setting, names in grid.items():
+        if setting not in SETTINGS:
+            continue  # reported by validate
+        data = setting.split("_")[0]
+        for name in names or []:
+            spec = table.get(name)
+            if spec is None:
+                problems.append(
+                    f"{source}: unknown algorithm {name!r} in algorithms.{setting}; "
+                    f"valid algorithms: {valid_algos}"
+                )
+            elif data == "unpaired" and spec.data_kind == "paired":
+                problems.append(
+                    f"{source}: algorithm {name!r} needs paired data but is listed under "
+                    f"algorithms.{setting}; move it to a paired setting"
+                )
+    ablations = params.get("ablations") or {}
+    for name, spec in ablations.items():
+        if isinstance(spec, dict) and spec.get("algorithm") not in table:
+            problems.append(
+                f"{source}: ablations.{name}.algorithm={spec.get('algorithm')!r} is unknown; "
+                f"valid algorithms: {valid_algos}"
+            )
+    sweep = params.get("sweep_algorithm")
+    if sweep is not None and sweep not in table:
+        problems.append(f"{source}: sweep_algorithm={sweep!r} is unknown; valid: {valid_algos}")
+    return problems
 
 
 def valid_device(value: Any) -> bool:

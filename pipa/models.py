@@ -130,3 +130,26 @@ def encode_example(tokenizer, prompt: str, response: str, add_eos: bool = True):
         response_ids.append(tokenizer.eos_token_id)
         offsets.append((0, 0))
     return list(prompt_ids), response_ids, offsets
+
+
+def token_logps(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """Per-token log pi(y_t | x, y<t), (B, T, V) logits + (B, T) ids -> (B, T) float32.
+
+    Position t holds the log-prob of ``input_ids[:, t]`` under ``logits[:, t-1]`` (the
+    logits that predict it); position 0 has no prediction and is 0. Computed as
+    gathered logit - logsumexp in float32.
+    """
+    if logits.dim() != 3 or input_ids.dim() != 2 or logits.shape[:2] != input_ids.shape:
+        raise ValueError(
+            f"token_logps: logits {tuple(logits.shape)} and input_ids "
+            f"{tuple(input_ids.shape)} must be (B, T, V) and (B, T)"
+        )
+    batch, length = input_ids.shape
+    out = torch.zeros(batch, length, dtype=torch.float32, device=logits.device)
+    if length < 2:
+        return out
+    pred = logits[:, :-1].float()
+    target = input_ids[:, 1:].long().unsqueeze(-1)
+    picked = torch.gather(pred, -1, target).squeeze(-1)
+    out[:, 1:] = picked - torch.logsumexp(pred, dim=-1)
+    return out

@@ -48,8 +48,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: no preset {preset_path}; available: {', '.join(names)}")
     merged = apply_preset(args.base, preset_path)
     from pipa.config import validate
+    from pipa.losses import ALGORITHMS
 
-    validate(merged, f"{args.base} + {preset_path}")
+    validate(merged, f"{args.base} + {preset_path}", ALGORITHMS)
     Path(args.out).write_text(yaml.safe_dump(merged, sort_keys=False, width=100))
     print(f"wrote {args.out} = {args.base} + {preset_path}")
 

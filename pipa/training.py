@@ -41,8 +41,7 @@ import torch
 
 from pipa.config import ConfigError
 from pipa.io import atomic_path
-from pipa.labels import step_index, token_labels
-from pipa.models import encode_example
+from pipa.models import token_logps
 
 
 class NonFiniteLoss(RuntimeError):
@@ -122,32 +121,6 @@ class Example:
     step_ids: list[int]
     correct: bool
     pair: int | None = None
-
-
-def build_examples(records: list[dict], tokenizer, format_prompt: Callable[[str], str],
-                   max_len: int) -> tuple[list[Example], dict[str, int]]:
-    """Tokenize labelled records; sequences longer than ``max_len`` are skipped and counted."""
-    examples, skipped = [], {"too_long": 0}
-    for rec in records:
-        prompt_ids, response_ids, offsets = encode_example(
-            tokenizer, format_prompt(rec["question"]), "".join(rec["steps"])
-        )
-        if len(prompt_ids) + len(response_ids) > max_len:
-            skipped["too_long"] += 1
-            continue
-        examples.append(
-            Example(
-                rid=rec["rid"],
-                sid=rec["sid"],
-                prompt_ids=prompt_ids,
-                response_ids=response_ids,
-                token_labels=token_labels(rec["steps"], rec["step_labels"], offsets),
-                step_ids=step_index(rec["steps"], offsets),
-                correct=bool(rec["correct"]),
-                pair=rec.get("pair"),
-            )
-        )
-    return examples, skipped
 
 
 def collate(examples: list[Example], pad_id: int,
@@ -330,8 +303,6 @@ def forward_logps(policy, batch: dict[str, torch.Tensor]):
     ``policy`` is a ``PolicyWithValueHead``: position t holds log pi(token t | tokens < t)
     and the value logit from the hidden state that predicts token t, as the paper defines g_t.
     """
-    from pipa.value_head import token_logps
-
     logits, value = policy(batch["input_ids"], batch["attention_mask"])
     return token_logps(logits, batch["input_ids"]), value
 

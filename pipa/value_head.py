@@ -21,6 +21,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+# token_logps lives with the models (the training loop uses it without the value
+# head); re-exported here, where the head's alignment convention is defined.
+from pipa.models import token_logps
+
 __all__ = [
     "VALUE_HEAD_CONFIG",
     "VALUE_HEAD_WEIGHTS",
@@ -67,29 +71,6 @@ class ValueHead(nn.Module):
             )
         hidden = hidden.to(self.fc1.weight.dtype)
         return self.fc2(self.act(self.fc1(hidden))).squeeze(-1)
-
-
-def token_logps(logits: Tensor, input_ids: Tensor) -> Tensor:
-    """Per-token log pi(y_t | x, y<t), (B, T, V) logits + (B, T) ids -> (B, T) float32.
-
-    Position t holds the log-prob of ``input_ids[:, t]`` under ``logits[:, t-1]`` (the
-    logits that predict it); position 0 has no prediction and is 0. Computed as
-    gathered logit - logsumexp in float32.
-    """
-    if logits.dim() != 3 or input_ids.dim() != 2 or logits.shape[:2] != input_ids.shape:
-        raise ValueError(
-            f"token_logps: logits {tuple(logits.shape)} and input_ids "
-            f"{tuple(input_ids.shape)} must be (B, T, V) and (B, T)"
-        )
-    batch, length = input_ids.shape
-    out = torch.zeros(batch, length, dtype=torch.float32, device=logits.device)
-    if length < 2:
-        return out
-    pred = logits[:, :-1].float()
-    target = input_ids[:, 1:].long().unsqueeze(-1)
-    picked = torch.gather(pred, -1, target).squeeze(-1)
-    out[:, 1:] = picked - torch.logsumexp(pred, dim=-1)
-    return out
 
 
 class PolicyWithValueHead(nn.Module):

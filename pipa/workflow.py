@@ -20,33 +20,6 @@ from pipa.live import forked_live
 # ---------------------------------------------------------------- world
 
 
-def make_world(params: dict, out_dir: str | Path) -> dict:
-    """Problems (train/val/test × two tiers) and the two families' pretraining corpora."""
-    from pipa import world
-
-    wcfg = world.world_cfg(C.get(params, "world"))
-    seed = int(C.get(params, "seed"))
-    splits = world.make_splits(wcfg, seed)
-    heldout = [p["question"] for s in ("val", "test") for p in splits[s]]
-    stats: dict = {"problems": {s: len(v) for s, v in splits.items()}}
-    families = C.get(params, "model_families")
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
-        for split, problems in splits.items():
-            write_jsonl(tmp / f"{split}.jsonl", problems)
-        for index, name in enumerate(sorted(families)):
-            docs = world.pretraining_corpus(
-                splits["train"], families[name]["style"], wcfg["errors"],
-                int(wcfg["corpus"]["n_docs"]), seed + 1000 + index, exclude=heldout,
-                fresh_share=float(wcfg["corpus"]["fresh_share"]), tiers_cfg=wcfg["tiers"],
-            )
-            # NUL never occurs in the world's text, so it separates documents safely.
-            (tmp / f"corpus_{name}.txt").write_text("\x00".join(docs))
-            stats[f"corpus_{name}_docs"] = len(docs)
-        write_json(tmp / "stats.json", stats)
-    return stats
-
-
 def load_split(world_dir: str | Path, split: str) -> list[dict]:
     return read_jsonl(Path(world_dir) / f"{split}.jsonl")
 
@@ -144,10 +117,10 @@ def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[
     """
     from dvclive import Live
 
+    from pipa.examples import build_examples
     from pipa.losses import ALGORITHMS
     from pipa.training import (
         batch_plan,
-        build_examples,
         collate,
         device_of,
         fit,
@@ -263,7 +236,8 @@ def compute_prior(params: dict, model_name: str, prior_model_dir: str | Path,
     from safetensors.torch import save_file
 
     from pipa import alphamath
-    from pipa.training import build_examples, setup_runtime
+    from pipa.examples import build_examples
+    from pipa.training import setup_runtime
 
     setup_runtime(int(C.get(params, "runtime.threads")), int(C.get(params, "seed")))
     tok, model = load_policy_model(params, model_name, prior_model_dir, on_device=True)
@@ -411,11 +385,11 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
 
     from safetensors.torch import load_file
 
+    from pipa.examples import build_examples
     from pipa.losses import ALGORITHMS
     from pipa.training import (
         alignment_step,
         batch_plan,
-        build_examples,
         fit,
         full_weights_holder,
         main_process_path,

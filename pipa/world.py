@@ -43,7 +43,11 @@ import random
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from pipa import config as C
+from pipa.io import atomic_path, write_json, write_jsonl
 
 TIERS = ("gsm", "math")
 SPLITS = ("train", "val", "test")
@@ -648,3 +652,32 @@ def _fresh_problem(rng: random.Random, tier: str, tcfg: dict, banned: set[str]) 
         if signature(question) not in banned:
             return make_problem(f"{tier}-fresh", tier, "train", question)
     raise ValueError(f"could not draw a fresh {tier} problem outside the excluded set")
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def make_world(params: dict, out_dir: str | Path) -> dict:
+    """Stage world: problems (train/val/test × two tiers) and each family's pretraining corpus,
+    written to ``out_dir`` whole (``stats.json`` beside them)."""
+    wcfg = world_cfg(C.get(params, "world"))
+    seed = int(C.get(params, "seed"))
+    splits = make_splits(wcfg, seed)
+    heldout = [p["question"] for s in ("val", "test") for p in splits[s]]
+    stats: dict = {"problems": {s: len(v) for s, v in splits.items()}}
+    families = C.get(params, "model_families")
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        for split, problems in splits.items():
+            write_jsonl(tmp / f"{split}.jsonl", problems)
+        for index, name in enumerate(sorted(families)):
+            docs = pretraining_corpus(
+                splits["train"], families[name]["style"], wcfg["errors"],
+                int(wcfg["corpus"]["n_docs"]), seed + 1000 + index, exclude=heldout,
+                fresh_share=float(wcfg["corpus"]["fresh_share"]), tiers_cfg=wcfg["tiers"],
+            )
+            # NUL never occurs in the world's text, so it separates documents safely.
+            (tmp / f"corpus_{name}.txt").write_text("\x00".join(docs))
+            stats[f"corpus_{name}_docs"] = len(docs)
+        write_json(tmp / "stats.json", stats)
+    return stats

@@ -21,13 +21,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def params(path: str = "params.yaml") -> dict:
-    """Load and validate params; a bad key stops the stage before any work, naming the fix."""
+def params(path: str = "params.yaml", algorithms=None) -> dict:
+    """Load and validate params; a bad key stops the stage before any work, naming the fix.
+
+    ``algorithms``: the ``ALGORITHMS`` table, passed by the stages that train or evaluate
+    with algorithm names (they import ``pipa.losses`` anyway), so the names are checked
+    too; the others leave it out and so do not depend on ``pipa/losses.py``. The
+    ``preflight`` stage checks the names before any stage runs."""
     from pipa.config import ConfigError, load_params, validate
 
     try:
         loaded = load_params(path)
-        validate(loaded, path)
+        validate(loaded, path, algorithms)
     except ConfigError as err:
         sys.exit(f"error: {err}")
     return loaded

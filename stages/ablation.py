@@ -11,13 +11,14 @@ import _boot
 
 from pipa.config import ConfigError, get
 from pipa.io import atomic_path
+from pipa.losses import ALGORITHMS
 from pipa.workflow import align_cell, evaluate_folder
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--name", required=True)
 parser.add_argument("--out", required=True)
 args = parser.parse_args()
-params = _boot.params()
+params = _boot.params(algorithms=ALGORITHMS)
 ablations = get(params, "ablations")
 if args.name not in ablations:
     raise SystemExit(f"error: unknown ablation {args.name!r}; valid: {', '.join(ablations)}")

@@ -9,6 +9,7 @@ import argparse
 
 import _boot
 
+from pipa.losses import ALGORITHMS
 from pipa.training import end_distributed, is_main_process
 from pipa.workflow import align_cell, evaluate_folder
 
@@ -23,7 +24,7 @@ parser.add_argument("--world", default="data/world")
 parser.add_argument("--out", required=True)
 parser.add_argument("--eval-out", default=None, help="also evaluate into this folder")
 args = parser.parse_args()
-params = _boot.params()
+params = _boot.params(algorithms=ALGORITHMS)
 summary = align_cell(params, algorithm=args.algorithm, model_name=args.model,
                      seed=args.seed, labels_path=args.labels, prior_path=args.prior,
                      sft_dir=args.sft, world_dir=args.world, out_dir=args.out)

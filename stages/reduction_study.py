@@ -16,13 +16,14 @@ import _boot
 
 from pipa.config import get
 from pipa.io import atomic_path, write_json
+from pipa.losses import ALGORITHMS
 from pipa.workflow import align_cell, evaluate_folder
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--work", default="runs/reduction_study")
 parser.add_argument("--out", default="reports/reduction_study")
 args = parser.parse_args()
-params = _boot.params()
+params = _boot.params(algorithms=ALGORITHMS)
 ALGORITHM, SETTING = "pipa_m", "unpaired_step"
 REDUCTIONS = ("sum", "mean")
 main_reduction = get(params, "align.reduction")

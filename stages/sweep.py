@@ -13,6 +13,7 @@ from pipa import alphamath
 from pipa.config import check_threshold, get
 from pipa.io import atomic_path, write_json, write_jsonl
 from pipa.labels import build_setting
+from pipa.losses import ALGORITHMS
 from pipa.workflow import align_cell, evaluate_folder
 
 parser = argparse.ArgumentParser(description=__doc__)
@@ -20,7 +21,7 @@ parser.add_argument("--threshold", type=float, required=True)
 parser.add_argument("--source", default="data/alphamath/train.json")
 parser.add_argument("--out", required=True)
 args = parser.parse_args()
-params = _boot.params()
+params = _boot.params(algorithms=ALGORITHMS)
 threshold = check_threshold(args.threshold, "sweep_thresholds")
 algorithm = get(params, "sweep_algorithm")
 with atomic_path(args.out) as tmp:

@@ -4,7 +4,7 @@ import argparse
 
 import _boot
 
-from pipa.workflow import make_world
+from pipa.world import make_world
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--out", default="data/world")

@@ -1,4 +1,5 @@
-"""The code stage: each stage script's import closure, and dvc.yaml wired to it."""
+"""Code manifests (the preflight stage): each stage script's import closure, and dvc.yaml
+wired to it."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def toy(tmp_path: Path) -> Path:
     write(tmp_path / "pkg/e.py", "import pkg.a  # a cycle back to a\nx = 1\n")
     write(tmp_path / "pkg/sub/__init__.py", "")
     write(tmp_path / "pkg/sub/d.py", "from .. import f\nthing = 1\n")
-    write(tmp_path / "pkg/f.py", "import torch  # third party: not followed\n")
+    write(tmp_path / "pkg/f.py", "import torch  # third party: not followed\n"
+          "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import unused\n")
     write(tmp_path / "pkg/unused.py", "x = 2\n")
     write(tmp_path / "stages/_boot.py", "import os\nimport pkg.f\n")
     write(tmp_path / "stages/one.py", "import argparse\nimport _boot\nfrom pkg.a import b\n")
@@ -88,6 +90,22 @@ def test_the_align_stage_runs_modules_the_old_hand_lists_missed():
     assert "pipa/reports.py" not in files and "pipa/hub.py" not in files
 
 
+def test_long_stages_do_not_depend_on_code_they_never_run():
+    """The base models (9 min) and the world re-run only for their own code: not for the
+    losses, the label rules, the value head or the alignment workflow."""
+    def closure(script: str) -> set[str]:
+        return set(manifest(ROOT / "stages" / script, ROOT)["files"])
+
+    assert closure("base.py") == {
+        "pipa/__init__.py", "pipa/config.py", "pipa/io.py", "pipa/live.py", "pipa/models.py",
+        "pipa/parallel.py", "pipa/pretrain.py", "pipa/training.py", "stages/_boot.py",
+        "stages/base.py"}
+    assert closure("world.py") == {"pipa/__init__.py", "pipa/config.py", "pipa/io.py",
+                                   "pipa/world.py", "stages/_boot.py", "stages/world.py"}
+    assert "pipa/losses.py" not in closure("labels.py")
+    assert "pipa/losses.py" in closure("preflight.py")  # it checks the algorithm names
+
+
 def _dvc_stages() -> dict:
     return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
@@ -99,7 +117,7 @@ def test_every_stage_depends_on_its_scripts_manifest_and_lists_no_code_itself():
         body = stage.get("do", stage)
         cmd = body["cmd"] if isinstance(body["cmd"], str) else " ".join(body["cmd"])
         deps = body.get("deps", [])
-        if name == "code":
+        if name == "preflight":
             assert deps == ["pipa", "stages"] and body["outs"] == ["data/code"]
             continue
         used = set(re.findall(r"python stages/(\w+)\.py", cmd))

@@ -10,10 +10,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipa.config import ConfigError, check_threshold, load_params, validate
+from pipa.config import ConfigError, check_threshold, load_params
+from pipa.config import validate as validate_without_names
+from pipa.losses import ALGORITHMS
 from pipa.preset import merge
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def validate(params: dict, source: str = "params.yaml") -> None:
+    """The full check, algorithm names against the ALGORITHMS table included (what the
+    preflight stage and every stage that uses the names run)."""
+    validate_without_names(params, source, ALGORITHMS)
 
 
 @pytest.fixture(scope="module")
@@ -127,16 +135,47 @@ def test_every_problem_reported_at_once(default_params):
     assert "threshold=2" in msg and "'gpt'" in msg and "prior='mystery'" in msg
 
 
-def test_stage_refuses_bad_params_before_any_work(tmp_path, default_params):
+def _run_stage(script: str, folder: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "stages" / script), *args], cwd=folder,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_preflight_refuses_an_unknown_algorithm_before_any_work(tmp_path, default_params):
+    """The pipeline's first stage checks the names against the ALGORITHMS table."""
     bad = copy.deepcopy(default_params)
     bad["algorithms"]["paired_step"] = ["step_dpo", "nonsense"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad))
-    out = tmp_path / "world"
-    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "world.py"), "--out", str(out)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    out = tmp_path / "code"
+    proc = _run_stage("preflight.py", tmp_path, "--stages", str(ROOT / "stages"),
+                      "--out", str(out))
     assert proc.returncode != 0
-    assert "unknown algorithm 'nonsense'" in proc.stderr
+    assert "unknown algorithm 'nonsense'" in proc.stderr and "pipa_m" in proc.stderr
     assert not out.exists()
+
+
+def test_any_stage_refuses_bad_params_before_any_work(tmp_path, default_params):
+    bad = copy.deepcopy(default_params)
+    bad["threshold"] = 1.5
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad))
+    out = tmp_path / "world"
+    proc = _run_stage("world.py", tmp_path, "--out", str(out))
+    assert proc.returncode != 0
+    assert "threshold=1.5 is outside [-1, 1]" in proc.stderr
+    assert not out.exists()
+
+
+def test_without_the_table_everything_but_the_names_is_checked(default_params):
+    """What a stage that never uses algorithm names runs (it does not import the table)."""
+    bad = copy.deepcopy(default_params)
+    bad["algorithms"]["paired_step"].append("nonsense")
+    validate_without_names(bad)  # names unchecked here; preflight checks them
+    bad["algorithms"]["paired_stp"] = ["dpo"]
+    bad["threshold"] = -3
+    with pytest.raises(ConfigError) as err:
+        validate_without_names(bad)
+    assert "unknown setting 'paired_stp'" in str(err.value)
+    assert "threshold=-3" in str(err.value)
+    assert "nonsense" not in str(err.value)
 
 
 @pytest.mark.parametrize("section", ["sft", "prior_ft", "align"])

