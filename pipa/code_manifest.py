@@ -92,20 +92,15 @@ def _imports_of(path: Path, roots: list[Path]) -> list[Path]:
             for alias in node.names:
                 found += _module_file(alias.name, roots)
         elif isinstance(node, ast.ImportFrom):
+            prefix = node.module or ""
+            search = roots
             if node.level:  # relative: from the package that holds ``path``
-                base = path.parent
-                for _ in range(node.level - 1):
-                    base = base.parent
+                base = path.parents[node.level - 1]
                 search = [base]
-                prefix = node.module or ""
-            else:
-                search = roots
-                prefix = node.module or ""
+                if not prefix and (base / "__init__.py").is_file():
+                    found.append(base / "__init__.py")
             if prefix:
                 found += _module_file(prefix, search)
-            elif node.level:
-                init = base / "__init__.py"
-                found += [init] if init.is_file() else []
             # ``from pkg import name``: name may be a submodule (runs its file) or an
             # attribute of pkg (already counted with pkg).
             for alias in node.names:
@@ -114,15 +109,18 @@ def _imports_of(path: Path, roots: list[Path]) -> list[Path]:
     return found
 
 
-def import_closure(script: Path, repo_root: Path) -> list[Path]:
+def import_closure(script: Path, repo_root: Path,
+                   parsed: dict[tuple, list[Path]] | None = None) -> list[Path]:
     """``script`` and every repository file it imports, transitively, sorted.
 
     Imports resolve as they do when the script runs: first beside the script (its
     directory is ``sys.path[0]``: ``import _boot`` in ``stages/``), then at the repository
-    root (``pipa``)."""
+    root (``pipa``). ``parsed``: a memo of each file's imports, shared by the scripts of
+    one ``write_manifests`` call so that every module is parsed once, not once a script."""
     script = script.resolve()
     repo_root = repo_root.resolve()
     roots = [script.parent, repo_root]
+    parsed = {} if parsed is None else parsed
     seen: set[Path] = set()
     todo = [script]
     while todo:
@@ -130,15 +128,19 @@ def import_closure(script: Path, repo_root: Path) -> list[Path]:
         if path in seen:
             continue
         seen.add(path)
-        todo += [p.resolve() for p in _imports_of(path, roots)]
+        key = (path, script.parent)
+        if key not in parsed:
+            parsed[key] = [p.resolve() for p in _imports_of(path, roots)]
+        todo += parsed[key]
     return sorted(seen, key=lambda p: p.relative_to(repo_root).as_posix())
 
 
-def manifest(script: Path, repo_root: Path) -> dict:
+def manifest(script: Path, repo_root: Path,
+             parsed: dict[tuple, list[Path]] | None = None) -> dict:
     """``{"script": ..., "files": {relative path: sha256}}`` for ``script``'s closure."""
     repo_root = repo_root.resolve()
     files = {p.relative_to(repo_root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-             for p in import_closure(script, repo_root)}
+             for p in import_closure(script, repo_root, parsed)}
     return {"script": script.resolve().relative_to(repo_root).as_posix(), "files": files}
 
 
@@ -155,7 +157,8 @@ def write_manifests(stage_dir: Path, repo_root: Path, out_dir: Path) -> dict[str
     if not scripts:
         raise ValueError(f"{stage_dir}: no stage scripts (*.py) found; pass the folder "
                          "that holds them (--stages)")
-    manifests = {p.stem: manifest(p, repo_root) for p in scripts}
+    parsed: dict[tuple, list[Path]] = {}
+    manifests = {p.stem: manifest(p, repo_root, parsed) for p in scripts}
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for stem, content in manifests.items():
