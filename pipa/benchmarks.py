@@ -15,10 +15,12 @@ from pathlib import Path
 
 from pipa.io import read_jsonl
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-GSM8K_TEST = SHARED_DATA / "gsm8k" / "test.jsonl"
-MATH_TEST = SHARED_DATA / "math" / "test.jsonl"
-MATH500_TEST = SHARED_DATA / "math" / "test500.jsonl"
+# The real benchmark files, tracked in git inside the repository (data/benchmarks/README.md
+# gives their sources, licences and checksums).
+BENCHMARK_DATA = Path(__file__).resolve().parents[1] / "data" / "benchmarks"
+GSM8K_TEST = BENCHMARK_DATA / "gsm8k" / "test.jsonl"
+MATH_TEST = BENCHMARK_DATA / "math" / "test.jsonl"
+MATH500_TEST = BENCHMARK_DATA / "math" / "test500.jsonl"
 
 REAL_BENCHMARKS = ("gsm8k", "math", "math500")
 WORLD_BENCHMARKS = ("gsm", "math")
@@ -30,8 +32,8 @@ def _read(path: str | os.PathLike, what: str) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"{what} file not found: {path}. Point the loader at the shared data folder "
-            f"(default {SHARED_DATA}) or copy the file there; see ../shared/data/README.md. "
+            f"{what} file not found: {path}. Point the loader at a benchmark folder laid "
+            f"out like the repository's {BENCHMARK_DATA} (see data/benchmarks/README.md). "
             "This loader never downloads."
         )
     return read_jsonl(path)
@@ -194,8 +196,8 @@ def load_world_tier(problems: Iterable[dict], benchmark: str | None = None) -> l
     return sorted(out, key=lambda r: r["id"])
 
 
-def load_benchmark(name: str, data_dir: str | os.PathLike = SHARED_DATA) -> list[dict]:
-    """Load a real benchmark by name from ``data_dir`` (the shared data folder layout)."""
+def load_benchmark(name: str, data_dir: str | os.PathLike = BENCHMARK_DATA) -> list[dict]:
+    """Load a real benchmark by name from ``data_dir`` (laid out like ``data/benchmarks``)."""
     data_dir = Path(data_dir)
     if name == "gsm8k":
         return load_gsm8k(data_dir / "gsm8k" / "test.jsonl")

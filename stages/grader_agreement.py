@@ -1,14 +1,18 @@
 """Measure our grader against published verdicts, and gold answers against themselves.
 
-    python stages/grader_agreement.py --data-dir ../shared/data \
+    python stages/grader_agreement.py --data-dir data/benchmarks \
         --out reports/grader_agreement.json --disagreements reports/grader_disagreements.md
 
 * GSM8K GPT-3 example solutions (4 models x 1319) vs their ``is_correct``;
 * Qwen2.5-Math CoT outputs (8 responses x 100 MATH problems) vs their ``score``;
 * gold self-grading: each benchmark's reference solution graded against its gold answer.
 
-Writes a metrics JSON (agreement percentages per source and per model, self-grading
-percentages, timing) and a Markdown list of every disagreement with a reason.
+Reads, under ``--data-dir`` (default: the repository's ``data/benchmarks``, see its
+README): ``graded_outputs/{gsm8k_gpt3_solutions,math_qwen25_cot100}.jsonl``,
+``gsm8k/test.jsonl``, ``math/test.jsonl`` and ``math/test500.jsonl`` (dvc.yaml declares
+exactly these as the stage's deps). Writes a metrics JSON (agreement percentages per source
+and per model, self-grading percentages, timing) and a Markdown list of every disagreement
+with a reason.
 """
 
 from __future__ import annotations
@@ -239,7 +243,7 @@ def run(data_dir: Path, out: Path, disagreements_md: Path, limit: int | None = N
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--data-dir", type=Path, default=Path("data/benchmarks"))
     ap.add_argument("--out", type=Path, default=Path("reports/grader_agreement.json"))
     ap.add_argument("--disagreements", type=Path, default=Path("reports/grader_disagreements.md"))
     ap.add_argument("--limit", type=int, default=None, help="first N rows of each file")

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+from pathlib import Path
 
 import pytest
+import yaml
 
 from pipa.benchmarks import (
+    BENCHMARK_DATA,
     GSM8K_TEST,
     MATH500_TEST,
     MATH_TEST,
-    SHARED_DATA,
     boxed_contents,
     gsm8k_final_answer,
     last_boxed,
@@ -24,12 +28,36 @@ from pipa.benchmarks import (
 )
 from pipa.grading import MathVerifyGrader
 
+ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = {"id", "question", "answer", "benchmark"}
-needs_data = pytest.mark.skipif(not GSM8K_TEST.is_file(), reason="shared data not present")
 
 
-def test_shared_data_constant_points_beside_repo():
-    assert SHARED_DATA.parts[-2:] == ("shared", "data")
+def test_benchmark_data_constant_points_inside_repo():
+    assert BENCHMARK_DATA == ROOT / "data" / "benchmarks"
+    for path in (GSM8K_TEST, MATH_TEST, MATH500_TEST):
+        assert path.is_file() and path.is_relative_to(ROOT)
+
+
+def test_params_read_the_repository_copy():
+    for params in (ROOT / "params.yaml", ROOT / "params" / "real.yaml"):
+        bench = yaml.safe_load(params.read_text())["data"]["benchmark_dir"]
+        assert not Path(bench).is_absolute() and (ROOT / bench).resolve() == BENCHMARK_DATA
+
+
+def test_benchmark_files_match_the_checksums_in_their_readme():
+    """The copies are byte-identical to the published files the README lists."""
+    listed = dict(
+        re.findall(r"^\| `([\w./-]+)` \|.*\| `([0-9a-f]{64})` \|$",
+                   (BENCHMARK_DATA / "README.md").read_text(), re.MULTILINE)
+    )
+    data_files = {
+        p.relative_to(BENCHMARK_DATA).as_posix()
+        for p in BENCHMARK_DATA.rglob("*")
+        if p.is_file() and p.name not in ("README.md", "NOTICE")
+    }
+    assert set(listed) == data_files
+    for rel, digest in listed.items():
+        assert hashlib.sha256((BENCHMARK_DATA / rel).read_bytes()).hexdigest() == digest, rel
 
 
 @pytest.mark.parametrize(
@@ -103,7 +131,6 @@ def test_world_tier():
     assert load_world_tier(problems, benchmark="math")[0]["benchmark"] == "math"
 
 
-@needs_data
 def test_real_loaders_schema_and_sizes():
     for name, n in (("gsm8k", 1319), ("math", 5000), ("math500", 500)):
         rows = load_benchmark(name)
@@ -116,7 +143,6 @@ def test_real_loaders_schema_and_sizes():
     assert load_math500(MATH500_TEST)[0]["id"] == "test/precalculus/807.json"
 
 
-@needs_data
 def test_math500_answer_field_matches_last_box():
     assert math500_answer_mismatches(MATH500_TEST) == []
 
@@ -130,7 +156,6 @@ def _self_grade(loader, path, field, numeric, limit=None):
     return [p["id"] for p, r in zip(problems, raw) if not g.grade(p["answer"], r[field]).correct]
 
 
-@needs_data
 @pytest.mark.parametrize(
     "loader, path, field, numeric",
     [
@@ -143,7 +168,6 @@ def test_gold_self_grading_slice(loader, path, field, numeric):
     assert _self_grade(loader, path, field, numeric, limit=40) == []
 
 
-@needs_data
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "loader, path, field, numeric",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipa import grading
-from pipa.benchmarks import SHARED_DATA
+from pipa.benchmarks import BENCHMARK_DATA
 from pipa.grading import (
     MathVerifyGrader,
     Verdict,
@@ -25,9 +25,6 @@ from pipa.grading import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-needs_data = pytest.mark.skipif(
-    not (SHARED_DATA / "graded_outputs").is_dir(), reason="shared data not present"
-)
 
 
 @pytest.fixture(scope="module")
@@ -287,17 +284,15 @@ def _load_stage():
     return mod
 
 
-@needs_data
 def test_gold_self_grading_slice():
-    sg, failures = _load_stage().self_grade(SHARED_DATA, limit=60)
+    sg, failures = _load_stage().self_grade(BENCHMARK_DATA, limit=60)
     assert failures == []
     assert all(v["correct_pct"] == 100.0 and v["n"] == 60 for v in sg.values())
 
 
-@needs_data
 def test_agreement_stage_on_slice(tmp_path):
     stage = _load_stage()
-    m = stage.run(SHARED_DATA, tmp_path / "a.json", tmp_path / "d.md", limit=15)
+    m = stage.run(BENCHMARK_DATA, tmp_path / "a.json", tmp_path / "d.md", limit=15)
     saved = json.loads((tmp_path / "a.json").read_text())
     assert saved["gsm8k_gpt3"]["n"] == 60 and saved["qwen25_math"]["n"] == 120
     assert m["gsm8k_gpt3"]["agreement_pct"] >= 99.0
@@ -305,10 +300,9 @@ def test_agreement_stage_on_slice(tmp_path):
     assert "# Grader agreement" in (tmp_path / "d.md").read_text()
 
 
-@needs_data
 @pytest.mark.slow
 def test_agreement_full_run(tmp_path):
-    m = _load_stage().run(SHARED_DATA, tmp_path / "a.json", tmp_path / "d.md")
+    m = _load_stage().run(BENCHMARK_DATA, tmp_path / "a.json", tmp_path / "d.md")
     assert m["gsm8k_gpt3"]["agreement_pct"] >= 99.0
     assert m["qwen25_math"]["agreement_pct"] >= 99.0
     assert all(v["correct_pct"] == 100.0 for v in m["self_grading"].values())
