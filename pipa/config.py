@@ -43,6 +43,27 @@ def get(params: dict, dotted: str, source: str = "params.yaml") -> Any:
     return node
 
 
+# ``runtime.mixed_precision``: ``auto`` (bf16 autocast where the hardware runs bf16 natively,
+# fp32 elsewhere: pipa.training.resolve_precision), ``fp32`` or ``bf16``. The old spelling
+# ``no`` still means fp32, quoted or not: YAML (and ``dvc exp run -S key=no``) reads a bare
+# ``no`` as the boolean false, and DVC re-dumps params.yaml without the quotes.
+PRECISIONS = ("auto", "fp32", "bf16")
+_PRECISION_ALIASES = {"no": "fp32", False: "fp32"}
+
+
+def precision_name(value: Any, source: str = "params.yaml") -> str:
+    """The canonical name of a ``runtime.mixed_precision`` value (``no``/false -> ``fp32``)."""
+    if isinstance(value, bool):
+        if value is False:
+            return "fp32"
+    elif isinstance(value, str) and (value in PRECISIONS or value in _PRECISION_ALIASES):
+        return _PRECISION_ALIASES.get(value, value)
+    raise ConfigError(
+        f"{source}: runtime.mixed_precision={value!r}; valid: {', '.join(PRECISIONS)} "
+        "(auto: bf16 autocast on a GPU with bf16 or a CPU with AMX/AVX512-BF16, fp32 "
+        "elsewhere; the old `no` means fp32)")
+
+
 def split_setting(setting: str) -> tuple[str, str]:
     if setting not in SETTINGS:
         raise ConfigError(f"unknown setting {setting!r}; valid settings: {', '.join(SETTINGS)}")
@@ -147,13 +168,9 @@ def validate(params: dict, source: str = "params.yaml",
                             "(runtime.workers: 1 on a GPU, up to runtime.threads on a CPU; "
                             "align.length_groups: 1 turns grouping off)")
     try:
-        precision = get(params, "runtime.mixed_precision", source)
+        precision_name(get(params, "runtime.mixed_precision", source), source)
     except ConfigError as err:
         problems.append(str(err))
-    else:
-        if precision not in ("no", "bf16"):
-            problems.append(f"{source}: runtime.mixed_precision={precision!r}; valid: no, bf16 "
-                            "(bf16: autocast on a CPU with AVX512-BF16/AMX or a GPU)")
     try:
         device = get(params, "runtime.device", source)
     except ConfigError as err:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -25,8 +26,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     # A run killed earlier (SIGKILL skips the cleanup below) leaves its temporary behind;
     # a stage is the only writer of its outputs, so its stale temporaries can go.
-    for stale in final.parent.glob(f".tmp-{final.name}-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_stale_temporaries(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
     target = tmp / final.name
     try:
@@ -38,6 +38,35 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         os.replace(target, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def stale_temporaries(final: str | os.PathLike) -> list[Path]:
+    """The temporaries ``atomic_path(final)`` left beside ``final`` (a killed run): exactly
+    ``.tmp-<name>-`` plus ``mkdtemp``'s 8 random characters, so never the temporary of
+    another output whose name starts with ``<name>-`` (``ds`` and ``ds-big``)."""
+    final = Path(final)
+    if not final.parent.is_dir():
+        return []
+    pattern = re.compile(rf"\.tmp-{re.escape(final.name)}-[a-z0-9_]{{8}}")
+    return sorted(p for p in final.parent.iterdir() if pattern.fullmatch(p.name))
+
+
+def remove_stale_temporaries(*finals: str | os.PathLike) -> list[Path]:
+    """Remove ``stale_temporaries`` of each of ``finals`` (folders or files); return them.
+
+    Every stage calls it at its start with its declared outputs (``stages/_boot.py``): a
+    stage killed mid-run (SIGKILL, a lost machine) leaves its ``.tmp-<output>-*``
+    temporary beside the output, where it would litter the folder, or change the hash of
+    a folder another stage depends on (``models/sft``, ``data/prior/sft``)."""
+    removed = []
+    for final in finals:
+        for stale in stale_temporaries(final):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+            removed.append(stale)
+    return removed
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

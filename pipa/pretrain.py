@@ -48,7 +48,14 @@ def pretrain_base(params: dict, model_name: str, world_dir: str | Path, out_dir:
     """
     from pipa.live import forked_live
     from pipa.models import build_model, count_parameters, train_tokenizer
-    from pipa.training import device_of, fit, make_accelerator, setup_runtime
+    from pipa.training import (
+        device_of,
+        fit,
+        machine,
+        make_accelerator,
+        resolve_precision,
+        setup_runtime,
+    )
 
     fam = C.get(params, f"model_families.{model_name}")
     pcfg = C.get(params, "pretrain")
@@ -78,19 +85,21 @@ def pretrain_base(params: dict, model_name: str, world_dir: str | Path, out_dir:
 
         model.train()
         live = forked_live(Path(live_dir)) if live_dir else None
+        accelerator = make_accelerator(1, device=C.get(params, "runtime.device"))
+        precision = resolve_precision(C.get(params, "runtime.mixed_precision"),
+                                      accelerator.device)
         last = fit(model.parameters(), step_fn, n_steps, lr=float(pcfg["lr"]),
                    warmup=int(pcfg["warmup"]), min_lr_ratio=float(pcfg["min_lr_ratio"]),
                    weight_decay=float(pcfg.get("weight_decay", 0.0)), live=live,
-                   desc=f"pretrain {model_name}", model=model,
-                   accelerator=make_accelerator(1, device=C.get(params, "runtime.device")),
-                   mixed_precision=C.get(params, "runtime.mixed_precision"))
+                   desc=f"pretrain {model_name}", model=model, accelerator=accelerator,
+                   mixed_precision=precision)
         if live is not None:
             live.end()
         model.save_pretrained(tmp)
         summary = {
             "model": model_name, "family": fam["family"], "parameters": count_parameters(model),
             "vocab_size": len(tok), "corpus_tokens": len(stream), "steps": n_steps,
-            "final_loss": last["loss"],
+            "final_loss": last["loss"], "precision": precision, "machine": machine(),
         }
         # No wall-clock time in the cached folder: a re-run with the same numbers then has
         # the same hash, so DVC does not re-run everything downstream of the base models.

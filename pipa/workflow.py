@@ -126,8 +126,10 @@ def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[
         fit,
         forward_logps,
         full_weights_holder,
+        machine,
         main_process_path,
         make_accelerator,
+        resolve_precision,
         setup_runtime,
         steps_for,
         to_device,
@@ -150,6 +152,7 @@ def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[
     bsz = int(cfg["batch_size"])
     grad_accum = int(C.get(params, f"{section}.grad_accum"))
     accelerator = make_accelerator(grad_accum, bsz, C.get(params, "runtime.device"))
+    precision = resolve_precision(C.get(params, "runtime.mixed_precision"), accelerator.device)
     n_steps = steps_for(len(examples), bsz, float(cfg["epochs"]))
     batches = batch_plan(examples, "unpaired", False, bsz, n_steps, seed, grad_accum=grad_accum,
                          num_processes=accelerator.num_processes,
@@ -179,13 +182,14 @@ def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[
         last = fit(policy.parameters(), step_fn, n_steps, lr=float(cfg["lr"]),
                    warmup=int(cfg.get("warmup", 0)), min_lr_ratio=float(cfg["min_lr_ratio"]),
                    live=live, desc=f"{section} {model_name}", grad_accum=grad_accum,
-                   accelerator=accelerator, model=policy,
-                   mixed_precision=C.get(params, "runtime.mixed_precision"), on_trained=gather)
+                   accelerator=accelerator, model=policy, mixed_precision=precision,
+                   on_trained=gather)
         if live is not None:
             live.end()
         # Wall time stays out of the cached output: same seed, same bytes.
         summary = {"model": model_name, "section": section, "examples": len(examples),
-                   "skipped": skipped, "steps": n_steps, "final_loss": last["loss"]}
+                   "skipped": skipped, "steps": n_steps, "final_loss": last["loss"],
+                   "precision": precision, "machine": machine()}
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             trained = holder.model  # full weights, also under FSDP
@@ -208,7 +212,7 @@ def with_lora(model, lora: dict):
 
 @torch.no_grad()
 def response_logps(model, tok, examples, batch_size: int,
-                   mixed_precision: str = "no") -> dict[str, torch.Tensor]:
+                   mixed_precision: str = "fp32") -> dict[str, torch.Tensor]:
     """log p(y_t | x, y_<t) of every response token, keyed by solution id, computed in the
     precision the alignment's policy forward uses (``autocast(mixed_precision)``), so the
     policy/prior log-ratio starts at zero up to rounding."""
@@ -237,7 +241,7 @@ def compute_prior(params: dict, model_name: str, prior_model_dir: str | Path,
 
     from pipa import alphamath
     from pipa.examples import build_examples
-    from pipa.training import setup_runtime
+    from pipa.training import device_of, machine, resolve_precision, setup_runtime
 
     setup_runtime(int(C.get(params, "runtime.threads")), int(C.get(params, "seed")))
     tok, model = load_policy_model(params, model_name, prior_model_dir, on_device=True)
@@ -246,11 +250,12 @@ def compute_prior(params: dict, model_name: str, prior_model_dir: str | Path,
     records = solutions_records(alphamath.read(alphamath_path))
     examples, skipped = build_examples(records, tok, fmt, max_len)
     started = time.perf_counter()
+    precision = resolve_precision(C.get(params, "runtime.mixed_precision"), device_of(model))
     logps = response_logps(model, tok, examples, int(C.get(params, "eval.batch_size")),
-                           C.get(params, "runtime.mixed_precision"))
-    with atomic_path(out_file) as tmp:
-        save_file(logps, str(tmp))
-    return {"solutions": len(logps), "skipped": skipped,
+                           precision)
+    with atomic_path(out_file) as tmp:  # what computed them travels with them
+        save_file(logps, str(tmp), metadata={"precision": precision, **machine()})
+    return {"solutions": len(logps), "skipped": skipped, "precision": precision,
             "seconds": round(time.perf_counter() - started, 1)}
 
 
@@ -392,9 +397,11 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
         batch_plan,
         fit,
         full_weights_holder,
+        machine,
         main_process_path,
         make_accelerator,
         mismatched_examples,
+        resolve_precision,
         setup_runtime,
         steps_for,
     )
@@ -419,7 +426,7 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
     grad_accum = int(acfg["grad_accum"])
     accelerator = make_accelerator(grad_accum, bsz, C.get(params, "runtime.device"))
     n_steps = steps_for(len(examples), bsz, float(acfg["epochs"]))
-    precision = C.get(params, "runtime.mixed_precision")
+    precision = resolve_precision(C.get(params, "runtime.mixed_precision"), accelerator.device)
     # Every lr candidate sees the same batches (same seed): plan them once.
     plan = list(batch_plan(examples, spec.data_kind, spec.correct_only, bsz, n_steps, seed,
                            grad_accum=grad_accum, num_processes=accelerator.num_processes,
@@ -529,6 +536,6 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
         summary = {"algorithm": algorithm, "model": model_name, "seed": seed,
                    "steps": n_steps, "batch_size": bsz, "examples": len(examples),
                    "skipped": skipped, "selected_lr": lr, "val_accuracy": acc,
-                   "lr_grid": tried}
+                   "lr_grid": tried, "precision": precision, "machine": machine()}
         write_json(tmp / "train.json", summary)
     return {**summary, "seconds": round(time.perf_counter() - started, 1)}

@@ -9,7 +9,13 @@
 Why: `dvc repro` runs one stage at a time, and a stage of the default is mostly start-up
 (importing torch and transformers, loading two small models) and DVC's bookkeeping
 (checking deps, hashing outputs, rewriting dvc.lock), all on one core; only its training
-and decoding use both. Two stages at once fill the idle core.
+and decoding use more. Several stages at once fill the idle cores.
+
+How many (``--jobs``, default ``default_jobs``): on the CPU, the cores this process may
+use (``os.sched_getaffinity``) divided by the threads each job of a stage keeps
+(``runtime.threads // runtime.workers``), at least one: two on the default's 2 cores, 16
+on a 16-core workstation. When the stages run on a GPU (``runtime.device: cuda``, or
+``auto`` with a GPU that torch sees) one: stages side by side would compete for it.
 
 How: the stages that need running (DVC's status: changed, plus everything downstream of
 them; all with ``--force``) are grouped in waves: the stages of a wave do not depend on
@@ -20,7 +26,8 @@ releases its repository lock while a stage's command runs and takes it back to r
 results, and its per-stage read/write locks keep two processes off the same outputs.
 Side by side, each stage runs its jobs inline (``PIPA_MAX_WORKERS``, pipa/parallel.py)
 with the threads per job that runtime.threads / runtime.workers give it anyway, so every
-number is the one plain `dvc repro` gives (tests/test_pipeline.py checks it). At the end
+number is the one plain `dvc repro` gives, however many processes run side by side
+(tests/test_pipeline.py checks it). At the end
 a plain `dvc repro` confirms that nothing is left to run (it runs whatever is).
 
 A failing stage lets the other processes of its wave finish (what they finish is
@@ -126,10 +133,42 @@ def run_wave(names: list[str], jobs: int, workers: int, force: bool,
     return times, [r for r in results.values() if r[0] != 0]
 
 
-def runtime_workers() -> int:
+def runtime_params() -> dict:
+    """params.yaml's ``runtime`` section."""
     from pipa.config import get, load_params
 
-    return int(get(load_params(), "runtime.workers"))
+    return get(load_params(), "runtime")
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), else all the machine has."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no sched_getaffinity (macOS)
+        return os.cpu_count() or 1
+
+
+def stages_on_gpu(device: str) -> bool:
+    """Whether the stages run on a GPU under ``runtime.device`` (resolved as the stages
+    resolve it: ``pipa.training.resolve_device``; torch is imported only for ``auto``)."""
+    if device == "cpu":
+        return False
+    if device == "cuda":
+        return True
+    from pipa.training import resolve_device
+
+    return resolve_device(device).type == "cuda"
+
+
+def default_jobs(runtime: dict) -> int:
+    """DVC processes at once without ``--jobs``: one when the stages run on a GPU (side by
+    side they would compete for it); on the CPU the usable cores over the threads each job
+    of a stage keeps (``runtime.threads // runtime.workers``), at least one. The numbers do
+    not depend on it (``run_wave``)."""
+    if stages_on_gpu(str(runtime["device"])):
+        return 1
+    per_job = max(1, int(runtime["threads"]) // max(1, int(runtime["workers"])))
+    return max(1, usable_cores() // per_job)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -139,15 +178,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-f", "--force", action="store_true",
                         help="re-run every stage (of the targets), as `dvc repro --force`")
     parser.add_argument("--jobs", type=int, default=None,
-                        help="DVC processes at once (default: runtime.workers in params.yaml)")
+                        help="DVC processes at once (default: on the CPU the usable cores / "
+                             "(runtime.threads // runtime.workers); 1 when the stages run "
+                             "on a GPU)")
     parser.add_argument("--timing", default="runs/timing.json",
                         help="per-stage wall times: read to balance the processes, updated")
     parser.add_argument("-s", "--single-item", action="store_true",
                         help="only the targets, not what they depend on (`dvc repro -s`)")
     parser.add_argument("--dry", action="store_true", help="print the waves and stop")
     args = parser.parse_args(argv)
-    workers = runtime_workers()
-    jobs = args.jobs or workers
+    runtime = runtime_params()
+    workers = int(runtime["workers"])
+    jobs = default_jobs(runtime) if args.jobs is None else args.jobs
     if jobs < 1:
         sys.exit(f"error: --jobs {jobs}: expected 1 or more DVC processes")
     timing = Path(args.timing)
@@ -168,6 +210,9 @@ def main(argv: list[str] | None = None) -> None:
         print("Data and pipelines are up to date.")
         return
     if args.dry:
+        how = "--jobs" if args.jobs else ("default: usable cores / (runtime.threads // "
+                                          "runtime.workers), 1 when the stages run on a GPU")
+        print(f"{jobs} DVC process(es) at once ({how})")
         for w, names in sorted(waves.items()):
             for k, group in enumerate(split(names, jobs, seconds), 1):
                 print(f"wave {w}, process {k}: {' '.join(group)}")

@@ -9,10 +9,10 @@ first: a plain shell script that runs the stages without DVC.
     python scripts/stage_commands.py --run --plan-file plan.tsv   # without DVC
 
 What it is for: running stages where DVC is not installed (a GPU box's own Python, a job
-script on a cluster), or with a launcher in front of the training commands
-(`accelerate launch --config_file ...`, docs/real_setting.md). The commands are DVC's own,
-with `${...}` and `matrix:` resolved; the outputs are those of `dvc repro` (afterwards
-`dvc commit` records them). Every stage is listed, whether or not it is up to date.
+script on a cluster). The commands are DVC's own, with `${...}` and `matrix:` resolved
+(the training commands start with params' `runtime.launcher`, empty by default:
+docs/real_setting.md); the outputs are those of `dvc repro` (afterwards `dvc commit`
+records them). Every stage is listed, whether or not it is up to date.
 
 ``--run`` executes them in waves: a stage's wave is one more than the latest wave of the
 stages it depends on, so the stages of one wave are independent and run side by side
@@ -81,7 +81,8 @@ def plan_rows(stages: list) -> list[tuple[int, str, str]]:
     rows = []
     for stage in stages:
         for cmd in stage.cmd if isinstance(stage.cmd, list) else [stage.cmd]:
-            rows.append((wave[stage], stage.addressing, cmd))
+            # strip: an empty runtime.launcher leaves a leading space (`${runtime.launcher} python`)
+            rows.append((wave[stage], stage.addressing, cmd.strip()))
     return rows
 
 

@@ -21,6 +21,43 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+# Where the launchers (torchrun / `accelerate launch`, DeepSpeed, mpirun) put a process's rank.
+RANK_VARIABLES = ("RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "PMI_RANK")
+
+
+def outputs(*paths) -> None:
+    """Start of a stage: remove the temporaries a killed run of it left beside its declared
+    outputs ``paths`` (``.tmp-<name>-*``: ``pipa.io.remove_stale_temporaries``), and nothing
+    else. Under a launcher only the process of rank 0 does, before it writes anything: the
+    others write nothing beside the outputs (``pipa.training.main_process_path``) and must
+    not remove what rank 0 is writing."""
+    if any(os.environ.get(key, "0").strip() not in ("", "0") for key in RANK_VARIABLES):
+        return
+    from pipa.io import remove_stale_temporaries
+
+    for stale in remove_stale_temporaries(*(p for p in paths if p)):
+        print(f"removed {stale}, the temporary of a run that was killed", flush=True)
+
+
+def launcher_problem(launcher) -> str | None:
+    """What is wrong with params' ``runtime.launcher``, the prefix of the training stages'
+    commands in dvc.yaml (``<launcher> python stages/...``), or None. The preflight stage
+    checks it, so a bad one stops the run before any training stage starts."""
+    if not isinstance(launcher, str):
+        return (f"runtime.launcher={launcher!r}: expected a string, \"\" for plain python "
+                "(an empty `launcher:` is null in YAML, which DVC writes into the commands "
+                "as `None`)")
+    words = launcher.split()
+    while words and (words[0] == "env" or "=" in words[0]):  # env VAR=value ... prefixes
+        words.pop(0)
+    if words and Path(words[0]).name in ("accelerate", "torchrun") \
+            and not {"--no_python", "--no-python"} & set(words):
+        return (f"runtime.launcher={launcher!r}: add --no_python (the commands go on with "
+                f"`python stages/<script>.py`, and {Path(words[0]).name} would run `python` "
+                "itself as the script)")
+    return None
+
+
 def params(path: str = "params.yaml", algorithms=None) -> dict:
     """Load and validate params; a bad key stops the stage before any work, naming the fix.
 

@@ -18,6 +18,7 @@ parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--name", required=True)
 parser.add_argument("--out", required=True)
 args = parser.parse_args()
+_boot.outputs(args.out)
 params = _boot.params(algorithms=ALGORITHMS)
 ablations = get(params, "ablations")
 if args.name not in ablations:

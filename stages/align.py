@@ -24,6 +24,9 @@ parser.add_argument("--world", default="data/world")
 parser.add_argument("--out", required=True)
 parser.add_argument("--eval-out", default=None, help="also evaluate into this folder")
 args = parser.parse_args()
+evaluated = [f"{args.eval_out}/{name}" for name in ("predictions.jsonl", "metrics.json")
+             if args.eval_out]
+_boot.outputs(args.out, *evaluated)
 params = _boot.params(algorithms=ALGORITHMS)
 summary = align_cell(params, algorithm=args.algorithm, model_name=args.model,
                      seed=args.seed, labels_path=args.labels, prior_path=args.prior,

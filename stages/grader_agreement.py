@@ -32,7 +32,7 @@ from pipa.benchmarks import (
     math500_answer_mismatches,
 )
 from pipa.grading import MathVerifyGrader, Verdict
-from pipa.io import atomic_path, read_jsonl, write_json
+from pipa.io import atomic_path, read_jsonl, remove_stale_temporaries, write_json
 
 GPT3_MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
 
@@ -248,6 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--disagreements", type=Path, default=Path("reports/grader_disagreements.md"))
     ap.add_argument("--limit", type=int, default=None, help="first N rows of each file")
     args = ap.parse_args(argv)
+    remove_stale_temporaries(args.out, args.disagreements)  # what a killed run left
     m = run(args.data_dir, args.out, args.disagreements, args.limit)
     selfs = ", ".join(f"{k}={v['correct_pct']}%" for k, v in m["self_grading"].items())
     print(

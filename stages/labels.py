@@ -18,6 +18,7 @@ parser.add_argument("--source", default="data/alphamath/train.json")
 parser.add_argument("--out", required=True)
 parser.add_argument("--stats", required=True)
 args = parser.parse_args()
+_boot.outputs(args.out, args.stats)
 params = _boot.params()
 threshold = check_threshold(args.threshold if args.threshold is not None
                             else get(params, "threshold"))

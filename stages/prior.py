@@ -12,5 +12,6 @@ parser.add_argument("--prior-model", required=True, help="folder of the prior mo
 parser.add_argument("--data", default="data/alphamath/train.json")
 parser.add_argument("--out", required=True)
 args = parser.parse_args()
+_boot.outputs(args.out)
 summary = compute_prior(_boot.params(), args.model, args.prior_model, args.data, args.out)
 print(f"prior {args.model} from {args.prior_model}: {summary}")

@@ -23,6 +23,7 @@ parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--work", default="runs/reduction_study")
 parser.add_argument("--out", default="reports/reduction_study")
 args = parser.parse_args()
+_boot.outputs(args.work, f"{args.out}.md", f"{args.out}.json")
 params = _boot.params(algorithms=ALGORITHMS)
 ALGORITHM, SETTING = "pipa_m", "unpaired_step"
 REDUCTIONS = ("sum", "mean")

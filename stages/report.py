@@ -2,16 +2,22 @@
 
 import argparse
 import sys
+from pathlib import Path
 
 import _boot
 
 from pipa.reports import MissingCellsError, build
+
+# The stage's outputs under --out (dvc.yaml), whose stale temporaries a start removes.
+OUTPUTS = ["README.md", "significance.csv", "cells.csv", "provenance.json", "figures", "plots",
+           *(f"table{n}.{ext}" for n in (1, 2, 3, 4) for ext in ("md", "csv", "tex"))]
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--params", default="params.yaml")
 parser.add_argument("--root", default=".", help="folder that holds runs/")
 parser.add_argument("--out", default="reports")
 args = parser.parse_args()
+_boot.outputs(*(Path(args.out) / name for name in OUTPUTS))
 try:
     result = build(_boot.params(args.params), args.root, args.out)
 except (MissingCellsError, ValueError) as err:

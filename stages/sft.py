@@ -22,6 +22,7 @@ parser.add_argument("--prior", choices=["sft", "all", "incorrect"], default="sft
 parser.add_argument("--out", required=True)
 parser.add_argument("--live", default=None)
 args = parser.parse_args()
+_boot.outputs(args.out, args.live)
 params = _boot.params()
 solutions = alphamath.read(args.data)
 keep = {"sft": lambda s: s.correct, "all": lambda s: True, "incorrect": lambda s: not s.correct}

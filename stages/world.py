@@ -9,5 +9,6 @@ from pipa.world import make_world
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--out", default="data/world")
 args = parser.parse_args()
+_boot.outputs(args.out)
 stats = make_world(_boot.params(), args.out)
 print(f"world: {stats}")

@@ -71,12 +71,23 @@ def test_control_must_be_correct_only_and_not_listed_twice(default_params):
         validate(listed)
 
 
-@pytest.mark.parametrize("value", ["fp8", "bfloat16", None])
+@pytest.mark.parametrize("value", ["fp8", "bfloat16", None, True, "yes"])
 def test_mixed_precision_names_valid_values(default_params, value):
     bad = copy.deepcopy(default_params)
     bad["runtime"]["mixed_precision"] = value
-    with pytest.raises(ConfigError, match="runtime.mixed_precision"):
+    with pytest.raises(ConfigError) as err:
         validate(bad)
+    assert f"runtime.mixed_precision={value!r}; valid: auto, fp32, bf16" in str(err.value)
+
+
+@pytest.mark.parametrize("text", ["auto", "fp32", "bf16", "no", '"no"'])
+def test_mixed_precision_accepts_every_name_as_yaml_spells_it(default_params, text):
+    """`-S runtime.mixed_precision=no` and DVC's re-dumped params.yaml give YAML's false."""
+    import yaml
+
+    good = copy.deepcopy(default_params)
+    good["runtime"]["mixed_precision"] = yaml.safe_load(f"v: {text}")["v"]
+    validate(good)
 
 
 @pytest.mark.parametrize("value", ["gpu", "cuda:0", "", None])

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,7 +22,6 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
 
 # Hub and network unreachable: offline flags, proxies pointing at a closed local port.
 OFFLINE_ENV = {
@@ -70,9 +70,11 @@ def make_micro_repo(dest: Path) -> Path:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     run([sys.executable, "-m", "pipa.preset", "micro"], dest)
+    # The real benchmark files are tracked in the repository (data/benchmarks), so the copy
+    # holds them and params' relative benchmark_dir resolves inside it.
     params = yaml.safe_load((dest / "params.yaml").read_text())
-    params["data"]["benchmark_dir"] = str(SHARED_DATA)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    bench = dest / params["data"]["benchmark_dir"]
+    assert (bench / "graded_outputs").is_dir() and bench.resolve().is_relative_to(dest.resolve())
     run(["git", "init", "-q"], dest)
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-qm", "micro"], dest)
@@ -93,8 +95,6 @@ def lock_outs(repo: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory) -> Path:
-    if not SHARED_DATA.exists():
-        pytest.skip(f"{SHARED_DATA} not found (the shared data folder beside the repo)")
     repo = make_micro_repo(tmp_path_factory.mktemp("micro"))
     proc = run(["dvc", "repro"], repo, timeout=1500)
     assert "Running stage 'report'" in proc.stdout
@@ -227,6 +227,57 @@ def test_sigkill_mid_training_leaves_nothing_cached(micro, tmp_path):
     assert run(["dvc", "status", "--json"], repo).stdout.strip() in ("{}", "")
 
 
+def test_a_stage_start_removes_the_temporaries_a_killed_run_left(micro, tmp_path):
+    """A stage killed mid-write leaves its ``.tmp-<output>-*`` temporary beside the output
+    (planted here as atomic_path makes it; tests/test_io.py kills a real write). The next
+    start of that stage removes those of its own outputs first (it says so), and no other
+    stage's: prior@qw's stays in data/prior/sft until prior@qw runs."""
+    repo = copy_repo(micro, tmp_path / "stale")
+    mine = [Path(tempfile.mkdtemp(prefix=prefix, dir=repo / folder)) for prefix, folder in (
+        (".tmp-ds.safetensors-", "data/prior/sft"),
+        (".tmp-paired_answer.jsonl-", "data/labels"),
+        (".tmp-paired_answer_stats.json-", "data/labels"))]
+    other = Path(tempfile.mkdtemp(prefix=".tmp-qw.safetensors-", dir=repo / "data/prior/sft"))
+    proc = run(["dvc", "repro", "-f", "-s", "labels_answer@paired", "prior@ds"], repo)
+    for stale in mine:
+        assert not stale.exists(), stale
+        assert f"removed {stale.relative_to(repo)}, the temporary of a run that was killed" \
+            in proc.stdout, proc.stdout[-3000:]
+    assert other.exists()
+
+
+# Two CPU processes under accelerate: `--cpu` would start one (accelerate's simple launcher),
+# so `--multi_gpu` (torchrun) with runtime.device: cpu, which makes each process's
+# Accelerator a gloo MULTI_CPU one; `--no_python`: the commands go on with `python stages/...`.
+LAUNCHER_2CPU = ("accelerate launch --multi_gpu --num_processes 2 --num_machines 1 "
+                 "--mixed_precision no --dynamo_backend no --main_process_port 0 --no_python")
+
+
+def test_dvc_repro_runs_a_training_stage_under_runtime_launcher(micro, tmp_path):
+    """runtime.launcher in front of an alignment cell's command: `dvc repro` runs it on two
+    processes (each trains and validates every lr candidate and says so; only the main one
+    writes), records the outputs and the command with the launcher."""
+    repo = copy_repo(micro, tmp_path / "launch")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["runtime"]["launcher"] = LAUNCHER_2CPU
+    params["runtime"]["device"] = "cpu"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    cell = "align_unpaired_answer@pipa_m-ds-0"
+    proc = run(["dvc", "repro", "-s", cell], repo, timeout=600)
+    assert stages_ran(proc.stdout) == {cell}
+    assert f"> {LAUNCHER_2CPU} python stages/align.py --algorithm pipa_m" in proc.stdout
+    grid = params["align"]["lr_grid"]["default"]
+    said = re.findall(r"pipa_m ds s0 lr=(\S+): validation accuracy (\S+)", proc.stdout)
+    assert len(said) == 2 * len(grid), proc.stdout[-3000:]  # both processes, every lr
+    assert len(set(said)) == len(grid)                      # the same accuracy on both
+    out = repo / "runs/main/unpaired_answer/pipa_m/ds/seed0"
+    assert json.loads((out / "align/train.json").read_text())["selected_lr"] in grid
+    assert (out / "eval/metrics.json").exists() and (out / "eval/predictions.jsonl").exists()
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"][cell]
+    assert lock["cmd"].startswith(f"{LAUNCHER_2CPU} python stages/align.py")
+    assert not list(out.glob(".tmp-*")) and not list((out / "eval").glob(".tmp-*"))
+
+
 def test_code_edits_rerun_exactly_the_stages_that_run_that_code(micro, tmp_path):
     """A stage depends on its script's import closure (the preflight stage's manifests):
     an edit to the report code re-runs the report alone; an edit to the losses leaves the
@@ -254,3 +305,45 @@ def test_unknown_algorithm_stops_the_run_before_any_work(micro, tmp_path):
     assert proc.returncode != 0
     assert "unknown algorithm 'dpoo' in algorithms.paired_answer" in proc.stdout + proc.stderr
     assert stages_ran(proc.stdout) == {"preflight"}
+
+
+def test_table_check_passes_a_rerun_and_names_the_cells_a_planted_sign_flip_breaks(micro,
+                                                                                  tmp_path):
+    """CI's study check (`python -m pipa.compare`, bounds from configs/table_check.json) on
+    the micro config. The micro models are too small for accuracy to see a broken loss, but
+    not its training direction; the micro config's one DPO epoch at a small lr barely moves
+    the rewards (|margin| ~0.003 nats, under the check's floor), so both runs here train the
+    DPO cells 4 epochs at lr 3e-3 (margins ~0.5 nats). The reference against itself
+    reproduces (byte identity expected: same machine); with DPO's loss sign flipped
+    (gradient ascent on the preference likelihood) and the DPO cells re-run, it fails and
+    names exactly those cells."""
+    ref = copy_repo(micro, tmp_path / "reference")
+    params = yaml.safe_load((ref / "params.yaml").read_text())
+    params["align"]["epochs"] = 4
+    params["align"]["lr_grid"]["dpo"] = [3.0e-3]
+    (ref / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dpo_cells = [f"align_paired_answer@dpo-{m}-{s}" for m in params["models"]
+                 for s in params["seeds"]]
+    run(["dvc", "repro", "-s", *dpo_cells], ref)
+    run(["dvc", "repro", "-s", "report"], ref)
+    committed = tmp_path / "committed"
+    shutil.copytree(ref / "reports", committed)
+    same = run([sys.executable, "-m", "pipa.compare", str(committed), "reports"], ref)
+    assert "identity: expected" in same.stdout and "the study reproduces" in same.stdout
+
+    repo = copy_repo(ref, tmp_path / "planted")
+    losses = repo / "pipa/losses.py"
+    source = losses.read_text()
+    planted = "loss = _batch_mean(-F.logsigmoid(beta * (r_pos - r_neg)))"
+    assert source.count(planted) == 1
+    losses.write_text(source.replace(planted, planted.replace("-F.", "F.")))
+    run(["dvc", "repro", "-s", "preflight"], repo)
+    run(["dvc", "repro", "-s", *dpo_cells], repo)
+    run(["dvc", "repro", "-s", "report"], repo)
+    proc = run([sys.executable, "-m", "pipa.compare", str(committed), "reports"], repo,
+               check=False)
+    assert proc.returncode == 1, proc.stdout
+    directions = [line for line in proc.stdout.splitlines() if "reward margin" in line]
+    named = {re.search(r"cells.csv: (\S+):", line).group(1) for line in directions}
+    assert named == set(dpo_cells), proc.stdout
+    assert "the study does NOT reproduce" in proc.stdout

@@ -140,5 +140,22 @@ def test_default_pipeline_still_reads_the_world_stages(tmp_path) -> None:
     assert "download" not in upstream("report")
 
 
+def test_grader_agreement_depends_on_the_files_it_reads(tmp_path) -> None:
+    """Its deps name the benchmark files in the repository, so a changed file re-runs it."""
+    for preset in (None, "real"):
+        (tmp_path / str(preset)).mkdir()
+        stages, _, deps = _graph(tmp_path / str(preset), _params(preset))
+        bench = _params(preset)["data"]["benchmark_dir"]
+        assert bench == "data/benchmarks"
+        assert f"--data-dir {bench}" in stages["grader_agreement"].cmd
+        assert set(deps("grader_agreement")) == {"data/code/grader_agreement.json"} | {
+            f"{bench}/{rel}" for rel in (
+                "graded_outputs/gsm8k_gpt3_solutions.jsonl",
+                "graded_outputs/math_qwen25_cot100.jsonl",
+                "gsm8k/test.jsonl", "math/test.jsonl", "math/test500.jsonl")}
+        assert all((ROOT / dep).is_file() for dep in deps("grader_agreement")
+                   if dep.startswith(bench))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))

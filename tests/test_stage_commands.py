@@ -100,7 +100,8 @@ def test_parallel_repro_dry_run_lists_each_stage_once_in_dependency_waves():
     out = subprocess.run([sys.executable, "scripts/parallel_repro.py", "--dry", "--force"],
                          cwd=ROOT, check=True, capture_output=True, text=True).stdout
     wave_of = {}
-    for line in out.splitlines():
+    assert re.match(r"\d+ DVC process\(es\) at once \(default: ", out), out[:200]
+    for line in out.splitlines()[1:]:
         head, names = line.split(": ", 1)
         wave = int(head.split(",")[0].removeprefix("wave "))
         for name in names.split():
@@ -115,6 +116,38 @@ def test_parallel_repro_dry_run_lists_each_stage_once_in_dependency_waves():
                           "--jobs", "1"], cwd=ROOT, check=True, capture_output=True,
                          text=True).stdout
     assert "process 2" not in one and "process 1" in one
+    assert one.startswith("1 DVC process(es) at once (--jobs)")
+
+
+def test_parallel_repro_default_jobs_follow_the_cores_and_the_device(monkeypatch):
+    """Without --jobs: the usable cores over each job's threads on the CPU (at least one),
+    one DVC process when the stages run on a GPU; ``cpu`` never imports torch."""
+    pr = _parallel_repro()
+    cores = {"n": 16}
+    monkeypatch.setattr(pr.os, "sched_getaffinity", lambda pid: set(range(cores["n"])))
+    cpu = {"device": "cpu", "threads": 2, "workers": 2}
+    assert pr.usable_cores() == 16
+    assert pr.default_jobs(cpu) == 16                                 # 1 thread per job
+    assert pr.default_jobs({**cpu, "threads": 8, "workers": 2}) == 4  # 4 threads per job
+    assert pr.default_jobs({**cpu, "threads": 8, "workers": 1}) == 2
+    assert pr.default_jobs({**cpu, "threads": 1, "workers": 4}) == 16  # at least 1 per job
+    cores["n"] = 2
+    assert pr.default_jobs(cpu) == 2                                  # this machine's default
+    assert pr.default_jobs({**cpu, "threads": 8}) == 1                # never below one
+    assert pr.default_jobs({**cpu, "device": "cuda"}) == 1
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)     # auto: a GPU is seen
+    assert pr.default_jobs({**cpu, "device": "auto"}) == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)    # auto: no GPU
+    assert pr.default_jobs({**cpu, "device": "auto"}) == 2
+    monkeypatch.delattr(pr.os, "sched_getaffinity")                   # macOS: os.cpu_count()
+    monkeypatch.setattr(pr.os, "cpu_count", lambda: 6)
+    assert pr.default_jobs(cpu) == 6
+    probe = ("import sys; sys.path.insert(0, 'scripts'); import parallel_repro as p; "
+             "p.default_jobs({'device': 'cpu', 'threads': 2, 'workers': 2}); "
+             "assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", probe], cwd=ROOT, check=True)
 
 
 def test_parallel_repro_runs_a_wave_side_by_side_and_stops_on_a_failing_stage(tmp_path):
@@ -125,7 +158,7 @@ def test_parallel_repro_runs_a_wave_side_by_side_and_stops_on_a_failing_stage(tm
                f"{os.pathsep}{os.environ['PATH']}")
     env.pop("PIPA_MAX_WORKERS", None)
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True, env=env)
-    (tmp_path / "params.yaml").write_text("runtime: {workers: 2}\n")
+    (tmp_path / "params.yaml").write_text("runtime: {workers: 2, threads: 2, device: cpu}\n")
     stages = {
         "good": {"cmd": "echo workers=$PIPA_MAX_WORKERS > good.txt", "outs": ["good.txt"]},
         "flaky": {"cmd": "test -f fixed && echo ok > flaky.txt "
@@ -135,8 +168,8 @@ def test_parallel_repro_runs_a_wave_side_by_side_and_stops_on_a_failing_stage(tm
     }
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
     script = str(SCRIPT.parent / "parallel_repro.py")
-    failed = subprocess.run([sys.executable, script, "--timing", "timing.json"], cwd=tmp_path,
-                            env=env, capture_output=True, text=True, check=False)
+    failed = subprocess.run([sys.executable, script, "--timing", "timing.json", "--jobs", "2"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
     assert failed.returncode != 0
     assert "`dvc repro` of flaky failed" in failed.stdout and "boom: flaky broke" in failed.stdout
     assert "error: wave 0 failed" in failed.stderr

@@ -325,8 +325,30 @@ def test_prior_log_probs_in_bf16_match_the_policy_forward_of_training():
     ratio = ((logps - batch["prior_logps"]) * batch["response_mask"]).abs().max()
     gap = max((prior[e.sid] - prior_fp32[e.sid]).abs().max() for e in exs)
     assert ratio < 0.02 and gap > ratio
-    with pytest.raises(ConfigError, match="runtime.mixed_precision='fp8'; valid: no, bf16"):
+    with pytest.raises(ConfigError, match="runtime.mixed_precision='fp8'; valid: auto, fp32, bf16"):
         autocast("fp8")
+
+
+@pytest.mark.parametrize("cpu_flags, expected", [
+    ((False, False), "fp32"),  # AVX2-only: bf16 would be emulated
+    ((True, False), "bf16"),   # AMX
+    ((False, True), "bf16"),   # AVX512-BF16
+])
+def test_auto_precision_is_bf16_only_where_the_cpu_runs_it_natively(monkeypatch, cpu_flags,
+                                                                  expected):
+    from pipa.training import autocast, resolve_precision
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: cpu_flags[0])
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: cpu_flags[1])
+    assert resolve_precision("auto", "cpu") == expected
+    with autocast("auto", "cpu"):
+        assert torch.is_autocast_enabled("cpu") == (expected == "bf16")
+    # Written values are taken as written, whatever the hardware; `no` and YAML's false
+    # (an unquoted `no`) are the old spelling of fp32.
+    for value, name in (("bf16", "bf16"), ("fp32", "fp32"), ("no", "fp32"), (False, "fp32")):
+        assert resolve_precision(value, "cpu") == name
+    with autocast(False):
+        assert not torch.is_autocast_enabled("cpu")
 
 
 def test_logged_values_are_means_over_micro_batches():

@@ -1,0 +1,79 @@
+"""Per-cell records of a study and what made them: the report's ``cells.csv`` and
+``provenance.json``, the files ``pipa.compare`` reads beside the tables.
+
+``cells.csv`` has one row per evaluated cell and seed: its accuracy per benchmark and, for
+an aligned cell, its training direction, the reward margin: the mean implicit reward of
+correct minus incorrect samples over the second half of the selected run's steps
+(``reward_correct`` / ``reward_incorrect``, logged by every loss of ``pipa.losses``).
+``provenance.json`` lists the precisions and machines recorded in the cells' ``train.json``
+(``pipa.training.machine``), so a reader, and the table check, know what computed the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+MARGIN_CURVES = ("reward_correct", "reward_incorrect")
+
+
+def _second_half_mean(path: Path, name: str) -> float:
+    """Mean of a dvclive metric over the second half of its steps (NaN if never logged)."""
+    if not path.is_file():
+        return math.nan
+    df = pd.read_csv(path, sep="\t")
+    if "step" not in df.columns or name not in df.columns:
+        raise ValueError(f"{path}: expected columns 'step' and {name!r}, got "
+                         f"{list(df.columns)}")
+    values = pd.to_numeric(df[name], errors="coerce")
+    late = values[df["step"] >= df["step"].max() / 2].dropna()
+    return float(late.mean()) if len(late) else math.nan
+
+
+def reward_margin(root: Path, cell) -> float:
+    """The cell's training direction in nats (NaN where it has no incorrect samples, as
+    the control, or no alignment run, as the SFT start)."""
+    if cell.group == "sft" or cell.control:
+        return math.nan
+    correct, incorrect = (_second_half_mean(root / cell.curve(n), n) for n in MARGIN_CURVES)
+    return correct - incorrect
+
+
+def cell_table(col) -> pd.DataFrame:
+    """One row per cell of ``col`` (``pipa.reports.Collected``): accuracy per benchmark in
+    percent, the reward margin, and the DVC stage that made it."""
+    wide = col.acc.pivot_table(index="cell", columns="benchmark", values="accuracy",
+                               sort=False)
+    rows = []
+    for group in ("sft", "main", "ablation", "threshold"):
+        for c in col.cells[group]:
+            row = {"group": c.group, "setting": c.setting, "algorithm": c.algorithm,
+                   "ablation": c.ablation, "threshold": c.threshold, "model": c.model,
+                   "seed": c.seed, "stage": c.stage(),
+                   "margin": round(reward_margin(col.root, c), 6)}
+            row.update({f"acc_{b}": wide.loc[c, b] for b in col.benchmarks})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def study_provenance(col) -> dict:
+    """Precisions and machines recorded by the cells that trained (their ``train.json``)."""
+    precisions, machines, recorded, cells = set(), [], 0, 0
+    for group in ("main", "ablation", "threshold"):
+        for c in col.cells[group]:
+            cells += 1
+            path = col.root / c.run_dir / "align" / "train.json"
+            if not path.is_file():
+                continue
+            info = json.loads(path.read_text())
+            if "precision" not in info:
+                continue
+            recorded += 1
+            precisions.add(info["precision"])
+            if info.get("machine") not in machines:
+                machines.append(info.get("machine"))
+    return {"precision": sorted(precisions), "machines": machines,
+            "cells": cells, "cells_recorded": recorded}
