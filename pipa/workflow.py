@@ -253,8 +253,11 @@ def compute_prior(params: dict, model_name: str, prior_model_dir: str | Path,
     precision = resolve_precision(C.get(params, "runtime.mixed_precision"), device_of(model))
     logps = response_logps(model, tok, examples, int(C.get(params, "eval.batch_size")),
                            precision)
-    with atomic_path(out_file) as tmp:  # what computed them travels with them
-        save_file(logps, str(tmp), metadata={"precision": precision, **machine()})
+    # What computed them travels with them, as one metadata entry: safetensors writes its
+    # metadata map in hash order, so several keys would not give the same bytes twice.
+    made_by = json.dumps({"precision": precision, **machine()}, sort_keys=True)
+    with atomic_path(out_file) as tmp:
+        save_file(logps, str(tmp), metadata={"pipa": made_by})
     return {"solutions": len(logps), "skipped": skipped, "precision": precision,
             "seconds": round(time.perf_counter() - started, 1)}
 

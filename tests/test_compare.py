@@ -139,7 +139,7 @@ def test_missing_rows_and_tables_are_reported(tmp_path, bounds, capsys):
     assert "table2.csv: missing" in capsys.readouterr().err
 
 
-def test_measure_adds_a_pair_and_the_check_uses_the_root_mean_square(tmp_path, capsys):
+def test_measure_adds_a_pair_and_the_check_uses_the_largest(tmp_path, capsys):
     a = _report(tmp_path / "a")
     b = _report(tmp_path / "b", table1=_table1(sft_shift=3.0, dpo_gain=-3.0))
     out = tmp_path / "bounds.json"
@@ -149,7 +149,7 @@ def test_measure_adds_a_pair_and_the_check_uses_the_root_mean_square(tmp_path, c
     # gain moved by 2 on both rows; the seed noise (0.25/2 twice) is taken out
     assert pair["sd_gain_excess"] == pytest.approx((4 - 0.25) ** 0.5, abs=1e-3)
     assert main([str(a), str(a), "--measure", "--out", str(out)]) == 0
-    assert load_bounds(out)["sd_start"] == pytest.approx((9 / 2) ** 0.5)
+    assert load_bounds(out)["sd_start"] == 3.0  # pairs 3.0 and 0.0: the larger
 
 
 def test_a_folder_without_tables_is_an_input_error(tmp_path, bounds, capsys):
