@@ -48,7 +48,9 @@ import pandas as pd
 KEY = ["table", "ablation", "role", "row", "data", "labels", "algorithm", "prior", "model",
        "benchmark"]
 CELL_KEY = ["group", "setting", "algorithm", "ablation", "threshold", "model", "seed"]
-SIG_KEY = ["table", "setting", "model", "benchmark", "comparison", "a", "b"]
+# A comparison is named by what it asks (e.g. PIPA vs the best baseline of a column), not by
+# whom it compares: the best baseline itself may change between machines.
+SIG_KEY = ["table", "setting", "model", "benchmark", "comparison"]
 IDENTITY_FILES = ("cells.csv", "significance.csv")
 MACHINE_KEYS = ("cpu", "capability", "bf16_native", "torch")
 DEFAULT_BOUNDS = Path(__file__).resolve().parents[1] / "configs" / "table_check.json"
@@ -191,8 +193,9 @@ def check_significance(committed: Path, new: Path, bounds: dict) -> list[str]:
             problems.append(f"  significance.csv: {name}: missing in new")
         elif math.copysign(1, row["diff_c"]) != math.copysign(1, row["diff_n"]) \
                 or row["diff_n"] == 0:
-            problems.append(f"  significance.csv: {name}: committed {row['diff_c']:+.1f} "
-                            f"(p_boot {row['p_boot_c']:.4f} < {alpha}) -> new "
+            problems.append(f"  significance.csv: {name}: committed {row['a_c']} - "
+                            f"{row['b_c']} {row['diff_c']:+.1f} (p_boot {row['p_boot_c']:.4f} "
+                            f"< {alpha}) -> new {row['a_n']} - {row['b_n']} "
                             f"{row['diff_n']:+.1f}: the claimed direction turned")
     return problems
 

@@ -110,8 +110,8 @@ def test_a_claimed_direction_that_turns_fails_a_weak_one_may(tmp_path, bounds, c
     b = _report(tmp_path / "b", sig=_significance(diff=-0.5, p=0.7))
     code, out = _run(a, b, bounds, capsys)
     assert code == 1
-    assert ("significance.csv: 1 / paired_answer / ds / gsm / vs_sft_cont / pipa_m / sft_cont: "
-            "committed +3.0 (p_boot 0.0010 < 0.01) -> new -0.5") in out
+    assert ("significance.csv: 1 / paired_answer / ds / gsm / vs_sft_cont: committed pipa_m - "
+            "sft_cont +3.0 (p_boot 0.0010 < 0.01) -> new pipa_m - sft_cont -0.5") in out
     weak = _report(tmp_path / "weak", sig=_significance(diff=0.8, p=0.2))
     assert _run(weak, b, bounds, capsys)[0] == 0  # nothing beyond noise was claimed
 
@@ -157,3 +157,13 @@ def test_a_folder_without_tables_is_an_input_error(tmp_path, bounds, capsys):
     b = _report(tmp_path / "b")
     assert main([str(tmp_path / "empty"), str(b), "--bounds", str(bounds)]) == 2
     assert "no table*.csv" in capsys.readouterr().err
+
+
+def test_a_claim_holds_when_the_best_baseline_it_beats_changes(tmp_path, bounds, capsys):
+    """`vs_best_baseline` compares with whichever baseline is best in that run: another
+    machine may pick another one, and the claim (PIPA ahead of the best) still holds."""
+    a = _report(tmp_path / "a")
+    other = [dict(_significance(diff=1.5, p=0.04)[0], b="kto")]
+    b = _report(tmp_path / "b", sig=other)
+    code, out = _run(a, b, bounds, capsys)
+    assert code == 0, out
