@@ -20,16 +20,22 @@ import pandas as pd
 MARGIN_CURVES = ("reward_correct", "reward_incorrect")
 
 
-def _second_half_mean(path: Path, name: str) -> float:
-    """Mean of a dvclive metric over the second half of its steps (NaN if never logged)."""
-    if not path.is_file():
-        return math.nan
+def read_curve(path: Path, name: str) -> pd.DataFrame:
+    """A dvclive metric TSV as (step, value); unparsable values become NaN."""
     df = pd.read_csv(path, sep="\t")
     if "step" not in df.columns or name not in df.columns:
         raise ValueError(f"{path}: expected columns 'step' and {name!r}, got "
                          f"{list(df.columns)}")
-    values = pd.to_numeric(df[name], errors="coerce")
-    late = values[df["step"] >= df["step"].max() / 2].dropna()
+    return pd.DataFrame({"step": df["step"].astype(int),
+                         "value": pd.to_numeric(df[name], errors="coerce")})
+
+
+def _second_half_mean(path: Path, name: str) -> float:
+    """Mean of a dvclive metric over the second half of its steps (NaN if never logged)."""
+    if not path.is_file():
+        return math.nan
+    df = read_curve(path, name)
+    late = df["value"][df["step"] >= df["step"].max() / 2].dropna()
     return float(late.mean()) if len(late) else math.nan
 
 

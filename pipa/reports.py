@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from pipa import paper_numbers as paper
-from pipa.cells import cell_table, study_provenance
+from pipa.cells import cell_table, read_curve, study_provenance
 from pipa.io import atomic_path, read_jsonl
 
 TABLE1_COLUMNS = ["data", "labels", "algorithm", "model", "benchmark", "mean", "std",
@@ -737,16 +737,6 @@ def ablation_table(col: Collected, number: int, summary: pd.DataFrame | None = N
 # --------------------------------------------------------------------------------------
 # Curves and figures
 # --------------------------------------------------------------------------------------
-
-def read_curve(path: Path, name: str) -> pd.DataFrame:
-    """A dvclive metric TSV as (step, value)."""
-    df = pd.read_csv(path, sep="\t")
-    if "step" not in df.columns or name not in df.columns:
-        raise ValueError(f"{path}: expected columns 'step' and {name!r}, got "
-                         f"{list(df.columns)}")
-    return pd.DataFrame({"step": df["step"].astype(int),
-                         "value": pd.to_numeric(df[name], errors="coerce")})
-
 
 def seed_band(col: Collected, cells: list[Cell], name: str) -> pd.DataFrame:
     """Mean, min and max over seeds per step (steps where any seed logged a value)."""
