@@ -97,6 +97,8 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device.type != "cpu":
         return False
+    if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return False  # kernels capped below AVX512 (ATEN_CPU_CAPABILITY=avx2): bf16 emulated
     probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # torch.cpu, private
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
@@ -597,8 +599,9 @@ def fit(params_to_train, step_fn: Callable[..., tuple], n_steps: int, *, lr: flo
     A non-finite loss (or ``loss*`` log) of any micro-batch, or a non-finite gradient norm,
     raises ``NonFiniteLoss`` naming the step and the samples, before the optimizer steps.
     Logged values are means over the step's micro-batches and processes; ``tokens_per_s``
-    counts every token of the global batch over the whole step. Only the main process
-    logs through dvclive (``live``). ``on_trained(prepared)`` runs on every process after
+    (returned, never logged: wall clock would change the cached bytes) counts every token of
+    the global batch over the whole step. Only the main process logs through dvclive
+    (``live``). ``on_trained(prepared)`` runs on every process after
     the last step, while the prepared module is alive (``full_weights_holder`` gathers FSDP
     shards there). Returns the last step's logs.
     """
@@ -676,7 +679,9 @@ def fit(params_to_train, step_fn: Callable[..., tuple], n_steps: int, *, lr: flo
             last.update({"lr": current_lr, "tokens_per_s": n_tokens / max(elapsed, 1e-9)})
             if live is not None:
                 for name, value in last.items():
-                    if math.isfinite(value):
+                    # Throughput is wall clock: logged, it would make every run's dvclive
+                    # folder (a cached output) different bytes. The progress bar shows it.
+                    if math.isfinite(value) and name != "tokens_per_s":
                         live.log_metric(f"{prefix}/{name}", value)
                 live.next_step()
             if step % 10 == 0:

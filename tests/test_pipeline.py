@@ -162,7 +162,8 @@ def test_same_seed_same_numbers(micro, tmp_path):
     processes at once, each stage's jobs inline instead of in forked workers.
 
     Compared: every artifact that carries numbers (weights, sampled data, labels, prior
-    log-probs, predictions, metrics, loss curves). Wall-clock logs (tokens/s) are not.
+    log-probs, predictions, metrics, loss curves), and then every output of every stage
+    the second run ran, whole, as DVC hashed it: no wall clock reaches a cached output.
     """
     repo = make_micro_repo(tmp_path / "again")
     cells = ["runs/main/paired_answer/dpo/ds/seed0", "runs/main/unpaired_step/pipa_m/qw/seed0"]
@@ -187,6 +188,13 @@ def test_same_seed_same_numbers(micro, tmp_path):
     for rel in files:
         assert (repo / rel).read_bytes() == (micro / rel).read_bytes(), \
             f"{rel} differs between two runs with the same seed"
+    ran = stages_ran(proc.stdout)
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    again = {o["path"]: o["md5"] for name in ran for o in lock[name].get("outs", [])}
+    first = lock_outs(micro)
+    assert len(ran) > 10 and len(again) > 10, sorted(ran)
+    differing = sorted(path for path in again if again[path] != first[path])
+    assert not differing, f"outputs whose bytes differ between two runs: {differing}"
 
 
 def test_sigkill_mid_training_leaves_nothing_cached(micro, tmp_path):

@@ -329,15 +329,17 @@ def test_prior_log_probs_in_bf16_match_the_policy_forward_of_training():
         autocast("fp8")
 
 
-@pytest.mark.parametrize("cpu_flags, expected", [
-    ((False, False), "fp32"),  # AVX2-only: bf16 would be emulated
-    ((True, False), "bf16"),   # AMX
-    ((False, True), "bf16"),   # AVX512-BF16
-])
-def test_auto_precision_is_bf16_only_where_the_cpu_runs_it_natively(monkeypatch, cpu_flags,
-                                                                  expected):
+@pytest.mark.parametrize("capability, cpu_flags, expected", [
+    ("AVX2", (False, False), "fp32"),     # AVX2-only: bf16 would be emulated
+    ("AVX512", (True, False), "bf16"),    # AMX
+    ("AVX512", (False, True), "bf16"),    # AVX512-BF16
+    ("AVX2", (False, True), "fp32"),      # the same CPU with kernels capped at AVX2
+])                                        # (ATEN_CPU_CAPABILITY=avx2): emulated again
+def test_auto_precision_is_bf16_only_where_the_cpu_runs_it_natively(monkeypatch, capability,
+                                                                  cpu_flags, expected):
     from pipa.training import autocast, resolve_precision
 
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: cpu_flags[0])
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: cpu_flags[1])
     assert resolve_precision("auto", "cpu") == expected
