@@ -6,8 +6,8 @@ thread (``runtime.workers: 1``), measured in the same run, on this machine's cor
 
 Needs the default pipeline's inputs (``dvc repro prior@ds labels_step`` or a full repro):
 ``models/sft/ds``, ``data/prior/sft/ds.safetensors``, ``data/labels/<setting>.jsonl``,
-``data/world``. Both variants run the same code (``workflow.align_cell`` then
-``workflow.evaluate_folder``) into temporary folders, alternating, and must produce the
+``data/world``. Both variants run the same code (``align.align_cell`` then
+``evaluation.evaluate_folder``) into temporary folders, alternating, and must produce the
 same selected lr and the same test accuracies (checked: the split never changes results).
 The last line is ``cell_speedup=X.XX`` (median time workers=1 / median time workers=2).
 """
@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipa import config as C
-from pipa.workflow import align_cell, evaluate_folder
+from pipa.align import align_cell
+from pipa.evaluation import evaluate_folder
 
 
 def run_cell(params: dict, args, out: Path) -> tuple[float, dict]:

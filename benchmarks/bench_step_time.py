@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from pipa import config as C
 from pipa.examples import build_examples
 from pipa.losses import ALGORITHMS
+from pipa.prior import response_logps
 from pipa.training import (
     alignment_step,
     autocast,
@@ -48,7 +49,6 @@ from pipa.training import (
     mismatched_examples,
 )
 from pipa.value_head import PolicyWithValueHead, ValueHead
-from pipa.workflow import response_logps
 
 
 def world_records(n_pairs: int, seed: int = 0) -> list[dict]:
@@ -149,7 +149,7 @@ def main() -> None:
     hparams = {"beta": float(a["beta"]), "reduction": a["reduction"],
                "ipo_normalize": bool(a["ipo_normalize"]), "sft_coef": float(a["sft_coef"])}
     # KTO's reference log-probs of the mismatched pairs, cached before training as
-    # workflow.align_cell does (the loop runs only the policy on them).
+    # align.prepare_cell does (the loop runs only the policy on them).
     mismatched_prior = response_logps(
         base, tok, mismatched_examples([examples], "unpaired") +
         mismatched_examples([pairs], "paired"), batch_size=64, mixed_precision=precision)
@@ -166,7 +166,7 @@ def main() -> None:
         trainable = [p for p in policy.parameters() if p.requires_grad]
         variants[name] = (step_fn, trainable, make_optimizer(trainable))
 
-    # The SFT step of workflow.finetune: SFT loss, mean over response tokens, no head.
+    # The SFT step of finetune.finetune: SFT loss, mean over response tokens, no head.
     sft_model = copy.deepcopy(base).train()
     sft_policy = PolicyWithValueHead(sft_model, None)
     sft = ALGORITHMS["sft"]

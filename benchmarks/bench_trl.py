@@ -45,6 +45,7 @@ from bench_step_time import load_or_build, train_step, world_records
 from pipa import config as C
 from pipa.examples import build_examples
 from pipa.losses import ALGORITHMS
+from pipa.prior import response_logps
 from pipa.training import (
     alignment_step,
     batch_plan,
@@ -52,7 +53,6 @@ from pipa.training import (
     mismatched_examples,
 )
 from pipa.value_head import PolicyWithValueHead
-from pipa.workflow import response_logps
 from pipa.world import format_prompt
 
 
@@ -62,7 +62,7 @@ def ours(spec, base, tok, examples, hparams, bsz: int, n_steps: int,
     t0 = time.perf_counter()
     prior = response_logps(base, tok, examples, batch_size=64, mixed_precision=precision)
     plan = list(batch_plan(examples, spec.data_kind, spec.correct_only, bsz, n_steps, seed=0))
-    # As workflow.align_cell: the reference's log-probs of KTO's mismatched pairs are scored
+    # As align.prepare_cell: the reference's log-probs of KTO's mismatched pairs are scored
     # once before training (charged to the prior's time, like the prior cache).
     mismatched_prior = (response_logps(base, tok, mismatched_examples(plan, spec.data_kind),
                                        batch_size=64, mixed_precision=precision)

@@ -3,7 +3,7 @@
 A stage's numbers depend on its script and on every repository module the script imports,
 directly or through other modules. Listing those modules by hand in each stage of
 ``dvc.yaml`` was both incomplete (a module reached only through another one, such as
-``pipa/world.py`` through ``pipa/workflow.py``, was missing, so editing it re-ran nothing)
+``pipa/world.py`` through the stages' shared workflow module, was missing, so editing it re-ran nothing)
 and slow: 96 stages x ~12 module files is ~1,100 hash checks and ~4,500 lines of
 ``dvc.lock`` that every ``dvc repro``, even a no-op, reads and checks.
 

@@ -14,7 +14,6 @@ prompts in one call get different samples.
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -406,96 +405,3 @@ def step_beam_search(
         pool = finished or plist
         out.append(max(pool, key=lambda b: b.score).text if pool else "")
     return out
-
-
-# --------------------------------------------------------------------------- backends
-
-
-class HFGenerator:
-    """The in-process transformers backend behind the common ``generate`` interface."""
-
-    def __init__(self, model, tokenizer) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-
-    def generate(
-        self,
-        prompts: list[str],
-        *,
-        max_new_tokens: int,
-        batch_size: int,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        stop_strings: tuple[str, ...] = (),
-        seed: int | None = None,
-        progress: bool = False,
-    ) -> list[str]:
-        return generate(
-            self.model,
-            self.tokenizer,
-            prompts,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            temperature=temperature,
-            top_p=top_p,
-            stop_strings=stop_strings,
-            seed=seed,
-            progress=progress,
-        )
-
-
-class VLLMGenerator:
-    """Optional vLLM backend (GPU users); ``vllm`` is imported lazily and is not a dependency.
-
-    ``batch_size`` is accepted for interface parity; vLLM schedules batches itself.
-    """
-
-    def __init__(self, model_path: str, **llm_kwargs) -> None:
-        try:
-            import vllm
-        except ImportError as err:
-            raise ImportError(
-                "the vLLM backend needs the optional package vllm, which is not installed: "
-                "run `pip install vllm` (GPU machines only) or use backend='hf'"
-            ) from err
-        self._vllm = vllm
-        self.llm = vllm.LLM(model=model_path, **llm_kwargs)
-
-    def generate(
-        self,
-        prompts: list[str],
-        *,
-        max_new_tokens: int,
-        batch_size: int,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        stop_strings: tuple[str, ...] = (),
-        seed: int | None = None,
-        progress: bool = False,
-    ) -> list[str]:
-        params = self._vllm.SamplingParams(
-            temperature=temperature,
-            top_p=top_p,
-            max_tokens=max_new_tokens,
-            stop=list(stop_strings) or None,
-            include_stop_str_in_output=True,
-            seed=seed,
-            skip_special_tokens=True,
-        )
-        outs = self.llm.generate(list(prompts), params, use_tqdm=progress)
-        return [o.outputs[0].text for o in outs]
-
-
-def get_generator(backend: str = "hf", **kwargs):
-    """``get_generator("hf", model=..., tokenizer=...)`` or ``get_generator("vllm",
-    model_path=..., **llm_kwargs)``; both return an object with the ``generate`` signature
-    (without model and tokenizer)."""
-    if backend == "hf":
-        return HFGenerator(kwargs["model"], kwargs["tokenizer"])
-    if backend == "vllm":
-        return VLLMGenerator(**kwargs)
-    raise ValueError(f"unknown generation backend {backend!r}; expected 'hf' or 'vllm'")
-
-
-def tokens_per_second(n_tokens: int, seconds: float) -> float:
-    return n_tokens / seconds if seconds > 0 else math.inf

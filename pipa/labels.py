@@ -285,3 +285,15 @@ def build_setting(
         "zero_share_by_threshold": by_threshold,
     }
     return records, stats
+
+
+def solutions_records(solutions, correct_only: bool = False) -> list[dict]:
+    """AlphaMath solutions as labelled-record dicts (answer-level labels), for SFT/priors."""
+    rows = []
+    for s in solutions:
+        if correct_only and not s.correct:
+            continue
+        rows.append({"rid": s.sid, "sid": s.sid, "qid": s.qid, "question": s.question,
+                     "steps": s.steps, "correct": s.correct,
+                     "step_labels": [int(s.correct)] * len(s.steps), "pair": None})
+    return rows

@@ -41,6 +41,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pipa.loss_terms import (
+    _NAN,
+    LossOutput,
+    Reduction,
+    _batch_mean,
+    _check_2d,
+    _check_batch,
+    _check_mask,
+    _check_reduction,
+    _clean,
+    _labels,
+    _mean_or_nan,
+    _reduce_tokens,
+    _require,
+    _reward_logs,
+    _sft_term,
+    log1mexp,
+    masked_sum,
+    sequence_reward,
+    sft_loss,
+)
+
 __all__ = [
     "ALGORITHMS",
     "PIPA_M_CLIP",
@@ -68,135 +90,9 @@ __all__ = [
     "step_kto_orig_loss",
 ]
 
-Reduction = Literal["sum", "mean"]
-LossOutput = tuple[Tensor, dict[str, Tensor]]
-
 #: PIPA-M clips F_t = f_t g_t / p_t to [0, 1 - PIPA_M_CLIP] (paper Section 2.6, eps = 1e-6).
 PIPA_M_CLIP = 1e-6
 _LOG_CLIP = math.log1p(-PIPA_M_CLIP)  # log(1 - 1e-6)
-_NAN = float("nan")
-
-
-# --------------------------------------------------------------------------------------
-# input checks
-# --------------------------------------------------------------------------------------
-
-
-def _check_2d(fn: str, ref_name: str, ref: Tensor, **others: Tensor | None) -> None:
-    """Raise ValueError unless every tensor in ``others`` has the shape of ``ref``."""
-    if not isinstance(ref, Tensor):
-        raise TypeError(f"{fn}: {ref_name} must be a tensor, got {type(ref).__name__}")
-    if ref.dim() != 2:
-        raise ValueError(f"{fn}: {ref_name} must be a (B, T) tensor, got {tuple(ref.shape)}")
-    for name, t in others.items():
-        if t is None:
-            continue
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{fn}: {name} must be a tensor, got {type(t).__name__}")
-        if t.shape != ref.shape:
-            raise ValueError(
-                f"{fn}: {name} has shape {tuple(t.shape)}, expected {tuple(ref.shape)} "
-                f"(the shape of {ref_name})"
-            )
-
-
-def _check_mask(fn: str, name: str, mask: Tensor) -> None:
-    if mask.dtype != torch.bool:
-        raise ValueError(f"{fn}: {name} must be a bool tensor, got dtype {mask.dtype}")
-
-
-def _check_batch(fn: str, name: str, t: Tensor | None, batch: int) -> None:
-    if t is None:
-        return
-    if not isinstance(t, Tensor):
-        raise TypeError(f"{fn}: {name} must be a tensor, got {type(t).__name__}")
-    if t.shape != (batch,):
-        raise ValueError(f"{fn}: {name} has shape {tuple(t.shape)}, expected ({batch},)")
-
-
-def _require(fn: str, **tensors: Tensor | None) -> None:
-    for name, t in tensors.items():
-        if t is None:
-            raise ValueError(f"{fn}: missing required input {name!r}")
-
-
-def _check_reduction(fn: str, reduction: str) -> None:
-    if reduction not in ("sum", "mean"):
-        raise ValueError(f"{fn}: reduction must be 'sum' or 'mean', got {reduction!r}")
-
-
-# --------------------------------------------------------------------------------------
-# building blocks
-# --------------------------------------------------------------------------------------
-
-
-def _clean(x: Tensor, mask: Tensor) -> Tensor:
-    """float32 copy of ``x`` with masked-out positions replaced by 0 (no gradient leaks)."""
-    return torch.where(mask, x.float(), torch.zeros((), dtype=torch.float32, device=x.device))
-
-
-def masked_sum(x: Tensor, mask: Tensor) -> Tensor:
-    """(B, T) -> (B,): sum of ``x`` over positions where ``mask`` is True (0 if none)."""
-    return _clean(x, mask).sum(-1)
-
-
-def sequence_reward(policy_logps: Tensor, prior_logps: Tensor, mask: Tensor) -> Tensor:
-    """Implicit reward R(S) = sum_{t in S} (log f_t - log p_t), (B, T) -> (B,)."""
-    return (_clean(policy_logps, mask) - _clean(prior_logps, mask)).sum(-1)
-
-
-def _reduce_tokens(per_token: Tensor, mask: Tensor, reduction: str) -> Tensor:
-    """(B, T) -> (B,): sum over response tokens, or that sum / number of response tokens."""
-    total = _clean(per_token, mask).sum(-1)
-    if reduction == "mean":
-        total = total / mask.sum(-1).clamp(min=1).to(total.dtype)
-    return total
-
-
-def _batch_mean(x: Tensor, weight: Tensor | None = None) -> Tensor:
-    """Mean of ``x`` (B,) over the rows where ``weight`` is True; 0 (with graph) if none."""
-    if weight is None:
-        weight = torch.ones_like(x, dtype=torch.bool)
-    x = torch.where(weight, x, torch.zeros((), dtype=x.dtype, device=x.device))
-    return x.sum() / weight.sum().clamp(min=1).to(x.dtype)
-
-
-def _mean_or_nan(x: Tensor, weight: Tensor) -> Tensor:
-    """Detached mean of ``x`` (B,) over rows where ``weight``; NaN when no row qualifies."""
-    x = x.detach().float()
-    if not bool(weight.any()):
-        return torch.tensor(_NAN, dtype=torch.float32, device=x.device)
-    return x[weight].mean()
-
-
-def _reward_logs(reward: Tensor, is_correct: Tensor | None) -> dict[str, Tensor]:
-    if is_correct is None:
-        nan = torch.tensor(_NAN, dtype=torch.float32, device=reward.device)
-        return {"reward_correct": nan, "reward_incorrect": nan.clone()}
-    is_correct = is_correct.to(torch.bool)
-    return {
-        "reward_correct": _mean_or_nan(reward, is_correct),
-        "reward_incorrect": _mean_or_nan(reward, ~is_correct),
-    }
-
-
-def _labels(token_labels: Tensor) -> Tensor:
-    """Token labels as bool (c_t = 1 where the label is > 0.5)."""
-    return token_labels > 0.5 if token_labels.dtype != torch.bool else token_labels
-
-
-def log1mexp(u: Tensor) -> Tensor:
-    """log(1 - exp(u)) for u <= 0, accurate everywhere (Maechler's log1mexp).
-
-    Uses log(-expm1(u)) for u > -log 2 and log1p(-exp(u)) below; both branches are finite
-    for u < 0, so neither the value nor the gradient of the unused branch can be NaN.
-    """
-    near_zero = u > -math.log(2.0)
-    safe_near = torch.where(near_zero, u, torch.full_like(u, -1.0))
-    safe_far = torch.where(near_zero, torch.full_like(u, -1.0), u)
-    return torch.where(
-        near_zero, torch.log(-torch.expm1(safe_near)), torch.log1p(-torch.exp(safe_far))
-    )
 
 
 def kto_z0(
@@ -215,52 +111,6 @@ def kto_z0(
         if r_kl.numel() == 0:
             return torch.zeros((), dtype=torch.float32, device=r_kl.device)
         return r_kl.mean().clamp(min=0.0)
-
-
-def _sft_term(
-    fn: str, policy_logps: Tensor, mask: Tensor, is_correct: Tensor | None, reduction: str
-) -> tuple[Tensor, Tensor]:
-    """Batch-mean NLL -sum_t log f_t (or per-token mean) over the correct rows; also NLL."""
-    nll = -_reduce_tokens(policy_logps, mask, reduction)
-    weight = None if is_correct is None else is_correct.to(torch.bool)
-    return _batch_mean(nll, weight), nll
-
-
-# --------------------------------------------------------------------------------------
-# SFT
-# --------------------------------------------------------------------------------------
-
-
-def sft_loss(
-    *,
-    policy_logps: Tensor,
-    mask: Tensor,
-    is_correct: Tensor | None = None,
-    prior_logps: Tensor | None = None,
-    reduction: Reduction = "sum",
-    **unused: Any,
-) -> LossOutput:
-    """SFT: L = -sum_t log f_t on correct answers (batch mean over the correct rows).
-
-    Shapes: ``policy_logps``, ``mask`` (and ``prior_logps``, used only for the reward logs)
-    (B, T); ``is_correct`` (B,). Rows with ``is_correct`` False are left out (the trainer
-    normally feeds correct answers only, ``correct_only=True``); without ``is_correct`` every
-    row counts. ``reduction="mean"`` divides each row's NLL by its number of tokens.
-    Logs: ``nll`` (mean NLL of the counted rows), ``reward_correct``/``reward_incorrect``
-    (NaN without ``prior_logps``).
-    """
-    fn = "sft_loss"
-    _check_2d(fn, "policy_logps", policy_logps, mask=mask, prior_logps=prior_logps)
-    _check_mask(fn, "mask", mask)
-    _check_batch(fn, "is_correct", is_correct, policy_logps.shape[0])
-    _check_reduction(fn, reduction)
-    loss, nll = _sft_term(fn, policy_logps, mask, is_correct, reduction)
-    if prior_logps is not None:
-        logs = _reward_logs(sequence_reward(policy_logps, prior_logps, mask), is_correct)
-    else:
-        logs = _reward_logs(nll, None)
-    logs["nll"] = loss.detach()
-    return loss, logs
 
 
 # --------------------------------------------------------------------------------------

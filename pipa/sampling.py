@@ -82,3 +82,31 @@ def sample_solutions(model, tok, problems: list[dict], *, format_prompt, n_sampl
              "sample_accuracy": n_correct / max(1, len(solutions)),
              "seconds": round(time.perf_counter() - started, 1)}
     return rows, stats
+
+
+def sample_alphamath(params: dict, base_dir: str, world_dir: str, out_path: str,
+                     stats_path: str) -> dict:
+    """The ``sample`` stage: ``sampling.n_problems`` training problems of the world, solved
+    ``sampling.samples_per_problem`` times by the ``sampling.model`` base model, every step
+    valued by rollouts, written in AlphaMath's format (``out_path``) with stats."""
+    from pipa import alphamath, world
+    from pipa import config as C
+    from pipa.evaluation import load_split, subsample
+    from pipa.io import write_json
+    from pipa.model_io import load_policy_model, prompt_formatter
+    from pipa.training import setup_runtime
+
+    cfg = C.get(params, "sampling")
+    seed = int(C.get(params, "seed"))
+    setup_runtime(int(C.get(params, "runtime.threads")), seed)
+    tok, model = load_policy_model(params, cfg["model"], base_dir, on_device=True)
+    problems = subsample(load_split(world_dir, "train"), cfg.get("n_problems"), seed)
+    rows, stats = sample_solutions(
+        model, tok, problems, format_prompt=prompt_formatter(params, cfg["model"], tok),
+        n_samples=int(cfg["samples_per_problem"]), n_rollouts=int(cfg["rollouts"]),
+        temperature=float(cfg["temperature"]), max_new_tokens=int(cfg["max_new_tokens"]),
+        batch_size=int(cfg["batch_size"]), seed=seed, check=world.check,
+        include_gold=bool(cfg.get("include_gold", False)))
+    alphamath.write(out_path, rows)
+    write_json(stats_path, stats)
+    return stats

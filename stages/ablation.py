@@ -9,10 +9,11 @@ import argparse
 
 import _boot
 
+from pipa.align import align_cell
 from pipa.config import ConfigError, get
+from pipa.evaluation import evaluate_folder
 from pipa.io import atomic_path
 from pipa.losses import ALGORITHMS
-from pipa.workflow import align_cell, evaluate_folder
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--name", required=True)

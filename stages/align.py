@@ -9,9 +9,10 @@ import argparse
 
 import _boot
 
+from pipa.align import align_cell
+from pipa.evaluation import evaluate_folder
 from pipa.losses import ALGORITHMS
 from pipa.training import end_distributed, is_main_process
-from pipa.workflow import align_cell, evaluate_folder
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--algorithm", required=True)

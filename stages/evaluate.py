@@ -4,7 +4,7 @@ import argparse
 
 import _boot
 
-from pipa.workflow import evaluate_folder
+from pipa.evaluation import evaluate_folder
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--model", required=True, help="model family (ds, qw, ...)")

@@ -4,7 +4,7 @@ import argparse
 
 import _boot
 
-from pipa.workflow import compute_prior
+from pipa.prior import compute_prior
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--model", required=True)

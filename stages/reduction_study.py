@@ -14,10 +14,11 @@ from pathlib import Path
 
 import _boot
 
+from pipa.align import align_cell
 from pipa.config import get
+from pipa.evaluation import evaluate_folder
 from pipa.io import atomic_path, write_json
 from pipa.losses import ALGORITHMS
-from pipa.workflow import align_cell, evaluate_folder
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--work", default="runs/reduction_study")

@@ -9,8 +9,9 @@ import argparse
 import _boot
 
 from pipa import alphamath
+from pipa.finetune import finetune
+from pipa.labels import solutions_records
 from pipa.training import end_distributed, is_main_process
-from pipa.workflow import finetune, solutions_records
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--model", required=True)

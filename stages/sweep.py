@@ -10,11 +10,12 @@ import argparse
 import _boot
 
 from pipa import alphamath
+from pipa.align import align_cell
 from pipa.config import check_threshold, get
+from pipa.evaluation import evaluate_folder
 from pipa.io import atomic_path, write_json, write_jsonl
 from pipa.labels import build_setting
 from pipa.losses import ALGORITHMS
-from pipa.workflow import align_cell, evaluate_folder
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--threshold", type=float, required=True)

@@ -83,7 +83,7 @@ def test_write_manifests_is_whole_or_nothing(toy):
 
 def test_the_align_stage_runs_modules_the_old_hand_lists_missed():
     files = manifest(ROOT / "stages/align.py", ROOT)["files"]
-    # reached only through functions of pipa/workflow.py or through stages/_boot.py
+    # reached only through functions of pipa/align.py and its helpers or through stages/_boot.py
     for module in ("pipa/losses.py", "pipa/world.py", "pipa/config.py", "pipa/alphamath.py",
                    "stages/_boot.py", "stages/align.py"):
         assert module in files
@@ -104,6 +104,21 @@ def test_long_stages_do_not_depend_on_code_they_never_run():
                                    "pipa/world.py", "stages/_boot.py", "stages/world.py"}
     assert "pipa/losses.py" not in closure("labels.py")
     assert "pipa/losses.py" in closure("preflight.py")  # it checks the algorithm names
+
+
+def test_a_loss_edit_reruns_the_cells_never_sampling_sft_the_priors_or_their_evaluation():
+    """The stages upstream of alignment never import the preference losses or the cell's
+    code: editing DPO's loss (or how a cell picks its lr) re-runs the cells and what reads
+    them, not the samples, the SFT models, the priors or the SFT evaluation."""
+    def closure(script: str) -> set[str]:
+        return set(manifest(ROOT / "stages" / script, ROOT)["files"])
+
+    for script in ("sample.py", "sft.py", "prior.py", "evaluate.py"):
+        files = closure(script)
+        assert "pipa/losses.py" not in files and "pipa/align.py" not in files, script
+    assert "pipa/labels.py" not in closure("evaluate.py")  # evaluation reads no labels
+    for script in ("align.py", "ablation.py", "sweep.py", "reduction_study.py"):
+        assert {"pipa/losses.py", "pipa/align.py"} <= closure(script), script
 
 
 def _dvc_stages() -> dict:

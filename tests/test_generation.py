@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipa import generation
-from pipa.generation import generate, get_generator, step_beam_search
+from pipa.generation import generate, step_beam_search
 
 CHARS = string.ascii_letters + string.digits + " \n.:+-*=?"
 
@@ -226,27 +226,3 @@ def test_step_logprobs_match_forward(model, tok):
     n = len(tok(prompt)["input_ids"])
     expect = sum(logp[n - 1 + k, t].item() for k, t in enumerate(res.token_ids))
     assert res.logprob == pytest.approx(expect, abs=1e-4)
-
-
-def test_vllm_backend_missing_is_clear(monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def fake_import(name, *a, **k):
-        if name == "vllm" or name.startswith("vllm."):
-            raise ImportError("No module named 'vllm'")
-        return real_import(name, *a, **k)
-
-    monkeypatch.setattr(builtins, "__import__", fake_import)
-    with pytest.raises(ImportError, match="pip install vllm"):
-        get_generator("vllm", model_path="x")
-
-
-def test_hf_generator_same_as_function(model, tok):
-    g = get_generator("hf", model=model, tokenizer=tok)
-    assert g.generate(PROMPTS, max_new_tokens=5, batch_size=2) == generate(
-        model, tok, PROMPTS, max_new_tokens=5, batch_size=2
-    )
-    with pytest.raises(ValueError):
-        get_generator("nope")

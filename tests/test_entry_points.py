@@ -9,8 +9,8 @@ import pytest
 
 from pipa import world
 from pipa.config import load_params
+from pipa.evaluation import evaluate_model
 from pipa.models import build_model, train_tokenizer
-from pipa.workflow import evaluate_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,7 @@ def test_unknown_decoding_is_refused(tiny):
 def test_saved_world_tokenizer_round_trips_through_model_folder(tmp_path, family):
     """Regression: AutoTokenizer rebuilt a Qwen2-family folder's tokenizer with Qwen2's
     byte-level pre-tokenizer, dropping every space and newline of the world's text."""
-    from pipa.workflow import load_policy_model
+    from pipa.model_io import load_policy_model
 
     text = "Q: Max 20 toys *3 -8 ?\nA:\n20*3=60\n60-8=52\nAnswer: 52\n"
     tok = train_tokenizer([text] * 20, 128, tmp_path)
@@ -77,7 +77,8 @@ def test_finetune_with_lora_saves_a_merged_plain_model(tiny, tmp_path):
     plain model (merged weights, no adapter files) that load_policy_model reads as before."""
     import torch
 
-    from pipa.workflow import finetune, load_policy_model
+    from pipa.finetune import finetune
+    from pipa.model_io import load_policy_model
 
     params, tok, model, _ = tiny
     params = copy.deepcopy(params)

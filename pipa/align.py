@@ -1,0 +1,230 @@
+"""One alignment cell: an algorithm × model × seed trained on one setting's labelled data,
+once per learning rate of the grid, keeping the lr best on validation.
+
+``align_cell`` reads the cell's inputs once (``prepare_cell``), trains and validates each
+candidate (``train_candidate``, in forked workers or inline: the same numbers either way,
+``pipa.parallel``) and writes the chosen one whole (``pipa.io.atomic_path``).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pipa import config as C
+from pipa.evaluation import eval_problems, subsample, validation_accuracy
+from pipa.io import read_jsonl, write_json
+from pipa.live import forked_live
+from pipa.model_io import load_policy_model, prompt_formatter, with_lora
+
+
+@dataclass
+class Cell:
+    """What every lr candidate of a cell shares: the same start, data, batches and prior."""
+
+    params: dict
+    algorithm: str
+    model_name: str
+    seed: int
+    spec: object                 # pipa.losses.AlgorithmSpec
+    tok: object
+    sft_model: torch.nn.Module
+    sft_dir: str
+    examples: int
+    skipped: int
+    plan: list                   # the batches, planned once: every candidate sees them
+    prior: dict                  # solution id -> the prior's per-token log-probs
+    mismatched_prior: dict | None  # KTO's reference on the mismatched pairs of the plan
+    hparams: dict
+    val: list[dict]              # validation problems (never test) that pick the lr
+    accelerator: object
+    precision: str
+    n_steps: int
+    batch_size: int
+    grad_accum: int
+
+
+def prepare_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
+                 labels_path: str | Path, prior_path: str | Path, sft_dir: str | Path,
+                 world_dir: str | Path) -> Cell:
+    """Load the SFT model, the labelled data and the cached prior, and plan the batches."""
+    from safetensors.torch import load_file
+
+    from pipa.examples import build_examples
+    from pipa.losses import ALGORITHMS
+    from pipa.prior import response_logps
+    from pipa.training import (
+        batch_plan,
+        make_accelerator,
+        mismatched_examples,
+        resolve_precision,
+        setup_runtime,
+        steps_for,
+    )
+
+    if algorithm not in ALGORITHMS:
+        raise C.ConfigError(f"unknown algorithm {algorithm!r}; valid: {sorted(ALGORITHMS)}")
+    spec = ALGORITHMS[algorithm]
+    acfg = C.get(params, "align")
+    setup_runtime(int(C.get(params, "runtime.threads")), seed)
+    tok, sft_model = load_policy_model(params, model_name, sft_dir)
+    fmt = prompt_formatter(params, model_name, tok)
+    max_len = int(C.get(params, f"model_families.{model_name}.arch.max_len"))
+    records = read_jsonl(labels_path)
+    examples, skipped = build_examples(records, tok, fmt, max_len)
+    prior = load_file(str(prior_path))
+    missing = [e.sid for e in examples if e.sid not in prior]
+    if missing:
+        raise ValueError(f"{prior_path}: no prior log-probs for {len(missing)} solutions "
+                         f"(e.g. {missing[:3]}); re-run the prior stage")
+    bsz = int(acfg["batch_size"])
+    grad_accum = int(acfg["grad_accum"])
+    accelerator = make_accelerator(grad_accum, bsz, C.get(params, "runtime.device"))
+    n_steps = steps_for(len(examples), bsz, float(acfg["epochs"]))
+    precision = resolve_precision(C.get(params, "runtime.mixed_precision"), accelerator.device)
+    plan = list(batch_plan(examples, spec.data_kind, spec.correct_only, bsz, n_steps, seed,
+                           grad_accum=grad_accum, num_processes=accelerator.num_processes,
+                           process_index=accelerator.process_index,
+                           length_groups=int(acfg["length_groups"])))
+    mismatched_prior = None
+    if spec.needs_mismatched:
+        # KTO's z0 needs the reference (the SFT model) on the pairs (x_i, y_{i+1}) that the
+        # batches build; the plan fixes them, so they are scored here, once for every
+        # candidate, and the loop reads them like the cached prior.
+        mismatched_prior = response_logps(
+            sft_model.to(accelerator.device), tok,
+            mismatched_examples(plan, spec.data_kind),
+            int(C.get(params, "eval.batch_size")), precision)
+    hparams = {"beta": float(acfg["beta"]), "reduction": acfg["reduction"],
+               "ipo_normalize": bool(acfg["ipo_normalize"]), "sft_coef": float(acfg["sft_coef"])}
+    val = subsample(eval_problems(params, world_dir, "val"), acfg.get("val_problems"),
+                    int(C.get(params, "seed")))
+    return Cell(params=params, algorithm=algorithm, model_name=model_name, seed=seed,
+                spec=spec, tok=tok, sft_model=sft_model, sft_dir=str(sft_dir),
+                examples=len(examples), skipped=skipped, plan=plan, prior=prior,
+                mismatched_prior=mismatched_prior, hparams=hparams, val=val,
+                accelerator=accelerator, precision=precision, n_steps=n_steps,
+                batch_size=bsz, grad_accum=grad_accum)
+
+
+def train_candidate(cell: Cell, job: tuple[float, str], progress: bool = True) -> dict:
+    """Train and validate one lr of the grid into its own folder (a forked worker or this
+    process). Every candidate starts from the same weights, seed and batches."""
+    from pipa.training import alignment_step, fit, full_weights_holder
+    from pipa.value_head import PolicyWithValueHead, ValueHead
+
+    lr, folder = job
+    folder = Path(folder)
+    acfg = C.get(cell.params, "align")
+    accelerator = cell.accelerator
+    torch.manual_seed(cell.seed)  # before the copy: LoRA's and the head's init draw from it
+    model = copy.deepcopy(cell.sft_model)
+    if acfg["lora"]["enabled"]:
+        model = with_lora(model, acfg["lora"])
+    head = (ValueHead(cell.sft_model.config.hidden_size).to(accelerator.device)
+            if cell.spec.needs_value_head else None)
+    policy = PolicyWithValueHead(model, head)
+    policy.train()
+    holder, gather = full_weights_holder(accelerator, policy)
+    step_fn = alignment_step(cell.spec, policy, iter(cell.plan), cell.prior,
+                             cell.tok.pad_token_id, cell.hparams,
+                             mismatched_prior=cell.mismatched_prior)
+    live = forked_live(folder / "dvclive") if accelerator.is_main_process else None
+    last = fit(list(policy.parameters()), step_fn, cell.n_steps, lr=lr,
+               warmup=int(float(acfg["warmup_ratio"]) * cell.n_steps),
+               min_lr_ratio=float(acfg["min_lr_ratio"]), grad_clip=float(acfg["grad_clip"]),
+               live=live, desc=f"{cell.algorithm} {cell.model_name} s{cell.seed} lr={lr:g}",
+               progress=progress, grad_accum=cell.grad_accum, accelerator=accelerator,
+               model=policy, mixed_precision=cell.precision, on_trained=gather)
+    if live is not None:
+        live.end()
+    model, head = holder.model, holder.value_head  # full weights, also under FSDP
+    # Validate on a copy: merging LoRA in place would corrupt the adapter we save.
+    eval_model = copy.deepcopy(model)
+    if acfg["lora"]["enabled"]:
+        eval_model = eval_model.merge_and_unload()
+    acc = validation_accuracy(cell.params, cell.model_name, cell.tok, eval_model, cell.val)
+    if accelerator.is_main_process:
+        save_policy(model, head, cell.tok, folder / "model", lora=acfg["lora"]["enabled"],
+                    base_dir=cell.sft_dir)
+    final = {k: v for k, v in last.items() if k != "tokens_per_s"}  # wall-clock
+    print(f"  {cell.algorithm} {cell.model_name} s{cell.seed} lr={lr:g}: "
+          f"validation accuracy {acc:.4f}", flush=True)
+    return {"lr": lr, "val_accuracy": acc, "final": final}
+
+
+def save_policy(model, head, tok, model_dir: Path, *, lora: bool, base_dir: str) -> None:
+    """A trained policy as a model folder: full weights and tokenizer, or a LoRA adapter
+    naming its base; the value head beside it when there is one."""
+    from pipa.value_head import save_value_head
+
+    model.save_pretrained(model_dir)
+    if lora:
+        # peft writes target_modules from a set, in hash order: sort it so the same
+        # seed gives the same bytes in every process.
+        adapter_cfg = model_dir / "adapter_config.json"
+        cfg = json.loads(adapter_cfg.read_text())
+        if isinstance(cfg.get("target_modules"), list):
+            cfg["target_modules"] = sorted(cfg["target_modules"])
+        write_json(adapter_cfg, cfg)
+        write_json(model_dir / "pipa_model.json", {"adapter": True, "base": base_dir})
+    else:
+        tok.save_pretrained(model_dir)
+        write_json(model_dir / "pipa_model.json", {"adapter": False})
+    if head is not None:
+        save_value_head(head, model_dir)
+
+
+def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
+               labels_path: str | Path, prior_path: str | Path, sft_dir: str | Path,
+               world_dir: str | Path, out_dir: str | Path) -> dict:
+    """Train one grid cell over the learning-rate grid; keep the lr best on validation.
+
+    Output folder: the selected model (full weights, or a LoRA adapter naming its base),
+    the value head when the algorithm has one, ``dvclive/`` of the selected run and
+    ``train.json`` (validation accuracy of every lr tried, steps, timings).
+    """
+    from pipa.parallel import fork_map, worker_plan
+    from pipa.training import machine, main_process_path
+
+    cell = prepare_cell(params, algorithm=algorithm, model_name=model_name, seed=seed,
+                        labels_path=labels_path, prior_path=prior_path, sft_dir=sft_dir,
+                        world_dir=world_dir)
+    accelerator = cell.accelerator
+    threads = int(C.get(params, "runtime.threads"))
+    workers = int(C.get(params, "runtime.workers"))
+    if accelerator.num_processes > 1 or accelerator.device.type != "cpu":
+        workers = 1  # candidates share the device(s): one after another
+    grid = C.lr_grid(params, algorithm)
+    single_process = worker_plan(threads, workers, len(grid))[0] == 1
+    train = functools.partial(train_candidate, cell, progress=single_process)
+    started = time.perf_counter()
+    with main_process_path(accelerator, out_dir) as tmp:  # other processes: a scratch path
+        tmp.mkdir()
+        jobs = [(lr, str(tmp / f"candidate_lr{lr:g}")) for lr in grid]
+        tried = fork_map(train, jobs, threads=threads, workers=workers)
+        # The first best on validation wins ties: the smaller lr of the grid's order.
+        best = max(range(len(tried)), key=lambda i: (tried[i]["val_accuracy"], -i))
+        lr, acc = tried[best]["lr"], tried[best]["val_accuracy"]
+        if not accelerator.is_main_process:  # only the main process saves
+            return {"selected_lr": lr, "val_accuracy": acc, "steps": cell.n_steps,
+                    "seconds": round(time.perf_counter() - started, 1)}
+        chosen = Path(jobs[best][1])
+        shutil.move(str(chosen / "model"), str(tmp / "model"))
+        shutil.move(str(chosen / "dvclive"), str(tmp / "dvclive"))
+        for _, folder in jobs:
+            shutil.rmtree(folder)
+        summary = {"algorithm": algorithm, "model": model_name, "seed": seed,
+                   "steps": cell.n_steps, "batch_size": cell.batch_size,
+                   "examples": cell.examples, "skipped": cell.skipped, "selected_lr": lr,
+                   "val_accuracy": acc, "lr_grid": tried, "precision": cell.precision,
+                   "machine": machine()}
+        write_json(tmp / "train.json", summary)
+    return {**summary, "seconds": round(time.perf_counter() - started, 1)}
