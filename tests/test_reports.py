@@ -77,7 +77,7 @@ def make_tree(root: Path) -> None:
     steps = np.arange(20)
     for m in PARAMS["models"]:
         _write_eval(root, f"runs/sft/{m}", 15)
-        for setting, algs in reports._settings(PARAMS).items():
+        for setting, algs in reports.grid._settings(PARAMS).items():
             for alg in algs:
                 for s in PARAMS["seeds"]:
                     run = reports.main_cell(PARAMS, m, s, setting, alg).run_dir

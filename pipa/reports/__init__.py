@@ -1,0 +1,92 @@
+"""Tables 1-4, Figures 3-5, the paired bootstrap and the generated reports/README.md.
+
+Everything is driven by the grid in ``params.yaml``: the expected run cells are computed
+from params (never globbed), ``collect`` checks all of them before any work and raises one
+error naming every missing file with its DVC stage, and ``build`` writes every output whole.
+
+Modules: ``grid`` (expected cells and files, ``collect``), ``stats`` (means, the paired
+bootstrap, ``significance``), ``tables`` (``table1``, ``ablation_table``), ``figures``
+(Figures 3-5, ``dvc_plots_spec``), ``findings`` (``agreement``, the README); ``build``
+here writes them all. The names below are the package's public API.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from pipa.cells import cell_table, study_provenance
+from pipa.reports.figures import (
+    _write_csv,
+    dvc_plots_spec,
+    figure3,
+    figure4,
+    figure5,
+    threshold_sweep,
+)
+from pipa.reports.findings import _write_text, agreement, readme
+from pipa.reports.grid import (
+    Cell,
+    Collected,
+    MissingCellsError,
+    _expected_figures,
+    collect,
+    expected_cells,
+    expected_files,
+    main_cell,
+)
+from pipa.reports.stats import SIGNIFICANCE_COLUMNS, _summary, paired_bootstrap, significance
+from pipa.reports.tables import Table, ablation_table, fmt_cell, table1
+
+__all__ = ["SIGNIFICANCE_COLUMNS", "Cell", "Collected", "MissingCellsError", "Table",
+           "ablation_table", "build", "collect", "dvc_plots_spec", "expected_cells",
+           "expected_files", "fmt_cell", "main_cell", "paired_bootstrap", "significance",
+           "table1"]
+
+
+def build(params: dict, root: str | Path, out: str | Path) -> dict:
+    """Collect the grid under ``root`` and write every report file under ``out``."""
+    col = collect(params, root)
+    out = Path(out)
+    summary = _summary(col)
+    sig = significance(col, summary)
+    tables = [table1(col, summary, sig)]
+    # Every ablation table params name (2-4 are the paper's; a new number gets its own).
+    for n in sorted({int(s.get("table", 0)) for s in params.get("ablations", {}).values()
+                     if s is not None}):
+        t = ablation_table(col, n, summary, sig)
+        if t is not None:
+            tables.append(t)
+    written = []
+    for t in tables:
+        stem = out / f"table{t.number}"
+        _write_text(stem.with_suffix(".md"), t.markdown())
+        _write_text(stem.with_suffix(".tex"), t.latex())
+        _write_csv(t.long, stem.with_suffix(".csv"))
+        written += [f"table{t.number}.{x}" for x in ("md", "tex", "csv")]
+    _write_csv(sig.round({"mean_a": 4, "mean_b": 4, "diff": 4, "p_boot": 4}),
+               out / "significance.csv")
+    curves3 = figure3(col, out)
+    curves4 = figure4(col, out)
+    sweep = threshold_sweep(col, summary) if params.get("sweep_thresholds") else pd.DataFrame()
+    figure5(col, out, sweep)
+    for model, wide in curves3.items():
+        _write_csv(wide, out / "plots" / f"fig3_value_likelihood_{model}.csv")
+    for model, wide in curves4.items():
+        _write_csv(wide, out / "plots" / f"fig4_implicit_reward_{model}.csv")
+    if len(sweep):
+        wide = sweep.pivot(index="threshold", columns="model", values="mean")
+        wide.columns = [f"mean_{m}" for m in wide.columns]
+        _write_csv(wide.reset_index(), out / "plots" / "fig5_threshold.csv")
+    figures = _expected_figures(col)
+    findings = agreement(col, summary, sig, curves3, curves4, sweep)
+    # What pipa.compare checks beside the tables: per-cell records and what computed them.
+    _write_csv(cell_table(col), out / "cells.csv")
+    prov = study_provenance(col)
+    _write_text(out / "provenance.json", json.dumps(prov, indent=2, sort_keys=True) + "\n")
+    _write_text(out / "README.md",
+                readme(col, tables, sig, findings, figures, prov))
+    return {"tables": written, "figures": figures, "findings": findings,
+            "significance": sig}

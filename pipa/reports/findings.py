@@ -1,0 +1,231 @@
+"""The report's prose: what agrees with the paper and what does not (``agreement``), and
+reports/README.md."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from pipa import paper_numbers as paper
+from pipa.io import atomic_path
+from pipa.reports.grid import Collected, _settings, _split_setting, _sweep
+from pipa.reports.stats import ALPHA, BOOT_SEED, N_BOOT, _lookup, _main_mean
+from pipa.reports.tables import Table, _columns, _paper_bench, benchmark_label, model_label
+
+
+def _count(pairs) -> tuple[int, int]:
+    pairs = [(a, b) for a, b in pairs if a is not None and b is not None
+             and not (isinstance(a, float) and math.isnan(a))]
+    return sum(a > b for a, b in pairs), len(pairs)
+
+
+def agreement(col: Collected, summary: pd.DataFrame, sig: pd.DataFrame,
+              curves3: dict, curves4: dict, sweep: pd.DataFrame) -> list[str]:
+    """Plain-word findings, each computed from the numbers next to the paper's."""
+    control = col.params.get("control")  # the control row: no baseline of the paper
+    out = []
+    cols = _columns(col, col.models)
+    directions = []  # (what, ours a > b, paper a > b) for every comparison the paper has
+
+    def direction(what, ours_a, ours_b, paper_a, paper_b):
+        if None not in (paper_a, paper_b) and not math.isnan(ours_a - ours_b):
+            directions.append((what, ours_a > ours_b, paper_a > paper_b))
+
+    # Table 1: each PIPA variant against each paper baseline of its block
+    for setting, algs in _settings(col.params).items():
+        data, labels = _split_setting(setting)
+        bases = [a for a in algs if a not in paper.PIPA_ALGORITHMS and a != control]
+        for p in [a for a in algs if a in paper.PIPA_ALGORITHMS]:
+            for base in bases:
+                ours = _count((_main_mean(summary, setting, p, m, b),
+                               _main_mean(summary, setting, base, m, b)) for m, b in cols)
+                pc = []
+                for m, b in cols:
+                    pb = _paper_bench(col.benchmarks, b)
+                    if pb:
+                        pair = (paper.paper_table1(data, labels, p, m, pb),
+                                paper.paper_table1(data, labels, base, m, pb))
+                        pc.append(pair)
+                        direction(f"{paper.display(p)} vs {paper.display(base)}, {data}/{labels}"
+                                  f", {_short_col(col, m, b)}",
+                                  _main_mean(summary, setting, p, m, b),
+                                  _main_mean(summary, setting, base, m, b), *pair)
+                pw, pn = _count(pc)
+                ptxt = f"paper: {pw} of {pn}" if pn else "paper: no numbers"
+                out.append(f"{paper.display(p)} beats {paper.display(base)} in {ours[0]} of "
+                           f"{ours[1]} columns of {data}/{labels} ({ptxt}).")
+    t1 = sig[sig["table"] == 1] if len(sig) else sig
+    for comp, what in (("vs_best_baseline", ("the best other algorithm of its block (control "
+                        "included)")),
+                       ("vs_best_paper_baseline", "the best of the paper's baselines"),
+                       (f"vs_{control}", "the continued-SFT control")):
+        s = t1[t1["comparison"] == comp] if len(t1) else t1
+        if len(s):
+            k = int(((s["p_boot"] < ALPHA) & (s["diff"] > 0)).sum())
+            lose = int((s["diff"] < 0).sum())
+            out.append(f"The best PIPA variant beats {what} beyond noise (p_boot < {ALPHA}) "
+                       f"in {k} of {len(s)} cells; it has the lower mean in {lose}. "
+                       "(The paper reports no significance tests and no control.)")
+    # the SFT start point
+    wins = 0
+    for m, b in cols:
+        best = max(_main_mean(summary, s, a, m, b)
+                   for s, algs in _settings(col.params).items() for a in algs
+                   if a != control)
+        wins += best > _lookup(summary, group="sft", model=m, benchmark=b)[0]
+    out.append(f"The best aligned model beats the SFT start point in {wins} of {len(cols)} "
+               "columns (the paper does not print the SFT accuracy).")
+    # step vs answer labels
+    settings = _settings(col.params)
+    for data in ("paired", "unpaired"):
+        sa, ss = f"{data}_answer", f"{data}_step"
+        if sa not in settings or ss not in settings:
+            continue
+        common = [a for a in settings[sa] if a in settings[ss] and a in paper.PIPA_ALGORITHMS]
+        for bi, b in enumerate(col.benchmarks[:2]):
+            ours = _count((_main_mean(summary, ss, a, m, b), _main_mean(summary, sa, a, m, b))
+                          for a in common for m in col.models)
+            pb = paper.PAPER_BENCHMARKS[bi]
+            pw, pn = _count((paper.paper_table1(data, "step", a, m, pb),
+                             paper.paper_table1(data, "answer", a, m, pb))
+                            for a in common for m in col.models)
+            out.append(f"Step-level labels beat answer-level labels for PIPA on {data} data, "
+                       f"{benchmark_label(col.params, col.benchmarks, b)}: {ours[0]} of "
+                       f"{ours[1]} model × variant pairs (paper, "
+                       f"{paper.PAPER_BENCHMARK_NAMES[pb]}: {pw} of {pn}).")
+    # ablations
+    for name in list(col.params.get("ablations", {})):
+        spec = col.params["ablations"][name]
+        ab_cols = _columns(col, list(col.params.get("ablation_models", [])))
+        pairs, ppairs = [], []
+        for m, b in ab_cols:
+            pairs.append((_lookup(summary, group="ablation", ablation=name, model=m,
+                                  benchmark=b)[0],
+                          _main_mean(summary, spec["setting"], spec["baseline"], m, b)))
+            pb = _paper_bench(col.benchmarks, b)
+            if pb:
+                ppairs.append((paper.paper_ablation(name, "row", m, pb),
+                               paper.paper_ablation(name, "baseline", m, pb)))
+                direction(f"{paper.ablation_display(name, spec)} vs "
+                          f"{paper.display(spec['baseline'])}, {_short_col(col, m, b)}",
+                          *pairs[-1], *ppairs[-1])
+        ours, (pw, pn) = _count(pairs), _count(ppairs)
+        s = sig[sig["comparison"] == f"ablation:{name}"] if len(sig) else sig
+        nsig = int((s["p_boot"] < ALPHA).sum()) if len(s) else 0
+        ptxt = f"paper: {pw} of {pn}" if pn else "paper: no numbers"
+        out.append(f"Table {spec.get('table')}: {paper.ablation_display(name, spec)} is above "
+                   f"{paper.display(spec['baseline'])} in {ours[0]} of {ours[1]} columns "
+                   f"({ptxt}); {nsig} of {len(s)} differences beyond noise (two-sided p_boot "
+                   f"< {ALPHA}).")
+    # figure 3
+    if curves3:
+        rise = tot = 0
+        for wide in curves3.values():
+            for c in wide.columns.drop("step"):
+                v = wide[c].dropna().to_numpy()
+                if v.size >= 2:
+                    tot += 1
+                    rise += v[-1] > v[0]
+        out.append(f"Figure 3: the value head's label likelihood ends above where it starts "
+                   f"in {rise} of {tot} curves (paper: a consistent rise from 0.5).")
+    # figure 4
+    for alg, paper_dir in paper.FIGURE4_CORRECT_REWARD.items():
+        finals = []
+        for wide in curves4.values():
+            c = f"{alg}_correct"
+            if c in wide.columns:
+                v = wide[c].dropna().to_numpy()
+                if v.size >= 2:
+                    finals.append(v[-1] - v[0])
+        if finals:
+            falls = sum(x < 0 for x in finals)
+            out.append(f"Figure 4: the implicit reward of correct samples under "
+                       f"{paper.display(alg)} falls over training for {falls} of "
+                       f"{len(finals)} models (paper: it {paper_dir}).")
+    # figure 5
+    if len(sweep):
+        for model, g in sweep.groupby("model", sort=False):
+            best = g.loc[g["mean"].idxmax()]
+            ts = sorted(g["threshold"])
+            inner = ts[0] < best["threshold"] < ts[-1]
+            out.append(f"Figure 5 ({model}): the best threshold is {best['threshold']:g} "
+                       f"({best['mean']:.2f}%), {'an intermediate' if inner else 'an extreme'} "
+                       "value of the sweep (paper: an intermediate threshold is best).")
+    if directions:
+        agree = [d for d in directions if d[1] == d[2]]
+        depart = [d for d in directions if d[1] != d[2]]
+        text = (f"Overall, the direction of {len(agree)} of {len(directions)} pairwise "
+                "comparisons that the paper also reports (Table 1 PIPA against each baseline, "
+                "Tables 2-4 ablations, per column) agrees with the paper")
+        if depart:
+            text += "; it departs on: " + "; ".join(
+                f"{w} ({'higher' if o else 'not higher'} here, "
+                f"{'higher' if pp else 'not higher'} in the paper)" for w, o, pp in depart)
+        out.insert(0, text + ".")
+    return out
+
+
+def _short_col(col: Collected, model: str, bench: str) -> str:
+    return f"{model}/{bench}"
+
+
+def _ablation_words(name: str, spec: dict) -> str:
+    return (f"`{name}` (Table {spec.get('table')}): {spec.get('algorithm')} with prior "
+            f"{spec.get('prior', 'sft')} against {spec.get('baseline')} in {spec.get('setting')}")
+
+
+def _provenance_words(prov: dict) -> str:
+    machines = "; ".join(f"{m['cpu']} (torch CPU capability {m['capability']}, native bf16 "
+                         f"{m['bf16_native']}, torch {m['torch']})"
+                         for m in prov["machines"] if m) or "not recorded"
+    return (f"- Computed on: {machines}; training precision "
+            f"{', '.join(prov['precision']) or 'not recorded'} (`runtime.mixed_precision: "
+            f"{{auto, fp32, bf16}}`; {prov['cells_recorded']} of {prov['cells']} aligned "
+            "cells recorded it). Another CPU type gives other numbers: "
+            "`python -m pipa.compare` checks a rerun within measured bounds.")
+
+
+def readme(col: Collected, tables: list[Table], sig: pd.DataFrame, findings: list[str],
+           figures: list[str], prov: dict | None = None) -> str:
+    p = col.params
+    lines = ["# Results: Tables 1-4 and Figures 3-5", "",
+             ("Generated by `python stages/report.py --params params.yaml --root . --out "
+             "reports` (`pipa/reports.py`); do not edit by hand."), "",
+             "## How these were made", "",
+             "- Models: " + ", ".join(f"`{m}` = {model_label(p, col.benchmarks, m)}"
+                                      for m in col.models),
+             "- Benchmarks: " + ", ".join(f"`{b}` = {benchmark_label(p, col.benchmarks, b)}"
+                                          for b in col.benchmarks),
+             (f"- Seeds: {col.seeds} ({len(col.seeds)} per cell); every cell is mean ± std "
+             "over these seeds."),
+             "- Algorithms per setting: " + "; ".join(
+                 f"{s}: {', '.join(a)}" for s, a in _settings(p).items()),
+             f"- Ablations (models {p.get('ablation_models', [])}): " + "; ".join(
+                 _ablation_words(n, p["ablations"][n]) for n in list(p.get("ablations", {}))),
+             (f"- Step-label threshold: {p['threshold']}; Figure 5 sweep: "
+             f"{[float(t) for t in _sweep(p)]} with `{p.get('sweep_algorithm')}` (the default "
+             "threshold is the main-grid cell, not a rerun)."),
+             (f"- Significance: paired bootstrap over test problems, B={N_BOOT}, numpy seed "
+             f"{BOOT_SEED}; all comparisons in `significance.csv`."),
+             ("- Wall times are not part of this report (the same params give the same bytes "
+              "here): `scripts/repro.sh` writes them to `runs/timing.json` after the run, "
+              "and the top-level README quotes them.")]
+    if prov is not None:
+        lines.append(_provenance_words(prov))
+    lines += [""]
+    lines += ["## Agreement with the paper (computed from the numbers)", ""]
+    lines += [f"- {f}" for f in findings] + [""]
+    for t in tables:
+        lines += [f"## Table {t.number}", "", t.markdown(),
+                  (f"Files: `table{t.number}.md`, `table{t.number}.csv`, "
+                  f"`table{t.number}.tex`."), ""]
+    lines += ["## Figures", ""]
+    lines += [f"![{f}](figures/{f})" + "\n" for f in figures]
+    return "\n".join(lines) + "\n"
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)

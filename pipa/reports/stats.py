@@ -1,0 +1,174 @@
+"""Per-cell means and the paired bootstrap over test problems and seeds: the
+significance rows every table and finding reads."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from pipa import paper_numbers as paper
+from pipa.reports.grid import Cell, Collected, _settings, main_cell
+
+SIGNIFICANCE_COLUMNS = ["table", "setting", "model", "benchmark", "comparison", "a", "b",
+                        "mean_a", "mean_b", "diff", "n_problems", "n_seeds", "alternative",
+                        "n_boot", "p_boot"]
+
+
+N_BOOT = 10_000
+
+
+BOOT_SEED = 0
+
+
+ALPHA = 0.05
+
+
+def mean_std(values) -> tuple[float, float, int]:
+    """Mean, std over seeds (ddof=1; NaN for one seed) and the count."""
+    v = np.asarray(list(values), dtype=float)
+    n = int(v.size)
+    if n == 0:
+        return math.nan, math.nan, 0
+    return float(v.mean()), float(v.std(ddof=1)) if n > 1 else math.nan, n
+
+
+def paired_bootstrap(a, b, n_boot: int = N_BOOT, seed: int = BOOT_SEED,
+                     alternative: str = "greater") -> float:
+    """Paired bootstrap p-value over problems.
+
+    ``a`` and ``b`` are 0/1 arrays of shape (n_seeds, n_problems) (or (n_problems,)), the
+    same seed's runs in the same row and the same problem in the same column. Problems are
+    resampled with replacement (the same resample for every seed); the statistic is the
+    mean difference a - b. ``alternative="greater"``: p = fraction of resamples with a
+    difference <= 0 (one-sided, a better). ``"two-sided"``: twice the smaller tail, <= 1.
+    """
+    a = np.atleast_2d(np.asarray(a, dtype=float))
+    b = np.atleast_2d(np.asarray(b, dtype=float))
+    if a.shape != b.shape:
+        raise ValueError(f"paired_bootstrap: shapes differ {a.shape} vs {b.shape}")
+    d = (a - b).mean(axis=0)
+    n = d.size
+    if n == 0:
+        return math.nan
+    rng = np.random.default_rng(seed)
+    stats = np.empty(n_boot)
+    chunk = max(1, 4_000_000 // n)
+    for start in range(0, n_boot, chunk):
+        k = min(chunk, n_boot - start)
+        stats[start:start + k] = d[rng.integers(0, n, size=(k, n))].mean(axis=1)
+    le = float(np.mean(stats <= 0))
+    if alternative == "greater":
+        return le
+    if alternative == "two-sided":
+        return min(1.0, 2.0 * min(le, float(np.mean(stats >= 0))))
+    raise ValueError(f"alternative must be 'greater' or 'two-sided', not {alternative!r}")
+
+
+def _paired_arrays(col: Collected, cells_a: list[Cell], cells_b: list[Cell],
+                   benchmark: str) -> tuple[np.ndarray, np.ndarray]:
+    """Join two cells' predictions on id, seed by seed (same seed paired)."""
+    rows_a, rows_b, ids_ref = [], [], None
+    for ca, cb in zip(cells_a, cells_b, strict=True):
+        pa, pb = col.predictions(ca, benchmark), col.predictions(cb, benchmark)
+        if set(pa) != set(pb):
+            raise ValueError(f"{benchmark}: problem ids differ between {ca.predictions} and "
+                             f"{cb.predictions} ({len(set(pa) ^ set(pb))} ids)")
+        ids = sorted(pa)
+        if ids_ref is None:
+            ids_ref = ids
+        elif ids != ids_ref:
+            raise ValueError(f"{benchmark}: problem ids of {ca.predictions} differ from "
+                             f"{cells_a[0].predictions}")
+        rows_a.append([pa[i] for i in ids])
+        rows_b.append([pb[i] for i in ids])
+    return np.array(rows_a, dtype=float), np.array(rows_b, dtype=float)
+
+
+def _main_cells(col: Collected, setting: str, alg: str, model: str) -> list[Cell]:
+    return [main_cell(col.params, model, s, setting, alg) for s in col.seeds]
+
+
+def _ablation_cells(col: Collected, ablation: str, model: str) -> list[Cell]:
+    return [Cell("ablation", model, s, ablation=ablation) for s in col.seeds]
+
+
+def _summary(col: Collected) -> pd.DataFrame:
+    """Mean/std/n over seeds for every (group, key, model, benchmark)."""
+    keys = ["group", "setting", "algorithm", "ablation", "threshold", "model", "benchmark"]
+    df = col.acc.copy()
+    df[keys[1:5]] = df[keys[1:5]].astype(object).where(df[keys[1:5]].notna(), "")
+    out = []
+    for key, g in df.groupby(keys, sort=False):
+        mu, sd, n = mean_std(g["accuracy"])
+        out.append(dict(zip(keys, key), mean=mu, std=sd, n_seeds=n))
+    return pd.DataFrame(out)
+
+
+def _lookup(summary: pd.DataFrame, **kw) -> tuple[float, float, int]:
+    m = np.ones(len(summary), dtype=bool)
+    for k, v in kw.items():
+        m &= (summary[k] == v).to_numpy()
+    hit = summary[m]
+    if len(hit) != 1:
+        raise KeyError(f"summary lookup {kw}: {len(hit)} rows")
+    r = hit.iloc[0]
+    return float(r["mean"]), float(r["std"]), int(r["n_seeds"])
+
+
+def _main_mean(summary, setting, alg, model, bench) -> float:
+    return _lookup(summary, group="main", setting=setting, algorithm=alg, model=model,
+                   benchmark=bench)[0]
+
+
+def significance(col: Collected, summary: pd.DataFrame | None = None,
+                 n_boot: int = N_BOOT) -> pd.DataFrame:
+    """Paired bootstraps: per setting x model x benchmark, the best PIPA (by mean) against
+    the best other algorithm (the continued-SFT control included), the best of the paper's
+    baselines (control excluded) and the control, one-sided; per ablation, the ablated
+    variant against its baseline, two-sided."""
+    summary = _summary(col) if summary is None else summary
+    rows = []
+
+    def add(table, setting, model, bench, comparison, a, b, cells_a, cells_b, alternative):
+        xa, xb = _paired_arrays(col, cells_a, cells_b, bench)
+        rows.append({
+            "table": table, "setting": setting, "model": model, "benchmark": bench,
+            "comparison": comparison, "a": a, "b": b,
+            "mean_a": 100 * xa.mean(), "mean_b": 100 * xb.mean(),
+            "diff": 100 * (xa.mean() - xb.mean()), "n_problems": xa.shape[1],
+            "n_seeds": xa.shape[0], "alternative": alternative, "n_boot": n_boot,
+            "p_boot": paired_bootstrap(xa, xb, n_boot, BOOT_SEED, alternative)})
+
+    control = col.params.get("control")
+    for setting, algs in _settings(col.params).items():
+        pipas = [a for a in algs if a in paper.PIPA_ALGORITHMS]
+        others = [a for a in algs if a not in paper.PIPA_ALGORITHMS]
+        if not pipas or not others:
+            continue
+        for model in col.models:
+            for bench in col.benchmarks:
+                def mean(a, model=model, bench=bench, setting=setting):
+                    return _main_mean(summary, setting, a, model, bench)
+                best_p = max(pipas, key=mean)
+                best_o = max(others, key=mean)
+                comps = [("vs_best_baseline", best_o)]
+                paper_bases = [a for a in others if a != control]
+                if paper_bases:
+                    comps.append(("vs_best_paper_baseline", max(paper_bases, key=mean)))
+                if control in others:
+                    comps.append((f"vs_{control}", control))
+                for name, other in comps:
+                    add(1, setting, model, bench, name, best_p, other,
+                        _main_cells(col, setting, best_p, model),
+                        _main_cells(col, setting, other, model), "greater")
+    for name in list(col.params.get("ablations", {})):
+        spec = col.params["ablations"][name]
+        for model in col.params.get("ablation_models", []):
+            for bench in col.benchmarks:
+                add(int(spec.get("table", 0)), spec["setting"], model, bench,
+                    f"ablation:{name}", name, spec["baseline"],
+                    _ablation_cells(col, name, model),
+                    _main_cells(col, spec["setting"], spec["baseline"], model), "two-sided")
+    return pd.DataFrame(rows, columns=SIGNIFICANCE_COLUMNS)
