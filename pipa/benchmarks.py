@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from pipa import registry
 from pipa.io import read_jsonl
 
 # The real benchmark files, tracked in git inside the repository (data/benchmarks/README.md
@@ -22,8 +23,8 @@ GSM8K_TEST = BENCHMARK_DATA / "gsm8k" / "test.jsonl"
 MATH_TEST = BENCHMARK_DATA / "math" / "test.jsonl"
 MATH500_TEST = BENCHMARK_DATA / "math" / "test500.jsonl"
 
-REAL_BENCHMARKS = ("gsm8k", "math", "math500")
-WORLD_BENCHMARKS = ("gsm", "math")
+REAL_BENCHMARKS = tuple(registry.BENCHMARKS[registry.REAL])
+WORLD_BENCHMARKS = tuple(registry.BENCHMARKS[registry.WORLD])
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 
@@ -198,11 +199,6 @@ def load_world_tier(problems: Iterable[dict], benchmark: str | None = None) -> l
 
 def load_benchmark(name: str, data_dir: str | os.PathLike = BENCHMARK_DATA) -> list[dict]:
     """Load a real benchmark by name from ``data_dir`` (laid out like ``data/benchmarks``)."""
-    data_dir = Path(data_dir)
-    if name == "gsm8k":
-        return load_gsm8k(data_dir / "gsm8k" / "test.jsonl")
-    if name == "math":
-        return load_math(data_dir / "math" / "test.jsonl")
-    if name == "math500":
-        return load_math500(data_dir / "math" / "test500.jsonl")
-    raise ValueError(f"unknown real benchmark {name!r}; expected one of {REAL_BENCHMARKS}")
+    bench = registry.benchmark(name, registry.REAL)
+    loader = {"gsm8k": load_gsm8k, "math": load_math, "math500": load_math500}[name]
+    return loader(Path(data_dir) / bench.file)

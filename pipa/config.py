@@ -10,7 +10,9 @@ from typing import Any
 
 import yaml
 
-SETTINGS = ("paired_answer", "paired_step", "unpaired_answer", "unpaired_step")
+from pipa import registry
+
+SETTINGS = tuple(registry.SETTINGS)  # the keys of params `algorithms`
 
 
 class ConfigError(ValueError):
@@ -67,8 +69,7 @@ def precision_name(value: Any, source: str = "params.yaml") -> str:
 def split_setting(setting: str) -> tuple[str, str]:
     if setting not in SETTINGS:
         raise ConfigError(f"unknown setting {setting!r}; valid settings: {', '.join(SETTINGS)}")
-    data, labels = setting.split("_")
-    return data, labels
+    return registry.SETTINGS[setting].data, registry.SETTINGS[setting].labels
 
 
 def check_threshold(value: Any, key: str = "threshold") -> float:

@@ -20,10 +20,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from pipa import registry
 from pipa.benchmarks import last_boxed, strip_thousands_commas
 
-WORLD_SETTING = "world"
-REAL_SETTING = "real"
+WORLD_SETTING = registry.WORLD
+REAL_SETTING = registry.REAL
 
 Z95 = 1.959963984540054
 
@@ -232,15 +233,17 @@ def get_grader(benchmark: str, *, setting: str | None = None) -> Grader:
     """
     if setting not in (None, WORLD_SETTING, REAL_SETTING):
         raise ValueError(f"setting must be 'world' or 'real', got {setting!r}")
-    if benchmark == "gsm" or (benchmark == "math" and setting == WORLD_SETTING):
+    sources = [setting] if setting else [s for s in registry.BENCHMARKS
+                                         if benchmark in registry.BENCHMARKS[s]]
+    if len(sources) > 1:
+        raise ValueError(f"benchmark {benchmark!r} is ambiguous: pass setting='world' or "
+                         "setting='real'")
+    if not sources:
+        raise ValueError(f"no grader for benchmark {benchmark!r}")
+    kind = registry.benchmark(benchmark, sources[0]).grader
+    if kind == "world":
         return WorldGrader()
-    if benchmark == "gsm8k":
-        return MathVerifyGrader(numeric=True)
-    if benchmark == "math500" or (benchmark == "math" and setting == REAL_SETTING):
-        return MathVerifyGrader()
-    if benchmark == "math":
-        raise ValueError("benchmark 'math' is ambiguous: pass setting='world' or setting='real'")
-    raise ValueError(f"no grader for benchmark {benchmark!r}")
+    return MathVerifyGrader(numeric=kind == "numeric")
 
 
 # --------------------------------------------------------------------------- metrics

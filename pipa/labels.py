@@ -22,9 +22,9 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
 from pipa.alphamath import Solution
+from pipa.registry import DATA_KINDS as DATA
+from pipa.registry import LABEL_LEVELS as LABELS
 
-LABELS = ("answer", "step")
-DATA = ("paired", "unpaired")
 ZERO_SHARE_THRESHOLDS = (-1.0, -0.5, 0.0, 0.25, 0.5, 0.75, 1.0)
 
 

@@ -43,13 +43,6 @@ ABLATION_DISPLAY = {
     "pipa_m_sft": "PIPA-M+SFT",
 }
 
-SETTINGS = {
-    "paired_answer": ("paired", "answer"),
-    "paired_step": ("paired", "step"),
-    "unpaired_answer": ("unpaired", "answer"),
-    "unpaired_step": ("unpaired", "step"),
-}
-
 PIPA_ALGORITHMS = ("pipa_m", "pipa_n")
 # Figure 4: the paired baselines whose implicit reward of correct answers the paper plots,
 # and where it goes during training.

@@ -98,10 +98,11 @@ def test_long_stages_do_not_depend_on_code_they_never_run():
 
     assert closure("base.py") == {
         "pipa/__init__.py", "pipa/config.py", "pipa/io.py", "pipa/live.py", "pipa/models.py",
-        "pipa/parallel.py", "pipa/pretrain.py", "pipa/training.py", "stages/_boot.py",
-        "stages/base.py"}
+        "pipa/parallel.py", "pipa/pretrain.py", "pipa/registry.py", "pipa/training.py",
+        "stages/_boot.py", "stages/base.py"}
     assert closure("world.py") == {"pipa/__init__.py", "pipa/config.py", "pipa/io.py",
-                                   "pipa/world.py", "stages/_boot.py", "stages/world.py"}
+                                   "pipa/registry.py", "pipa/world.py", "stages/_boot.py",
+                                   "stages/world.py"}
     assert "pipa/losses.py" not in closure("labels.py")
     assert "pipa/losses.py" in closure("preflight.py")  # it checks the algorithm names
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipa import paper_numbers as paper
+from pipa import registry
 from pipa.io import read_jsonl
 
 
@@ -89,10 +90,8 @@ def _settings(params: dict) -> dict[str, list[str]]:
 
 
 def _split_setting(setting: str) -> tuple[str, str]:
-    if setting in paper.SETTINGS:
-        return paper.SETTINGS[setting]
-    data, _, labels = setting.partition("_")
-    return data, labels
+    """(data kind, label level) of a setting name (``pipa.registry``)."""
+    return registry.SETTINGS[setting].data, registry.SETTINGS[setting].labels
 
 
 def _fig3_sources(params: dict) -> list[tuple[str, str]]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from pipa import paper_numbers as paper
+from pipa import registry
 from pipa.reports.grid import Collected, _settings, _split_setting
 from pipa.reports.stats import N_BOOT, _lookup, _summary
 
@@ -21,10 +22,8 @@ ABLATION_COLUMNS = ["table", "ablation", "role", "row", "setting", "data", "labe
                     "paper"]
 
 
-WORLD_BENCHMARK_LABELS = {"gsm": "Tier 1 (GSM8K stand-in)", "math": "Tier 2 (MATH stand-in)"}
 
 
-REAL_BENCHMARK_LABELS = {"gsm8k": "GSM8K", "math": "MATH", "math500": "MATH500"}
 
 
 WORLD_MODEL_LABELS = {"ds": "DS stand-in (self-aligned family)",
@@ -41,8 +40,8 @@ def _is_world(benchmarks: list[str]) -> bool:
 
 def benchmark_label(params: dict, benchmarks: list[str], b: str) -> str:
     labels = (params.get("report") or {}).get("benchmark_labels") or {}
-    fallback = WORLD_BENCHMARK_LABELS if _is_world(benchmarks) else REAL_BENCHMARK_LABELS
-    return labels.get(b) or fallback.get(b) or b
+    known = registry.BENCHMARKS[registry.WORLD if _is_world(benchmarks) else registry.REAL]
+    return labels.get(b) or (known[b].label if b in known else b)
 
 
 def model_label(params: dict, benchmarks: list[str], m: str) -> str:
