@@ -288,18 +288,22 @@ def test_dvc_repro_runs_a_training_stage_under_runtime_launcher(micro, tmp_path)
 
 def test_code_edits_rerun_exactly_the_stages_that_run_that_code(micro, tmp_path):
     """A stage depends on its script's import closure (the preflight stage's manifests):
-    an edit to the report code re-runs the report alone; an edit to the losses leaves the
-    stages that never import them (world, base models, labels) alone."""
+    an edit to the report code re-runs the report alone; an edit to a loss re-runs the
+    cells and leaves every stage that never imports the losses alone: world, base models,
+    sampling, labels, SFT, the priors and the SFT evaluation."""
     repo = copy_repo(micro, tmp_path / "code")
-    with open(repo / "pipa/reports.py", "a") as fh:
+    with open(repo / "pipa/reports/tables.py", "a") as fh:
         fh.write("\n# an edit\n")
     assert stages_ran(run(["dvc", "repro"], repo).stdout) == {"preflight", "report"}
     with open(repo / "pipa/losses.py", "a") as fh:
         fh.write("\n# an edit\n")
     run(["dvc", "repro", "preflight"], repo)  # the manifests, not the training
     changed = set(json.loads(run(["dvc", "status", "--json"], repo).stdout))
-    assert {"world", "base", "labels_step@paired", "download", "report"}.isdisjoint(changed)
-    assert {"sample", "sft@ds", "prior@ds", "align_paired_answer@dpo-ds-0"} <= changed
+    upstream = {"world", "base", "sample", "labels_step@paired", "download", "sft@ds",
+                "prior@ds", "prior_ft@ds-all", "sft_eval@ds", "report"}
+    assert upstream <= set(run(["dvc", "stage", "list", "--name-only"], repo).stdout.split())
+    assert upstream.isdisjoint(changed), sorted(upstream & changed)
+    assert {"align_paired_answer@dpo-ds-0", "align_unpaired_step@pipa_m-qw-0"} <= changed
 
 
 def test_unknown_algorithm_stops_the_run_before_any_work(micro, tmp_path):
