@@ -19,10 +19,11 @@ from pathlib import Path
 import torch
 
 from pipa import config as C
-from pipa.evaluation import eval_problems, subsample, validation_accuracy
+from pipa.evaluation import eval_problems, validation_accuracy
 from pipa.io import read_jsonl, write_json
 from pipa.live import forked_live
 from pipa.model_io import load_policy_model, prompt_formatter, with_lora
+from pipa.world import subsample
 
 
 @dataclass

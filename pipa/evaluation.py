@@ -7,27 +7,12 @@ MATH500 files (``data.benchmark_dir``); which grader follows ``data.source``.
 
 from __future__ import annotations
 
-import random
 import time
 from pathlib import Path
 
 from pipa import config as C
-from pipa.io import read_jsonl, write_json, write_jsonl
+from pipa.io import write_json, write_jsonl
 from pipa.model_io import load_policy_model, prompt_formatter
-
-
-def load_split(world_dir: str | Path, split: str) -> list[dict]:
-    """The built-in world's problems of ``split`` (train | val | test)."""
-    return read_jsonl(Path(world_dir) / f"{split}.jsonl")
-
-
-def subsample(rows: list, n: int | None, seed: int) -> list:
-    """``n`` of ``rows`` drawn with ``seed``, in id order (all of them when ``n`` is None or
-    at least their number): the problems sampling and validation use."""
-    if n is None or n >= len(rows):
-        return rows
-    rng = random.Random(seed)
-    return sorted(rng.sample(rows, n), key=lambda r: r["id"])
 
 
 def evaluate_model(params: dict, model_name: str, tok, model, problems: list[dict],
@@ -99,6 +84,7 @@ def eval_problems(params: dict, world_dir: str | Path, split: str) -> list[dict]
     then uses ``data.val_benchmark`` problems drawn from GSM8K train, never a test set.
     """
     from pipa import benchmarks
+    from pipa.world import load_split
 
     names = list(C.get(params, "data.benchmarks"))
     if grading_setting(params) == "world":

@@ -91,10 +91,10 @@ def sample_alphamath(params: dict, base_dir: str, world_dir: str, out_path: str,
     valued by rollouts, written in AlphaMath's format (``out_path``) with stats."""
     from pipa import alphamath, world
     from pipa import config as C
-    from pipa.evaluation import load_split, subsample
     from pipa.io import write_json
     from pipa.model_io import load_policy_model, prompt_formatter
     from pipa.training import setup_runtime
+    from pipa.world import load_split, subsample
 
     cfg = C.get(params, "sampling")
     seed = int(C.get(params, "seed"))

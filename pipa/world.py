@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from pipa import config as C
-from pipa.io import atomic_path, write_json, write_jsonl
+from pipa.io import atomic_path, read_jsonl, write_json, write_jsonl
 
 TIERS = ("gsm", "math")
 SPLITS = ("train", "val", "test")
@@ -681,3 +681,17 @@ def make_world(params: dict, out_dir: str | Path) -> dict:
             stats[f"corpus_{name}_docs"] = len(docs)
         write_json(tmp / "stats.json", stats)
     return stats
+
+
+def load_split(world_dir: str | Path, split: str) -> list[dict]:
+    """The built-in world's problems of ``split`` (train | val | test)."""
+    return read_jsonl(Path(world_dir) / f"{split}.jsonl")
+
+
+def subsample(rows: list, n: int | None, seed: int) -> list:
+    """``n`` of ``rows`` drawn with ``seed``, in id order (all of them when ``n`` is None or
+    at least their number): the problems sampling and validation use."""
+    if n is None or n >= len(rows):
+        return rows
+    rng = random.Random(seed)
+    return sorted(rng.sample(rows, n), key=lambda r: r["id"])
