@@ -104,7 +104,9 @@ def prepare_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
             mismatched_examples(plan, spec.data_kind),
             int(C.get(params, "eval.batch_size")), precision)
     hparams = {"beta": float(acfg["beta"]), "reduction": acfg["reduction"],
-               "ipo_normalize": bool(acfg["ipo_normalize"]), "sft_coef": float(acfg["sft_coef"])}
+               "ipo_normalize": bool(acfg["ipo_normalize"]), "sft_coef": float(acfg["sft_coef"]),
+               "desirable_weight": float(acfg["kto_weights"]["desirable"]),
+               "undesirable_weight": float(acfg["kto_weights"]["undesirable"])}
     val = subsample(eval_problems(params, world_dir, "val"), acfg.get("val_problems"),
                     int(C.get(params, "seed")))
     return Cell(params=params, algorithm=algorithm, model_name=model_name, seed=seed,

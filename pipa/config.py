@@ -159,8 +159,23 @@ def validate(params: dict, source: str = "params.yaml",
         value = need(key)
         if value is not None and value not in ("sum", "mean"):
             problems.append(f"{source}: {key}={value!r}; valid: sum, mean")
-    for dotted in ("seeds", "align.epochs", "align.beta", "eval.batch_size"):
+    for dotted in ("seeds", "align.epochs", "eval.batch_size"):
         need(dotted)
+    beta = need("align.beta")
+    if beta is not None and not _positive_number(beta):
+        problems.append(f"{source}: align.beta={beta!r} must be a positive number (beta <= 0 "
+                        "trains toward the incorrect answers or not at all, and IPO divides "
+                        "by 2 beta); the paper uses 0.1")
+    weights = need("align.kto_weights")
+    if weights is not None:
+        if not isinstance(weights, dict) or set(weights) != {"desirable", "undesirable"}:
+            problems.append(f"{source}: align.kto_weights={weights!r} must be a mapping "
+                            "{desirable: w_D, undesirable: w_U}")
+        elif not all(_positive_number(w) for w in weights.values()):
+            problems.append(f"{source}: align.kto_weights={weights!r}: both weights must be "
+                            "positive numbers (1 and 1 is the paper's KTO)")
+    if algorithms is not None:
+        problems += _kto_micro_batch_problems(params, grid, algorithms, source)
     for key in ("runtime.threads", "runtime.workers", "align.length_groups"):
         value = need(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
@@ -186,6 +201,31 @@ def validate(params: dict, source: str = "params.yaml",
     problems += _path_problems(params, source)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def _positive_number(value: Any) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, (int, float))
+            and math.isfinite(value) and value > 0)
+
+
+def _kto_micro_batch_problems(params: dict, grid: dict, table: Mapping[str, Any],
+                              source: str) -> list[str]:
+    """KTO's family builds its mismatched pairs (x_i, y_{i+1}) inside a micro-batch: one of
+    a single sequence would pair a solution with itself."""
+    names = {n for names in grid.values() for n in names or []}
+    names |= {spec.get("algorithm") for spec in (params.get("ablations") or {}).values()
+              if isinstance(spec, dict)}
+    names.add(params.get("sweep_algorithm"))
+    kto = sorted(n for n in names if n in table and table[n].needs_mismatched)
+    try:
+        per_micro = int(get(params, "align.batch_size")) // int(get(params, "align.grad_accum"))
+    except (ConfigError, TypeError, ValueError, ZeroDivisionError):
+        return []  # reported by check_batching
+    if kto and per_micro < 2:
+        return [(f"{source}: align.batch_size / align.grad_accum = {per_micro} sequence per "
+                f"micro-batch, but {', '.join(kto)} pair each sequence with the next one of "
+                "its micro-batch (KTO's mismatched pairs): use at least 2")]
+    return []
 
 
 def _algorithm_problems(params: dict, grid: dict, control: Any,

@@ -321,6 +321,18 @@ def _kto_inputs(
     return kto_z0(kl_policy_logps, kl_prior_logps, kl_mask, fn)
 
 
+def _kto_weights(fn: str, desirable: Tensor, desirable_weight: float,
+                 undesirable_weight: float) -> Tensor:
+    """KTO's lambda_D on desirable terms and lambda_U on undesirable ones (TRL's
+    ``desirable_weight`` / ``undesirable_weight``), as a tensor shaped like ``desirable``."""
+    for name, w in (("desirable_weight", desirable_weight),
+                    ("undesirable_weight", undesirable_weight)):
+        if not (isinstance(w, (int, float)) and math.isfinite(w) and w > 0):
+            raise ValueError(f"{fn}: {name} must be a positive number, got {w!r}")
+    return torch.where(desirable, torch.tensor(float(desirable_weight)),
+                       torch.tensor(float(undesirable_weight))).to(desirable.device)
+
+
 def kto_loss(
     *,
     policy_logps: Tensor,
@@ -331,17 +343,21 @@ def kto_loss(
     kl_prior_logps: Tensor | None = None,
     kl_mask: Tensor | None = None,
     beta: float = 0.1,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
     **unused: Any,
 ) -> LossOutput:
-    """KTO (lambda_D = lambda_U = 1), batch mean of
+    """KTO, batch mean of
 
-    desirable (is_correct):   1 - sigmoid(beta * (R(y) - z0))
-    undesirable:              1 - sigmoid(beta * (z0 - R(y)))
+    desirable (is_correct):   lambda_D * (1 - sigmoid(beta * (R(y) - z0)))
+    undesirable:              lambda_U * (1 - sigmoid(beta * (z0 - R(y))))
 
     with z0 = max(0, mean over the mismatched pairs of R_kl), detached (``kto_z0``).
     Shapes: ``policy_logps``, ``prior_logps``, ``mask`` (B, T); ``is_correct`` (B,);
     ``kl_*`` (B_kl, T_kl). By Theorem A.2 (beta = 1) the loss is 1 - E p(c | x, y) with
-    p(y | x, c=0) = prior and log p(c=0|x)/p(c=1|x) = z0. Logs add ``z0``.
+    p(y | x, c=0) = prior and log p(c=0|x)/p(c=1|x) = z0. lambda_D = ``desirable_weight``,
+    lambda_U = ``undesirable_weight`` (default 1, the paper's; the KTO paper advises
+    lambda_D n_D / (lambda_U n_U) in [1, 4/3] on imbalanced data). Logs add ``z0``.
     """
     fn = "kto_loss"
     z0 = _kto_inputs(fn, policy_logps, prior_logps, mask, is_correct, kl_policy_logps,
@@ -351,9 +367,10 @@ def kto_loss(
     per_row = torch.where(
         correct, torch.sigmoid(beta * (z0 - reward)), torch.sigmoid(beta * (reward - z0))
     )
+    weight = _kto_weights(fn, correct, desirable_weight, undesirable_weight)
     logs = _reward_logs(reward, correct)
     logs["z0"] = z0.detach().float()
-    return _batch_mean(per_row), logs
+    return _batch_mean(weight * per_row), logs
 
 
 def step_kto_loss(
@@ -367,6 +384,8 @@ def step_kto_loss(
     kl_prior_logps: Tensor | None = None,
     kl_mask: Tensor | None = None,
     beta: float = 0.1,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
     **unused: Any,
 ) -> LossOutput:
     """Step-KTO, the paper's L1 (Appendix B, used in Table 1), batch mean of
@@ -374,8 +393,9 @@ def step_kto_loss(
     correct answers:    1 - sigmoid(beta * (R(y) - z0))                  (= KTO)
     incorrect answers:  1 - sigmoid(beta * (z0 - R_{c=0}(y) - sg(R_{c=1}(y))))
 
-    z0 as in ``kto_loss``; ``token_labels`` (B, T) gives c_t. The forward value equals
-    KTO's; the positive steps of an incorrect answer get no gradient.
+    z0 and the weights lambda_D / lambda_U (on correct / incorrect answers) as in
+    ``kto_loss``; ``token_labels`` (B, T) gives c_t. The forward value equals KTO's; the
+    positive steps of an incorrect answer get no gradient.
     """
     fn = "step_kto_loss"
     _require(fn, token_labels=token_labels)
@@ -388,9 +408,10 @@ def step_kto_loss(
     reward = r_pos + r_neg
     undesirable = torch.sigmoid(beta * (r_neg + r_pos.detach() - z0))
     per_row = torch.where(correct, torch.sigmoid(beta * (z0 - reward)), undesirable)
+    weight = _kto_weights(fn, correct, desirable_weight, undesirable_weight)
     logs = _reward_logs(reward, correct)
     logs["z0"] = z0.detach().float()
-    return _batch_mean(per_row), logs
+    return _batch_mean(weight * per_row), logs
 
 
 def step_kto_orig_loss(
@@ -405,6 +426,8 @@ def step_kto_orig_loss(
     kl_prior_logps: Tensor | None = None,
     kl_mask: Tensor | None = None,
     beta: float = 0.1,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
     **unused: Any,
 ) -> LossOutput:
     """Step-KTO as in Lin et al. (Appendix B): a KTO term per step k, summed over steps,
@@ -415,7 +438,8 @@ def step_kto_orig_loss(
     token. (The paper writes -sum_k sigma(.); it differs from this by a constant.)
     ``step_ids`` (B, T) integer: the step index of each response token, -1 outside the
     response; tokens with ``mask`` False or ``step_ids`` < 0 are ignored. Batch mean over
-    rows (a row without steps contributes 0). z0 as in ``kto_loss``.
+    rows (a row without steps contributes 0). z0 as in ``kto_loss``; lambda_D / lambda_U
+    weigh the desirable (c_k = 1) / undesirable steps.
     """
     fn = "step_kto_orig_loss"
     _require(fn, token_labels=token_labels, step_ids=step_ids)
@@ -439,7 +463,7 @@ def step_kto_orig_loss(
     step_label = torch.gather(labels, 1, first.clamp(max=length - 1))
     terms = torch.where(
         step_label, torch.sigmoid(beta * (z0 - step_r)), torch.sigmoid(beta * (step_r - z0))
-    )
+    ) * _kto_weights(fn, step_label, desirable_weight, undesirable_weight)
     per_row = torch.where(present, terms, torch.zeros_like(terms)).sum(-1)
     reward = sequence_reward(policy_logps, prior_logps, mask)
     logs = _reward_logs(reward, is_correct.to(torch.bool))
@@ -459,6 +483,8 @@ def kto_sft_loss(
     beta: float = 0.1,
     sft_coef: float = 1.0,
     sft_reduction: Reduction = "mean",
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
     **unused: Any,
 ) -> LossOutput:
     """KTO + SFT (Table 4): ``kto_loss`` + sft_coef * NLL of the correct answers.
@@ -472,7 +498,9 @@ def kto_sft_loss(
     _check_reduction(fn, sft_reduction)
     loss, logs = kto_loss(policy_logps=policy_logps, prior_logps=prior_logps, mask=mask,
                           is_correct=is_correct, kl_policy_logps=kl_policy_logps,
-                          kl_prior_logps=kl_prior_logps, kl_mask=kl_mask, beta=beta)
+                          kl_prior_logps=kl_prior_logps, kl_mask=kl_mask, beta=beta,
+                          desirable_weight=desirable_weight,
+                          undesirable_weight=undesirable_weight)
     sft, _ = _sft_term(fn, policy_logps, mask, is_correct, sft_reduction)
     logs["sft_nll"] = sft.detach()
     return loss + sft_coef * sft, logs
@@ -487,23 +515,30 @@ def pipa_log_probs(
     variant: Literal["m", "n"],
     policy_logps: Tensor,
     prior_logps: Tensor,
-    log_g: Tensor,
-    log_1mg: Tensor,
+    value_logits: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
     """Per-token (log F_t, log(1 - F_t)) of PIPA-M or PIPA-N, elementwise on finite inputs.
 
-    PIPA-M (Alg. 1): log F_t = log f_t + log g_t - log p_t, clipped from above at
-    log(1 - 1e-6) (``torch.clamp``: zero gradient where the clip is active), and
+    ``value_logits`` v_t, g_t = sigmoid(v_t); None means g fixed at 0.5 (v_t = 0).
+    Both start from the implicit reward r_t = log f_t - log p_t, computed first: f and p are
+    log-probs of the same token and close, and adding log g before subtracting would lose
+    the digits of r_t in float32 when |log p| is large (at log f = log p = -10, v = 12 the
+    old order put PIPA-M's gradient 7% off a float64 reference).
+    PIPA-M (Alg. 1): log F_t = r_t + log g_t, clipped from above at log(1 - 1e-6)
+    (``torch.clamp``: zero gradient where the clip is active), and
     log(1 - F_t) = log1mexp(log F_t).
     PIPA-N (Alg. 1): F_t = tau(f g / (p (1 - g))) = sigmoid(a_t) with
-    a_t = log f_t + log g_t - log p_t - log(1 - g_t), so log F_t = logsigmoid(a_t) and
-    log(1 - F_t) = logsigmoid(-a_t).
+    a_t = r_t + log g_t - log(1 - g_t) = r_t + v_t exactly, so log F_t = logsigmoid(a_t)
+    and log(1 - F_t) = logsigmoid(-a_t).
     """
+    r = policy_logps - prior_logps
+    if value_logits is None:
+        value_logits = torch.zeros_like(r)
     if variant == "m":
-        log_f = (policy_logps + log_g - prior_logps).clamp(max=_LOG_CLIP)
+        log_f = (r + F.logsigmoid(value_logits)).clamp(max=_LOG_CLIP)
         return log_f, log1mexp(log_f)
     if variant == "n":
-        a = policy_logps + log_g - prior_logps - log_1mg
+        a = r + value_logits
         return F.logsigmoid(a), F.logsigmoid(-a)
     raise ValueError(f"pipa_log_probs: variant must be 'm' or 'n', got {variant!r}")
 
@@ -533,13 +568,13 @@ def _pipa(
         labels = _labels(token_labels)
     log_f = _clean(policy_logps, mask)
     log_p = _clean(prior_logps, mask)
+    v = None if fixed_g else _clean(value_logits, mask)
+    log_fp, log_1mfp = pipa_log_probs(variant, log_f, log_p, v)
     if fixed_g:
         log_g = torch.full_like(log_f, -math.log(2.0))
         log_1mg = log_g
     else:
-        v = _clean(value_logits, mask)
         log_g, log_1mg = F.logsigmoid(v), F.logsigmoid(-v)
-    log_fp, log_1mfp = pipa_log_probs(variant, log_f, log_p, log_g, log_1mg)
     per_token = torch.where(labels, -log_fp, -log_1mfp)
     loss = _batch_mean(_reduce_tokens(per_token, mask, reduction))
 

@@ -220,7 +220,14 @@ def mismatched(examples: list[Example]) -> list[Example]:
     """KTO's mismatched pairs (x_i, y_{i+1}), built inside the batch as its authors do.
 
     A pair's ``sid`` names both solutions (``<sid_i>~<sid_i+1>``): the key of its cached
-    reference log-probs (``mismatched_examples``)."""
+    reference log-probs (``mismatched_examples``). A micro-batch of one sequence has no
+    mismatched pair (its "(x_1, y_2)" would be the matched (x_1, y_1)): refused, as TRL does.
+    """
+    if len(examples) < 2:
+        raise ConfigError(
+            f"KTO's mismatched pairs need at least 2 sequences per micro-batch, got "
+            f"{len(examples)}: raise align.batch_size or lower align.grad_accum (each "
+            "process runs batch_size / (grad_accum x processes) sequences per micro-batch)")
     shifted = examples[1:] + examples[:1]
     return [
         Example(rid=a.rid + "~" + b.rid, sid=a.sid + "~" + b.sid, prompt_ids=a.prompt_ids,

@@ -356,9 +356,7 @@ def test_pipa_m_clip_keeps_f_below_one_with_finite_zero_gradient() -> None:
     log_f = torch.tensor([[0.0, -1e-3, -1.0, -1e4]], dtype=torch.float64)
     log_p = torch.tensor([[-1e4, -5.0, -0.5, -5.0]], dtype=torch.float64)
     v = torch.tensor([[50.0, 3.0, 0.0, 50.0]], dtype=torch.float64)
-    log_g, log_1mg = torch.nn.functional.logsigmoid(v), torch.nn.functional.logsigmoid(-v)
-    log_big_f, log_1m = L.pipa_log_probs("m", log_f.float(), log_p.float(), log_g.float(),
-                                         log_1mg.float())
+    log_big_f, log_1m = L.pipa_log_probs("m", log_f.float(), log_p.float(), v.float())
     assert torch.all(torch.exp(log_big_f.double()) <= 1 - 1e-6 + 1e-12)
     assert torch.all(torch.isfinite(log_1m)) and torch.all(log_1m >= math.log(1e-6) - 0.1)
     for labels in (torch.ones(1, 4), torch.zeros(1, 4)):
@@ -666,3 +664,66 @@ def test_sft_and_pipa_hand_cases() -> None:
     # PIPA-N: f g / (p (1 - g)) = 1/2, F = tau(1/2) = 1/3; c=1: log 3, c=0: log 1.5
     _close(L.pipa_n_loss(**one, token_labels=torch.ones(1, 1))[0], math.log(3.0))
     _close(L.pipa_n_loss(**one, token_labels=torch.zeros(1, 1))[0], math.log(1.5))
+
+
+@pytest.mark.parametrize("variant", ["m", "n"])
+def test_pipa_log_ratio_is_taken_first_so_float32_keeps_its_digits(variant) -> None:
+    """Near F -> 1 (v large) with |log p| >= 10, PIPA's gradients in float32 match a float64
+    reference to 1e-3: r = log f - log p is computed before log g is added. The old order,
+    (log f + log g) - log p, put PIPA-M's value-logit gradient about 7% off here."""
+    log_p = torch.tensor([[-10.0, -12.0, -25.0, -10.0]], dtype=torch.float64)
+    log_f = log_p + torch.tensor([[0.0, 1e-4, -2e-4, 0.0]], dtype=torch.float64)
+    v = torch.tensor([[12.0, 11.0, 9.0, 13.0]], dtype=torch.float64)
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    loss_fn = L.pipa_m_loss if variant == "m" else L.pipa_n_loss
+    grads = {}
+    for dtype in (torch.float32, torch.float64):
+        pol = log_f.to(dtype).requires_grad_(True)
+        val = v.to(dtype).requires_grad_(True)
+        loss, _ = loss_fn(policy_logps=pol, prior_logps=log_p.to(dtype), value_logits=val,
+                          mask=mask, token_labels=torch.zeros(1, 4))
+        loss.backward()
+        grads[dtype] = (val.grad.double(), pol.grad.double())
+    for g32, g64 in zip(grads[torch.float32], grads[torch.float64]):
+        assert torch.allclose(g32, g64, rtol=1e-3, atol=0), (g32, g64)
+    if variant == "n":  # a_t = r_t + v_t exactly: log(1 - F) is logsigmoid(-(r + v))
+        r = (log_f - log_p).float()
+        _, log_1m = L.pipa_log_probs("n", log_f.float(), log_p.float(), v.float())
+        assert torch.equal(log_1m, torch.nn.functional.logsigmoid(-(r + v.float())))
+
+
+def test_kto_weights_scale_the_desirable_and_undesirable_terms() -> None:
+    """TRL's desirable_weight / undesirable_weight: each term of the batch mean is scaled by
+    the weight of its kind; 1 and 1 is the plain KTO of the paper, bit for bit."""
+    x = _unpaired()
+    plain, _ = L.kto_loss(**x)
+    same, _ = L.kto_loss(**x, desirable_weight=1.0, undesirable_weight=1.0)
+    assert torch.equal(plain, same)
+    assert bool(x["is_correct"].any()) and bool((~x["is_correct"]).any())
+    only_d, _ = L.kto_loss(**x, desirable_weight=1.0, undesirable_weight=1e-30)
+    only_u, _ = L.kto_loss(**x, desirable_weight=1e-30, undesirable_weight=1.0)
+    _close(only_d + only_u, plain)
+    weighted, _ = L.kto_loss(**x, desirable_weight=1.33, undesirable_weight=0.5)
+    _close(weighted, 1.33 * only_d + 0.5 * only_u)
+    for algorithm in ("step_kto", "step_kto_orig"):  # pure KTO terms: both weights scale all
+        fn = L.ALGORITHMS[algorithm].loss_fn
+        a, _ = fn(**x)
+        b, _ = fn(**x, desirable_weight=2.0, undesirable_weight=2.0)
+        _close(b, 2 * a)
+    kto_sft, _ = L.kto_sft_loss(**x, sft_coef=0.0, desirable_weight=1.33, undesirable_weight=0.5)
+    _close(kto_sft, weighted)
+    with pytest.raises(ValueError, match="desirable_weight must be a positive number"):
+        L.kto_loss(**x, desirable_weight=0.0)
+
+
+def test_a_kto_micro_batch_of_one_sequence_is_refused_naming_the_fix() -> None:
+    """Its mismatched pair (x_1, y_2) would be the matched (x_1, y_1): TRL refuses it too."""
+    from pipa.config import ConfigError
+    from pipa.training import Example, mismatched
+
+    one = Example(rid="a", sid="a", prompt_ids=[1], response_ids=[2], token_labels=[1.0],
+                  step_ids=[0], correct=True)
+    with pytest.raises(ConfigError, match=r"at least 2 sequences per micro-batch, got 1: "
+                                          r"raise align.batch_size or lower align.grad_accum"):
+        mismatched([one])
+    assert [e.sid for e in mismatched([one, one])] == ["a~a", "a~a"]
