@@ -8,6 +8,7 @@ sorted by (benchmark, id) join across cells.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable
@@ -22,6 +23,7 @@ BENCHMARK_DATA = Path(__file__).resolve().parents[1] / "data" / "benchmarks"
 GSM8K_TEST = BENCHMARK_DATA / "gsm8k" / "test.jsonl"
 MATH_TEST = BENCHMARK_DATA / "math" / "test.jsonl"
 MATH500_TEST = BENCHMARK_DATA / "math" / "test500.jsonl"
+MATH_CORRECTIONS = BENCHMARK_DATA / "math" / "corrections.json"
 
 REAL_BENCHMARKS = tuple(registry.BENCHMARKS[registry.REAL])
 WORLD_BENCHMARKS = tuple(registry.BENCHMARKS[registry.WORLD])
@@ -88,7 +90,12 @@ def boxed_contents(text: str) -> list[str]:
     Also accepts the brace-less form ``\\boxed 5`` (one token up to whitespace or ``$``).
     Unbalanced boxes (truncated output) are skipped.
     """
-    found: list[tuple[int, str]] = []
+    return [content for _, _, content in boxes(text)]
+
+
+def boxes(text: str) -> list[tuple[int, int, str]]:
+    """``(start, end, content)`` of every box of ``text`` in order (``boxed_contents``)."""
+    found: list[tuple[int, int, str]] = []
     for cmd in _BOX_COMMANDS:
         for m in re.finditer(re.escape(cmd) + r"(?![A-Za-z])", text):
             j = m.end()
@@ -97,12 +104,12 @@ def boxed_contents(text: str) -> list[str]:
             if j < len(text) and text[j] == "{":
                 got = _braced(text, j)
                 if got is not None:
-                    found.append((m.start(), got[0]))
+                    found.append((m.start(), got[1], got[0]))
             elif j > m.end():
                 tok = re.match(r"[^\s$]+", text[j:])
                 if tok:
-                    found.append((m.start(), tok.group(0)))
-    return [content for _, content in sorted(found)]
+                    found.append((m.start(), j + tok.end(), tok.group(0)))
+    return sorted(found)
 
 
 def last_boxed(text: str) -> str | None:
@@ -127,23 +134,103 @@ def load_gsm8k(path: str | os.PathLike = GSM8K_TEST) -> list[dict]:
     return out
 
 
-def load_math(path: str | os.PathLike = MATH_TEST) -> list[dict]:
+# Between two boxes that are parts of one answer: only "and", "or" or a comma, and perhaps
+# the next "x =" (``x = \\boxed{-2}$ and $x = \\boxed{1}``), once math delimiters, \\text{}
+# wrappers and spaces are gone.
+_DELIMITERS = re.compile(r"\$|\\[()\[\]]|\\text\s*\{|\}|\\q?quad|\\,|\\;|\s")
+_CONNECTIVE = re.compile(r"[,;]?(?:and|or)?(?:[a-z](?:_\{?\w+\}?)?=)?")
+
+
+def math_gold(solution: str) -> str | None:
+    """The gold answer of a MATH solution; None without a box.
+
+    The rule: the last ``\\boxed{}``, unless the boxes before it stand beside it in the
+    same statement, joined only by "and", "or" or a comma (``x = \\boxed{-2}$ and $x =
+    \\boxed{1}``): then they are the parts of one answer and the gold is all of them, a set
+    ``-2, 1`` that math-verify compares order-free. Parts that are the same answer written
+    twice (``15\\frac{39}{40}$ or $\\frac{639}{40}``) are one answer: the last is kept.
+    Boxes separated by prose or an equals sign (an intermediate result, a rewrite) are not
+    parts; the golds this rule cannot see are in the correction table (``load_math``).
+    """
+    found = boxes(solution)
+    if not found:
+        return None
+    group = [found[-1]]
+    for prev in reversed(found[:-1]):
+        gap = _DELIMITERS.sub("", solution[prev[1] : group[0][0]]).lower()
+        if not _CONNECTIVE.fullmatch(gap):
+            break
+        group.insert(0, prev)
+    parts: list[str] = []
+    for _, _, content in group:
+        content = content.strip()
+        if not any(_same_answer(content, kept) for kept in parts):
+            parts.append(content)
+    return ", ".join(parts) if len(parts) > 1 else group[-1][2].strip()
+
+
+def _same_answer(a: str, b: str) -> bool:
+    """math-verify's equivalence of two gold strings (the loader's rule only)."""
+    from math_verify import parse, verify
+
+    if a.replace(" ", "") == b.replace(" ", ""):
+        return True
+    pa, pb = parse("\\boxed{" + a + "}"), parse("\\boxed{" + b + "}")
+    return bool(pa and pb and verify(pa, pb))
+
+
+def load_corrections(path: str | os.PathLike) -> dict[str, dict]:
+    """Our correction table of a benchmark (``id`` -> entry with ``answers``: the corrected
+    gold, or alternatives any of which is correct; ``reason``; ``source``; ``last_box``)."""
+    entries = json.loads(Path(path).read_text(encoding="utf-8"))
+    table = {}
+    for k, e in enumerate(entries):
+        missing = [f for f in ("id", "answers", "reason", "source", "last_box") if f not in e]
+        if missing or not isinstance(e.get("answers"), list) or not e["answers"]:
+            raise ValueError(f"{path}: entry {k + 1} lacks {missing or ['a non-empty answers list']}")
+        table[e["id"]] = e
+    return table
+
+
+def load_math(path: str | os.PathLike = MATH_TEST,
+              corrections: str | os.PathLike | None = "beside",
+              report: dict | None = None) -> list[dict]:
+    """The MATH test problems with their golds (``math_gold``), corrected by ``corrections``
+    (a row gets ``answers``, the alternatives, and ``answer``, the first): by default the
+    ``corrections.json`` beside ``path`` when there is one (``data/benchmarks/math``'s),
+    None for none. ``report`` (a dict) receives how many golds the set rule and the table
+    changed."""
+    if corrections == "beside":
+        beside = Path(path).parent / "corrections.json"
+        corrections = beside if beside.is_file() else None
     rows = _read(path, "MATH")
+    table = load_corrections(corrections) if corrections else {}
     out = []
+    n_sets = 0
     for i, row in enumerate(rows):
         _require(row, ("problem", "solution"), path, i + 1)
-        ans = last_boxed(row["solution"])
+        ans = math_gold(row["solution"])
         if ans is None:
             raise ValueError(f"{path}: record {i + 1} has no \\boxed{{}} answer in its solution")
         idx = row.get("idx", i)
-        out.append(
-            {
-                "id": f"math-{int(idx):04d}",
-                "question": row["problem"],
-                "answer": ans.strip(),
-                "benchmark": "math",
-            }
-        )
+        item = {"id": f"math-{int(idx):04d}", "question": row["problem"], "answer": ans,
+                "benchmark": "math"}
+        n_sets += ans != last_boxed(row["solution"]).strip()
+        fix = table.pop(item["id"], None)
+        if fix is not None:
+            if fix["last_box"] != last_boxed(row["solution"]).strip():
+                raise ValueError(
+                    f"{corrections}: the entry for {item['id']} was written for the last box "
+                    f"{fix['last_box']!r}, but {path} record {i + 1} now boxes "
+                    f"{last_boxed(row['solution']).strip()!r}: re-check the entry")
+            item["answers"] = list(fix["answers"])
+            item["answer"] = fix["answers"][0]
+        out.append(item)
+    if table:
+        raise ValueError(f"{corrections}: ids not in {path}: {sorted(table)}")
+    if report is not None:
+        report.update({"multi_box_sets": n_sets,
+                       "corrected": len(load_corrections(corrections)) if corrections else 0})
     return out
 
 
@@ -200,5 +287,7 @@ def load_world_tier(problems: Iterable[dict], benchmark: str | None = None) -> l
 def load_benchmark(name: str, data_dir: str | os.PathLike = BENCHMARK_DATA) -> list[dict]:
     """Load a real benchmark by name from ``data_dir`` (laid out like ``data/benchmarks``)."""
     bench = registry.benchmark(name, registry.REAL)
-    loader = {"gsm8k": load_gsm8k, "math": load_math, "math500": load_math500}[name]
+    if name == "math":
+        return load_math(Path(data_dir) / bench.file, Path(data_dir) / bench.corrections)
+    loader = {"gsm8k": load_gsm8k, "math500": load_math500}[name]
     return loader(Path(data_dir) / bench.file)

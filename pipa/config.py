@@ -161,6 +161,10 @@ def validate(params: dict, source: str = "params.yaml",
             problems.append(f"{source}: {key}={value!r}; valid: sum, mean")
     for dotted in ("seeds", "align.epochs", "eval.batch_size"):
         need(dotted)
+    fallback = (params.get("eval") or {}).get("answer_fallback", "last_number")
+    if fallback not in registry.ANSWER_FALLBACKS:
+        problems.append(f"{source}: eval.answer_fallback={fallback!r}; valid: "
+                        f"{', '.join(registry.ANSWER_FALLBACKS)}")
     beta = need("align.beta")
     if beta is not None and not _positive_number(beta):
         problems.append(f"{source}: align.beta={beta!r} must be a positive number (beta <= 0 "

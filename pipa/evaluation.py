@@ -66,7 +66,7 @@ def evaluate_model(params: dict, model_name: str, tok, model, problems: list[dic
     for (_, idx), texts in zip(jobs, fork_map(decode, jobs, threads=threads, workers=workers)):
         outputs.update(zip(idx, texts))
     rows = grade_predictions(problems, [outputs[i] for i in range(len(problems))],
-                             setting=setting)
+                             setting=setting, fallback=ecfg.get("answer_fallback", "last_number"))
     rows.sort(key=lambda r: (r["benchmark"], r["id"]))
     return rows
 

@@ -2,9 +2,14 @@
 
 * The built-in world: its own exact checker (``pipa.world.extract_answer`` / ``check``).
 * GSM8K, MATH, MATH500: the model's final answer is extracted here (last ``\\boxed{}``, else
-  ``#### N``, else ``The answer is N``, else a line ``A: N``); equivalence is math-verify's
-  ``parse`` + ``verify`` (no hand-written LaTeX equivalence), with math-verify's
-  signal-based timeouts on. Signals only work in the main thread of the main interpreter, so
+  ``#### N``, else ``The answer is N``, else a line ``A: N``, else, as ToRA's and MARIO's
+  evaluators do, the last number of the output; ``extracted_by`` records which: ``box``,
+  ``fallback`` or ``none``). Both sides are normalised the same way first (``normalize_answer``:
+  percent signs, degrees, dollar signs, thousands separators, trailing ``\\text{}`` units);
+  equivalence is then math-verify's ``parse`` + ``verify`` (no hand-written LaTeX
+  equivalence), with math-verify's signal-based timeouts on. A gold may be a list of
+  alternatives, any of which is correct (``answers`` of a benchmark row); a set of answers
+  (``-2, 1``) is compared order-free by math-verify itself. Signals only work in the main thread of the main interpreter, so
   grading must run there (or in worker *processes*); elsewhere a clear error is raised.
 
 A grader never raises on a model output: no answer, unparsable LaTeX, a timeout or any
@@ -17,7 +22,7 @@ import math
 import re
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from pipa import registry
@@ -35,6 +40,7 @@ class Verdict:
     correct: bool
     malformed: bool
     reason: str
+    extracted_by: str = "none"  # box | fallback | none (real benchmarks; see extract_answer)
 
 
 class Grader(Protocol):
@@ -102,16 +108,43 @@ def clean_answer(ans: str) -> str:
     return ans.rstrip(".").strip()
 
 
-def extract_final_answer(text: str) -> str | None:
-    """The model's final answer string, or None when it gives none.
+FALLBACKS = registry.ANSWER_FALLBACKS
+EXTRACTED_BY = ("box", "fallback", "none")
+_NUMBER = re.compile(r"-?\d*\.?\d+")
 
-    Priority: the last ``\\boxed{}``/``\\fbox{}`` (balanced braces), then the last ``#### N``,
-    then the last ``The (final) answer is N``, then the last line ``A: N``.
+
+def extract_final_answer(text: str, fallback: str = "none") -> str | None:
+    """The model's final answer string, or None when it gives none (``extract_answer``)."""
+    return extract_answer(text, fallback)[0]
+
+
+def extract_answer(text: str, fallback: str = "last_number") -> tuple[str | None, str]:
+    """``(answer, extracted_by)``: the model's final answer and how it was found.
+
+    Priority: the last ``\\boxed{}``/``\\fbox{}`` (balanced braces; ``box``), then the last
+    ``#### N``, then the last ``The (final) answer is N``, then the last line ``A: N``, then
+    with ``fallback="last_number"`` the last number of the text, commas removed (ToRA's and
+    MARIO's rule; all ``fallback``); ``(None, "none")`` when nothing is found. Linear in
+    the length of the text.
     """
+    if fallback not in FALLBACKS:
+        raise ValueError(f"answer fallback {fallback!r}; valid: {', '.join(FALLBACKS)}")
     boxed = last_boxed(text)
     if boxed is not None:
         ans = clean_answer(boxed)
-        return ans or None
+        return (ans, "box") if ans else (None, "none")
+    ans = _unboxed_answer(text)
+    if ans is not None:
+        return ans, "fallback"
+    if fallback == "last_number":
+        numbers = _NUMBER.findall(text.replace(",", ""))
+        if numbers:
+            return numbers[-1], "fallback"
+    return None, "none"
+
+
+def _unboxed_answer(text: str) -> str | None:
+    """``#### N``, else ``The (final) answer is N``, else a line ``A: N`` (the last one)."""
     candidates = []
     hashes = list(_HASH.finditer(text))
     if hashes:
@@ -129,6 +162,31 @@ def extract_final_answer(text: str) -> str | None:
         if ans:
             return ans
     return None
+
+
+_UNIT_TEXT = re.compile(r"\\(?:text|mbox|mathrm)\s*\{\s*[A-Za-z][A-Za-z .]*\}\s*$")
+_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree")
+_THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+
+
+def normalize_answer(ans: str) -> str:
+    """What both sides go through before math-verify: a percent sign (``%``, ``\\%``),
+    degrees (``^\\circ``, ``^{\\circ}``, ``°``), dollar signs (``\\$``), a trailing unit in
+    ``\\text{}`` (``0.25\\text{ cm}``) and the thousands separators of a plain number
+    (``1{,}000``, ``1,000``) are dropped, as MARIO's and Qwen2.5-Math's normalisers do;
+    anything else is left to math-verify. An answer that would become empty is kept."""
+    out = ans.replace("{,}", ",").replace("\\!", "")
+    while True:
+        unit = _UNIT_TEXT.search(out)
+        if not unit or not out[: unit.start()].strip():
+            break
+        out = out[: unit.start()].rstrip().rstrip("\\,").rstrip()
+    out = _DEGREES.sub("", out)
+    out = out.replace("\\%", "").replace("%", "").replace("\\$", "")
+    out = out.strip()
+    if _THOUSANDS.match(out):
+        out = out.replace(",", "")
+    return out or ans.strip()
 
 
 def _numeric_cleanup(ans: str) -> str:
@@ -152,11 +210,15 @@ class MathVerifyGrader:
     """
 
     def __init__(
-        self, *, numeric: bool = False, parsing_timeout: int = 5, verify_timeout: int = 5
+        self, *, numeric: bool = False, fallback: str = "last_number", parsing_timeout: int = 5,
+        verify_timeout: int = 5
     ) -> None:
         if parsing_timeout <= 0 or verify_timeout <= 0:
             raise ValueError("math-verify timeouts must be positive (whole seconds)")
+        if fallback not in FALLBACKS:
+            raise ValueError(f"answer fallback {fallback!r}; valid: {', '.join(FALLBACKS)}")
         self.numeric = numeric
+        self.fallback = fallback
         self.parsing_timeout = int(parsing_timeout)
         self.verify_timeout = int(verify_timeout)
         self._gold_cache: dict[str, list] = {}
@@ -172,24 +234,38 @@ class MathVerifyGrader:
 
     def _gold(self, gold: str) -> list:
         if gold not in self._gold_cache:
-            g = clean_answer(gold)
+            g = normalize_answer(clean_answer(gold))
             g = _numeric_cleanup(g) if self.numeric else g
             self._gold_cache[gold] = self._parse(g)
         return self._gold_cache[gold]
 
-    def grade(self, gold: str, output: str) -> Verdict:
-        from math_verify import verify
-        from math_verify.errors import TimeoutException
-
+    def grade(self, gold: str | list[str], output: str) -> Verdict:
+        """``gold``: the answer, or a list of alternatives any of which is correct."""
         if not _in_main_thread():
             raise RuntimeError(
                 "math-verify's timeouts use signal.alarm, which only works in the main thread; "
                 "grade in the main thread or in worker processes, not threads"
             )
-        extracted = extract_final_answer(output)
+        extracted, how = extract_answer(output, self.fallback)
         if extracted is None:
-            return Verdict(None, False, True, "no answer")
-        pred_text = _numeric_cleanup(extracted) if self.numeric else extracted
+            return Verdict(None, False, True, "no answer", "none")
+        golds = [gold] if isinstance(gold, str) else list(gold)
+        if not golds:
+            raise ValueError("a gold answer list must not be empty")
+        verdicts = []
+        for g in golds:
+            v = self._grade_one(g, extracted)
+            if v.correct:
+                return replace(v, extracted_by=how)
+            verdicts.append(v)
+        return replace(verdicts[0], extracted_by=how)
+
+    def _grade_one(self, gold: str, extracted: str) -> Verdict:
+        from math_verify import verify
+        from math_verify.errors import TimeoutException
+
+        pred_text = normalize_answer(extracted)
+        pred_text = _numeric_cleanup(pred_text) if self.numeric else pred_text
         try:
             gold_parsed = self._gold(gold)
         except TimeoutException:
@@ -224,7 +300,8 @@ class MathVerifyGrader:
         return Verdict(extracted, False, False, "wrong answer")
 
 
-def get_grader(benchmark: str, *, setting: str | None = None) -> Grader:
+def get_grader(benchmark: str, *, setting: str | None = None,
+               fallback: str = "last_number") -> Grader:
     """The grader of a benchmark.
 
     ``gsm`` -> world checker; ``gsm8k`` -> math-verify (numeric); ``math500`` -> math-verify.
@@ -243,7 +320,7 @@ def get_grader(benchmark: str, *, setting: str | None = None) -> Grader:
     kind = registry.benchmark(benchmark, sources[0]).grader
     if kind == "world":
         return WorldGrader()
-    return MathVerifyGrader(numeric=kind == "numeric")
+    return MathVerifyGrader(numeric=kind == "numeric", fallback=fallback)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -265,11 +342,15 @@ def wilson_interval(n_correct: int, n: int, z: float = Z95) -> tuple[float, floa
 def evaluate_predictions(rows: Iterable[dict]) -> dict:
     """``eval/metrics.json`` from prediction rows (each with benchmark, correct, malformed)."""
     counts: dict[str, list[int]] = {}
+    how: dict[str, dict[str, int]] = {}
     for row in rows:
         c = counts.setdefault(row["benchmark"], [0, 0, 0])
         c[0] += 1
         c[1] += bool(row["correct"])
         c[2] += bool(row["malformed"])
+        if "extracted_by" in row:  # real benchmarks: how each answer was found
+            by = how.setdefault(row["benchmark"], dict.fromkeys(EXTRACTED_BY, 0))
+            by[row["extracted_by"]] += 1
     out = {}
     for bench in sorted(counts):
         n, k, bad = counts[bench]
@@ -281,13 +362,20 @@ def evaluate_predictions(rows: Iterable[dict]) -> dict:
             "ci95": [lo, hi],
             "n_malformed": bad,
         }
+        if bench in how:
+            out[bench]["extracted_by"] = how[bench]
     return {"benchmarks": out}
 
 
 def grade_predictions(
-    problems: list[dict], outputs: list[str], *, setting: str | None = None
+    problems: list[dict], outputs: list[str], *, setting: str | None = None,
+    fallback: str = "last_number"
 ) -> list[dict]:
-    """Prediction rows (``eval/predictions.jsonl`` schema plus ``reason``), sorted."""
+    """Prediction rows (``eval/predictions.jsonl`` schema plus ``reason``), sorted.
+
+    A problem's gold is its ``answers`` (alternatives, any correct) when it has them, else
+    its ``answer``. Rows of real benchmarks also say how the answer was found
+    (``extracted_by``); the world's rows, graded by its exact checker, do not."""
     if len(problems) != len(outputs):
         raise ValueError(f"{len(problems)} problems but {len(outputs)} outputs")
     graders: dict[str, Grader] = {}
@@ -295,17 +383,20 @@ def grade_predictions(
     for prob, out in zip(problems, outputs):
         bench = prob["benchmark"]
         if bench not in graders:
-            graders[bench] = get_grader(bench, setting=setting)
-        v = graders[bench].grade(str(prob["answer"]), out)
-        rows.append(
-            {
-                "benchmark": bench,
-                "id": prob["id"],
-                "output": out,
-                "extracted": v.extracted,
-                "correct": v.correct,
-                "malformed": v.malformed,
-                "reason": v.reason,
-            }
-        )
+            graders[bench] = get_grader(bench, setting=setting, fallback=fallback)
+        grader = graders[bench]
+        gold = prob.get("answers") or str(prob["answer"])
+        v = grader.grade(gold, out)
+        row = {
+            "benchmark": bench,
+            "id": prob["id"],
+            "output": out,
+            "extracted": v.extracted,
+            "correct": v.correct,
+            "malformed": v.malformed,
+            "reason": v.reason,
+        }
+        if isinstance(grader, MathVerifyGrader):
+            row["extracted_by"] = v.extracted_by
+        rows.append(row)
     return sorted(rows, key=lambda r: (r["benchmark"], r["id"]))

@@ -44,6 +44,7 @@ class Benchmark:
     label: str           # the report's column header unless params ``report`` overrides it
     grader: str          # "world" (the exact checker) | "numeric" | "math" (math-verify)
     file: str | None = None  # real benchmarks: the test file under data.benchmark_dir
+    corrections: str | None = None  # our table of corrected golds, beside the file
 
 
 BENCHMARKS: dict[str, dict[str, Benchmark]] = {
@@ -53,10 +54,17 @@ BENCHMARKS: dict[str, dict[str, Benchmark]] = {
     },
     REAL: {
         "gsm8k": Benchmark("gsm8k", REAL, "GSM8K", "numeric", "gsm8k/test.jsonl"),
-        "math": Benchmark("math", REAL, "MATH", "math", "math/test.jsonl"),
+        "math": Benchmark("math", REAL, "MATH", "math", "math/test.jsonl",
+                          "math/corrections.json"),
         "math500": Benchmark("math500", REAL, "MATH500", "math", "math/test500.jsonl"),
     },
 }
+
+
+# How the real benchmarks' grader finds an answer that is not boxed (``eval.answer_fallback``):
+# after ``#### N`` / "the answer is" / "A: N", the last number of the output (ToRA's and
+# MARIO's evaluators), or nothing.
+ANSWER_FALLBACKS = ("last_number", "none")
 
 
 def benchmark(name: str, source: str) -> Benchmark:

@@ -26,10 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipa.benchmarks import (
     gsm8k_final_answer,
+    load_corrections,
     load_gsm8k,
     load_math,
     load_math500,
     math500_answer_mismatches,
+    math_gold,
 )
 from pipa.grading import MathVerifyGrader, Verdict
 from pipa.io import atomic_path, read_jsonl, remove_stale_temporaries, write_json
@@ -147,7 +149,13 @@ def _summary(per: dict[str, list[int]]) -> dict:
 
 
 def self_grade(data_dir: Path, limit: int | None = None) -> tuple[dict, list[dict]]:
-    """Each benchmark's own reference solution graded against its gold final answer."""
+    """Each benchmark's own reference solution graded against its gold final answer.
+
+    MATH: the solution's answer is what the loader's rule reads from its boxes
+    (``math_gold``: the last box, or the parts of one answer boxed side by side), graded
+    against the gold after the correction table. A corrected gold that the solution's boxes
+    do not state (a set boxed across a derivation, an intermediate boxed last) cannot come
+    out of the solution: those rows are left out of the percentage and listed."""
     out, failures = {}, []
     specs = [
         ("gsm8k", load_gsm8k, data_dir / "gsm8k" / "test.jsonl", "answer", True),
@@ -158,9 +166,23 @@ def self_grade(data_dir: Path, limit: int | None = None) -> tuple[dict, list[dic
         problems = loader(path)[:limit]
         raw = read_jsonl(path)[:limit]
         grader = MathVerifyGrader(numeric=numeric)
-        ok = 0
+        corrections = load_corrections(data_dir / "math" / "corrections.json")
+        ok = n = 0
+        excluded = []
         for prob, row in zip(problems, raw, strict=True):
-            v = grader.grade(prob["answer"], row[field])
+            text = row[field]
+            if name == "math":
+                text = "\\boxed{" + math_gold(text) + "}"
+            v = grader.grade(prob.get("answers") or prob["answer"], text)
+            if not v.correct and "answers" in prob:
+                excluded.append(prob["id"])
+                failures.append({"source": f"self_{name}", "id": prob["id"],
+                                 "gold": " | ".join(prob["answers"]), "extracted": v.extracted,
+                                 "reason": "left out: a corrected gold the solution's boxes "
+                                           "do not give (corrections.json: "
+                                           f"{corrections[prob['id']]['reason']})"})
+                continue
+            n += 1
             ok += v.correct
             if not v.correct:
                 failures.append(
@@ -172,7 +194,9 @@ def self_grade(data_dir: Path, limit: int | None = None) -> tuple[dict, list[dic
                         "reason": v.reason,
                     }
                 )
-        out[name] = {"correct_pct": _pct(ok, len(problems)), "n": len(problems)}
+        out[name] = {"correct_pct": _pct(ok, n), "n": n}
+        if excluded:
+            out[name]["excluded_corrected"] = excluded
     return out, failures
 
 
@@ -187,7 +211,13 @@ def write_markdown(
             f"({s['n_disagree']} disagreements)"
         )
     for name, s in metrics["self_grading"].items():
-        lines.append(f"- gold self-grading **{name}**: {s['correct_pct']}% of {s['n']}")
+        left = (f" ({len(s['excluded_corrected'])} corrected golds left out, listed below)"
+                if s.get("excluded_corrected") else "")
+        lines.append(f"- gold self-grading **{name}**: {s['correct_pct']}% of {s['n']}{left}")
+    g = metrics["math_golds"]
+    lines.append(f"- MATH golds: {g['multi_box_sets']} read as the set of the answers boxed side "
+                 f"by side (`pipa.benchmarks.math_gold`), {g['corrected']} from our correction "
+                 "table (`data/benchmarks/math/corrections.json`, each with its reason)")
     lines.append(
         f"- MATH500 `answer` field vs last `\\boxed{{}}` of its solution: {len(m500)} mismatches"
     )
@@ -228,7 +258,10 @@ def run(data_dir: Path, out: Path, disagreements_md: Path, limit: int | None = N
     qwen, d2 = agree_qwen_math(data_dir / "graded_outputs" / "math_qwen25_cot100.jsonl", limit)
     selfg, failures = self_grade(data_dir, limit)
     m500 = math500_answer_mismatches(data_dir / "math" / "test500.jsonl")
+    golds: dict = {}
+    load_math(data_dir / "math" / "test.jsonl", data_dir / "math" / "corrections.json", golds)
     metrics = {
+        "math_golds": golds,  # how many golds the set rule and the correction table changed
         "gsm8k_gpt3": gsm,
         "qwen25_math": qwen,
         "self_grading": selfg,

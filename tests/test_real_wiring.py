@@ -152,7 +152,8 @@ def test_grader_agreement_depends_on_the_files_it_reads(tmp_path) -> None:
             f"{bench}/{rel}" for rel in (
                 "graded_outputs/gsm8k_gpt3_solutions.jsonl",
                 "graded_outputs/math_qwen25_cot100.jsonl",
-                "gsm8k/test.jsonl", "math/test.jsonl", "math/test500.jsonl")}
+                "gsm8k/test.jsonl", "math/test.jsonl", "math/corrections.json",
+                "math/test500.jsonl")}
         assert all((ROOT / dep).is_file() for dep in deps("grader_agreement")
                    if dep.startswith(bench))
 
