@@ -87,13 +87,13 @@ def validate(params: dict, source: str = "params.yaml",
              algorithms: Mapping[str, Any] | None = None) -> None:
     """Check the whole params tree once; raises ConfigError listing every problem found.
 
-    ``algorithms``: the ``pipa.losses.ALGORITHMS`` table, to check every algorithm name
-    (grid, control, ablations, sweep) against it. The caller passes it rather than this
-    module importing it, so a stage that never trains with an algorithm (world, base,
-    labels, ...) does not run ``pipa/losses.py`` and does not re-run when it changes
-    (``pipa/code_manifest.py``). The pipeline's first stage, ``preflight``, checks with
-    the table before any work starts, and so does every stage that uses the names.
+    ``algorithms``: the table every algorithm name (grid, control, ablations, sweep) is
+    checked against; by default ``pipa.registry.ALGORITHMS``, torch-free, so no stage
+    depends on ``pipa/losses.py`` for its checks (``pipa/code_manifest.py``). The pipeline's
+    first stage, ``preflight``, checks before any work starts, and so does every stage.
     """
+    if algorithms is None:
+        algorithms = registry.ALGORITHMS
     problems: list[str] = []
 
     def need(dotted: str):

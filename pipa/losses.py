@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pipa import registry
 from pipa.loss_terms import (
     _NAN,
     LossOutput,
@@ -710,61 +711,16 @@ for _fn in (pipa_m_loss, pipa_n_loss, pipa_m_fixed_g_loss, pipa_n_fixed_g_loss,
 
 
 @dataclass(frozen=True)
-class AlgorithmSpec:
-    """What the trainer needs to know about one algorithm (it never branches on names).
+class AlgorithmSpec(registry.Algorithm):
+    """An algorithm of ``pipa.registry`` with its loss function (``loss_fn``): what the
+    trainer needs to know about it (it never branches on names)."""
 
-    name: the key used in ``params.yaml``; loss_fn: the loss (keyword arguments, see the
-    module docstring); data_kind: "paired" (``chosen_*``/``rejected_*`` tensors) or
-    "unpaired" (one record per row); needs_value_head: build the value head and pass
-    ``value_logits``; needs_mismatched: pass the KTO mismatched-pair tensors ``kl_*``;
-    correct_only: train on correct answers only; display: the name in tables and figures;
-    uses_step_labels: a step-level baseline that reads c_t from the step labels;
-    needs_step_ids: pass ``step_ids`` (per-token step index, -1 outside the response).
-    """
-
-    name: str
-    loss_fn: Callable[..., LossOutput]
-    data_kind: Literal["paired", "unpaired"]
-    needs_value_head: bool
-    needs_mismatched: bool
-    correct_only: bool
-    display: str
-    uses_step_labels: bool = False
-    needs_step_ids: bool = False
-
-
-def _spec(name: str, loss_fn: Callable[..., LossOutput], data_kind: str, display: str,
-          **flags: bool) -> AlgorithmSpec:
-    return AlgorithmSpec(
-        name=name, loss_fn=loss_fn, data_kind=data_kind, display=display,
-        needs_value_head=flags.get("head", False),
-        needs_mismatched=flags.get("mismatched", False),
-        correct_only=flags.get("correct_only", False),
-        uses_step_labels=flags.get("step", False),
-        needs_step_ids=flags.get("step_ids", False),
-    )
+    loss_fn: Callable[..., LossOutput] | None = None
 
 
 ALGORITHMS: dict[str, AlgorithmSpec] = {
-    s.name: s
-    for s in (
-        _spec("sft", sft_loss, "unpaired", "SFT", correct_only=True),
-        _spec("sft_cont", sft_loss, "unpaired", "SFT (cont.)", correct_only=True),
-        _spec("dpo", dpo_loss, "paired", "DPO"),
-        _spec("ipo", ipo_loss, "paired", "IPO"),
-        _spec("kto", kto_loss, "unpaired", "KTO", mismatched=True),
-        _spec("step_dpo", step_dpo_loss, "paired", "Step-DPO", step=True),
-        _spec("step_dpo_l0", step_dpo_l0_loss, "paired", "Step-DPO (L0)", step=True),
-        _spec("step_kto", step_kto_loss, "unpaired", "Step-KTO", mismatched=True, step=True),
-        _spec("step_kto_orig", step_kto_orig_loss, "unpaired", "Step-KTO (orig.)",
-              mismatched=True, step=True, step_ids=True),
-        _spec("pipa_m", pipa_m_loss, "unpaired", "PIPA-M", head=True),
-        _spec("pipa_n", pipa_n_loss, "unpaired", "PIPA-N", head=True),
-        _spec("pipa_m_fixed_g", pipa_m_fixed_g_loss, "unpaired", "PIPA-M (g=0.5)"),
-        _spec("pipa_n_fixed_g", pipa_n_fixed_g_loss, "unpaired", "PIPA-N (g=0.5)"),
-        _spec("kto_sft", kto_sft_loss, "unpaired", "KTO+SFT", mismatched=True),
-        _spec("pipa_m_sft", pipa_m_sft_loss, "unpaired", "PIPA-M+SFT", head=True),
-    )
+    name: AlgorithmSpec(**vars(a), loss_fn=globals()[a.loss])
+    for name, a in registry.ALGORITHMS.items()
 }
 
 # Inputs a loss needs although its signature gives them a default (so that a missing one

@@ -13,25 +13,11 @@ those rows have no paper number (``paper_table1`` returns ``None``).
 
 from __future__ import annotations
 
+from pipa import registry
+
 PAPER_MODELS = ("ds", "qw")
 PAPER_BENCHMARKS = ("gsm", "math")  # GSM8K, MATH
 PAPER_BENCHMARK_NAMES = {"gsm": "GSM8K", "math": "MATH"}
-
-DISPLAY = {
-    "sft": "SFT model (start point)",
-    "sft_cont": "Continued SFT (control)",
-    "dpo": "DPO",
-    "ipo": "IPO",
-    "kto": "KTO",
-    "step_dpo": "Step-DPO",
-    "step_kto": "Step-KTO",
-    "pipa_m": "PIPA-M",
-    "pipa_n": "PIPA-N",
-    "pipa_m_fixed_g": "PIPA-M (g=0.5)",
-    "pipa_n_fixed_g": "PIPA-N (g=0.5)",
-    "kto_sft": "KTO+SFT",
-    "pipa_m_sft": "PIPA-M+SFT",
-}
 
 # Row names of Tables 2-4, by ablation name in params.yaml `ablations`.
 ABLATION_DISPLAY = {
@@ -43,7 +29,7 @@ ABLATION_DISPLAY = {
     "pipa_m_sft": "PIPA-M+SFT",
 }
 
-PIPA_ALGORITHMS = ("pipa_m", "pipa_n")
+PIPA_ALGORITHMS = registry.PIPA_ALGORITHMS
 # Figure 4: the paired baselines whose implicit reward of correct answers the paper plots,
 # and where it goes during training.
 FIGURE4_CORRECT_REWARD = {"dpo": "falls", "step_dpo": "rises"}
@@ -105,8 +91,9 @@ TABLE_CAPTIONS = {
 
 
 def display(algorithm: str) -> str:
-    """Display name of an algorithm key (the key itself when unknown)."""
-    return DISPLAY.get(algorithm, algorithm)
+    """Display name of an algorithm key (``pipa.registry``; the key itself when unknown)."""
+    known = registry.ALGORITHMS.get(algorithm)
+    return known.display if known else algorithm
 
 
 def ablation_display(ablation: str, spec: dict | None = None) -> str:

@@ -61,10 +61,10 @@ def launcher_problem(launcher) -> str | None:
 def params(path: str = "params.yaml", algorithms=None) -> dict:
     """Load and validate params; a bad key stops the stage before any work, naming the fix.
 
-    ``algorithms``: the ``ALGORITHMS`` table, passed by the stages that train or evaluate
-    with algorithm names (they import ``pipa.losses`` anyway), so the names are checked
-    too; the others leave it out and so do not depend on ``pipa/losses.py``. The
-    ``preflight`` stage checks the names before any stage runs."""
+    ``algorithms``: the table the algorithm names are checked against (default: the
+    torch-free ``pipa.registry.ALGORITHMS``; the training stages pass ``pipa.losses``'s,
+    the same entries with their loss functions). The ``preflight`` stage checks the names
+    before any stage runs."""
     from pipa.config import ConfigError, load_params, validate
 
     try:

@@ -175,18 +175,21 @@ def test_any_stage_refuses_bad_params_before_any_work(tmp_path, default_params):
     assert not out.exists()
 
 
-def test_without_the_table_everything_but_the_names_is_checked(default_params):
-    """What a stage that never uses algorithm names runs (it does not import the table)."""
+def test_without_the_losses_every_name_is_still_checked(default_params):
+    """What a stage that never trains runs: the names are checked against the torch-free
+    registry (``pipa.registry.ALGORITHMS``), the same names the losses' table has."""
+    from pipa import registry
+
+    assert set(registry.ALGORITHMS) == set(ALGORITHMS)
     bad = copy.deepcopy(default_params)
     bad["algorithms"]["paired_step"].append("nonsense")
-    validate_without_names(bad)  # names unchecked here; preflight checks them
     bad["algorithms"]["paired_stp"] = ["dpo"]
     bad["threshold"] = -3
     with pytest.raises(ConfigError) as err:
         validate_without_names(bad)
     assert "unknown setting 'paired_stp'" in str(err.value)
     assert "threshold=-3" in str(err.value)
-    assert "nonsense" not in str(err.value)
+    assert "unknown algorithm 'nonsense' in algorithms.paired_step" in str(err.value)
 
 
 @pytest.mark.parametrize("section", ["sft", "prior_ft", "align"])
