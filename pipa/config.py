@@ -180,6 +180,7 @@ def validate(params: dict, source: str = "params.yaml",
                             "positive numbers (1 and 1 is the paper's KTO)")
     if algorithms is not None:
         problems += _kto_micro_batch_problems(params, grid, algorithms, source)
+        problems += _name_and_range_problems(params, algorithms, source)
     for key in ("runtime.threads", "runtime.workers", "align.length_groups"):
         value = need(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
@@ -205,6 +206,74 @@ def validate(params: dict, source: str = "params.yaml",
     problems += _path_problems(params, source)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def _name_and_range_problems(params: dict, table: Mapping[str, Any], source: str) -> list[str]:
+    """Values that would pass silently and change the numbers: repeated or no seeds,
+    benchmark, decoding, ablation-model and lr-grid names that do not exist, a sweep
+    algorithm of the wrong data kind, learning rates and sizes out of range."""
+    out: list[str] = []
+    seeds = params.get("seeds")
+    if isinstance(seeds, list):
+        if not seeds:
+            out.append(f"{source}: seeds=[] runs no cell; give at least one seed, e.g. [0, 1]")
+        elif len(set(map(str, seeds))) != len(seeds):
+            out.append(f"{source}: seeds={seeds} repeats a seed (the report would count the "
+                       "same cell twice); give distinct seeds")
+    data = params.get("data") or {}
+    source_kind = registry.WORLD if data.get("source", "builtin") == "builtin" else registry.REAL
+    known = registry.BENCHMARKS[source_kind]
+    for name in data.get("benchmarks") or []:
+        if name not in known:
+            out.append(f"{source}: data.benchmarks has {name!r}, not a {source_kind} benchmark; "
+                       f"valid: {', '.join(known)}")
+    ev = params.get("eval") or {}
+    if ev.get("decoding", "greedy") not in ("greedy", "beam"):
+        out.append(f"{source}: eval.decoding={ev.get('decoding')!r}; valid: greedy, beam")
+    for key in ("batch_size", "max_new_tokens", "max_steps"):
+        if key in ev and not _positive_int(ev[key]):
+            out.append(f"{source}: eval.{key}={ev[key]!r} must be a positive integer")
+    models = params.get("models") or []
+    for name in params.get("ablation_models") or []:
+        if name not in models:
+            out.append(f"{source}: ablation_models has {name!r}, not one of models "
+                       f"({', '.join(map(str, models))})")
+    sweep = params.get("sweep_algorithm")
+    if sweep in table and table[sweep].data_kind != "unpaired":
+        out.append(f"{source}: sweep_algorithm={sweep!r} trains on pairs, but the threshold "
+                   "sweep runs on unpaired step-level data; use an unpaired algorithm "
+                   "(pipa_m, pipa_n, kto, step_kto)")
+    align = params.get("align") or {}
+    if "val_problems" in align and align["val_problems"] is not None \
+            and not _positive_int(align["val_problems"]):
+        out.append(f"{source}: align.val_problems={align['val_problems']!r} must be a positive "
+                   "integer (the validation problems that pick the lr), or null for all")
+    grid = align.get("lr_grid")
+    if not isinstance(grid, dict) or not grid:
+        out.append(f"{source}: align.lr_grid must map 'default' (and any algorithm) to a list "
+                   "of learning rates, e.g. {default: [2.0e-5, 2.0e-4]}")
+    else:
+        for key, values in grid.items():
+            if key != "default" and key not in table:
+                out.append(f"{source}: align.lr_grid has {key!r}, not an algorithm (it would "
+                           f"silently use 'default'); valid keys: default, "
+                           f"{', '.join(sorted(table))}")
+            if not isinstance(values, list) or not values \
+                    or not all(_positive_number(v) for v in values):
+                out.append(f"{source}: align.lr_grid.{key}={values!r} must be a non-empty list "
+                           "of positive learning rates")
+        if "default" not in grid:
+            used = {n for names in (params.get("algorithms") or {}).values() for n in names or []}
+            missing = sorted(n for n in used if n not in grid)
+            if missing:
+                out.append(f"{source}: align.lr_grid has no 'default' and no entry for "
+                           f"{', '.join(missing)}")
+    for key in ("pretrain.lr", "sft.lr", "prior_ft.lr"):
+        section, name = key.split(".")
+        value = (params.get(section) or {}).get(name)
+        if value is not None and not _positive_number(value):
+            out.append(f"{source}: {key}={value!r} must be a positive learning rate")
+    return out
 
 
 def _positive_number(value: Any) -> bool:

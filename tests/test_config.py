@@ -257,3 +257,56 @@ def test_real_preset_micro_batches_on_eight_gpus(default_params):
         params = merge(default_params, yaml.safe_load((ROOT / name).read_text()) or {})
         assert all(params[s]["grad_accum"] == 1 for s in ("sft", "prior_ft", "align"))
         assert not params["sft"]["lora"]["enabled"]
+
+
+def _set(params: dict, dotted: str, value) -> dict:
+    out = copy.deepcopy(params)
+    node = out
+    *parents, last = dotted.split(".")
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return out
+
+
+# Values that would pass silently and change the numbers, each refused at preflight with
+# the key, the bad value and the fix (a catalogue: add a row for every new check).
+SILENT_CHANGES = [
+    ("align.beta", -1, "align.beta=-1 must be a positive number"),
+    ("align.beta", 0, "align.beta=0 must be a positive number"),
+    ("align.kto_weights", {"desirable": 0, "undesirable": 1}, "both weights must be positive"),
+    ("seeds", [0, 0], "seeds=[0, 0] repeats a seed"),
+    ("seeds", [], "seeds=[] runs no cell"),
+    ("data.benchmarks", ["gsm", "maths"], ("data.benchmarks has 'maths', not a world benchmark; "
+                                          "valid: gsm, math")),
+    ("eval.decoding", "beamz", "eval.decoding='beamz'; valid: greedy, beam"),
+    ("eval.batch_size", 0, "eval.batch_size=0 must be a positive integer"),
+    ("eval.answer_fallback", "first_number", ("eval.answer_fallback='first_number'; valid: "
+                                             "last_number, none")),
+    ("ablation_models", ["dz"], "ablation_models has 'dz', not one of models (ds, qw)"),
+    ("sweep_algorithm", "dpo", "sweep_algorithm='dpo' trains on pairs"),
+    ("align.val_problems", 0, "align.val_problems=0 must be a positive integer"),
+    ("align.lr_grid", {}, "align.lr_grid must map 'default'"),
+    ("align.lr_grid", {"default": [2e-5], "dpoo": [1e-4]},
+     "align.lr_grid has 'dpoo', not an algorithm (it would silently use 'default')"),
+    ("align.lr_grid", {"default": [-2e-5]}, "align.lr_grid.default=[-2e-05] must be a non-empty"),
+    ("align.lr_grid", {"dpo": [2e-5]}, "align.lr_grid has no 'default' and no entry for"),
+    ("sft.lr", -1e-3, "sft.lr=-0.001 must be a positive learning rate"),
+    ("pretrain.lr", 0, "pretrain.lr=0 must be a positive learning rate"),
+]
+
+
+@pytest.mark.parametrize("key, value, message", SILENT_CHANGES,
+                         ids=[f"{k}={v}" for k, v, _ in SILENT_CHANGES])
+def test_values_that_would_silently_change_the_numbers_are_refused(default_params, key, value,
+                                                                   message):
+    with pytest.raises(ConfigError) as err:
+        validate(_set(default_params, key, value))
+    assert message in str(err.value)
+
+
+def test_kto_needs_two_sequences_per_micro_batch(default_params):
+    bad = _set(_set(default_params, "align.batch_size", 4), "align.grad_accum", 4)
+    with pytest.raises(ConfigError, match=r"align.batch_size / align.grad_accum = 1 sequence "
+                                          r"per micro-batch, but kto, kto_sft, step_kto"):
+        validate(bad)
