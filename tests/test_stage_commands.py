@@ -189,3 +189,18 @@ def test_parallel_repro_runs_a_wave_side_by_side_and_stops_on_a_failing_stage(tm
                            "last"], cwd=tmp_path, env=env, capture_output=True, text=True,
                           check=True)
     assert set(re.findall(r"Running stage '([^']+)'", only.stdout)) == {"last"}, only.stdout
+
+
+def test_the_four_setting_stages_differ_only_in_the_setting_name():
+    """What dvc.yaml cannot write once (a matrix is a full product; each setting has its
+    own algorithm list) is at least kept identical: any other difference is a slip."""
+    import yaml
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    settings = ("paired_answer", "paired_step", "unpaired_answer", "unpaired_step")
+    bodies = set()
+    for setting in settings:
+        body = dict(stages[f"align_{setting}"])
+        assert body["matrix"]["algorithm"] == f"${{algorithms.{setting}}}"
+        bodies.add(yaml.safe_dump(body, sort_keys=True).replace(setting, "SETTING"))
+    assert len(bodies) == 1, "the align_<setting> stages differ beyond the setting name"
