@@ -80,6 +80,11 @@ def prepare_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
     max_len = int(C.get(params, f"model_families.{model_name}.arch.max_len"))
     records = read_jsonl(labels_path)
     examples, skipped = build_examples(records, tok, fmt, max_len)
+    if not examples:
+        raise ValueError(
+            f"{labels_path}: no record to train {algorithm} on ({len(records)} records, "
+            f"skipped {skipped} by the context limit model_families.{model_name}.arch.max_len="
+            f"{max_len}); re-run the labels stage or raise max_len")
     prior = load_file(str(prior_path))
     missing = [e.sid for e in examples if e.sid not in prior]
     if missing:

@@ -7,6 +7,7 @@ does not import the label rules: the base models' stage then does not depend on
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 
 from pipa.labels import step_index, token_labels
@@ -16,7 +17,11 @@ from pipa.training import Example
 
 def build_examples(records: list[dict], tokenizer, format_prompt: Callable[[str], str],
                    max_len: int) -> tuple[list[Example], dict[str, int]]:
-    """Tokenize labelled records; sequences longer than ``max_len`` are skipped and counted."""
+    """Tokenize labelled records; sequences longer than ``max_len`` are skipped and counted.
+
+    ``skipped``: ``too_long``, and ``pair_partner_too_long``: the kept records of a pair whose
+    other half was too long (paired algorithms cannot train on them; the decoupled
+    algorithms still read them as single records)."""
     examples, skipped = [], {"too_long": 0}
     for rec in records:
         prompt_ids, response_ids, offsets = encode_example(
@@ -37,4 +42,7 @@ def build_examples(records: list[dict], tokenizer, format_prompt: Callable[[str]
                 pair=rec.get("pair"),
             )
         )
+    pairs = Counter(r.get("pair") for r in records if r.get("pair") is not None)
+    kept = Counter(e.pair for e in examples if e.pair is not None)
+    skipped["pair_partner_too_long"] = sum(1 for p, n in kept.items() if n < pairs[p])
     return examples, skipped

@@ -107,3 +107,27 @@ def test_finetune_with_lora_saves_a_merged_plain_model(tiny, tmp_path):
     k = "model.layers.0.self_attn.k_proj.weight"
     assert not torch.equal(before[q], after[q])  # the trained adapter, merged
     assert torch.equal(before[k], after[k])  # not a LoRA target: untouched
+
+
+def test_a_pair_whose_partner_is_too_long_is_counted(tiny):
+    """A too-long solution is skipped and counted; so is the pair partner it leaves alone
+    (paired algorithms cannot train on it), where the label stats DVC tracks would not."""
+    from pipa.examples import build_examples
+    from pipa.world import format_prompt
+
+    _, tok, _, problems = tiny
+    q = problems[0]["question"]
+    short, long = ["Answer: 1\n"], ["1+1=2\n" * 60, "Answer: 2\n"]
+    records = [
+        {"rid": "a", "sid": "a", "question": q, "steps": short, "step_labels": [1],
+         "correct": True, "pair": 0},
+        {"rid": "b", "sid": "b", "question": q, "steps": long, "step_labels": [0, 0],
+         "correct": False, "pair": 0},
+        {"rid": "c", "sid": "c", "question": q, "steps": short, "step_labels": [1],
+         "correct": True, "pair": 1},
+        {"rid": "d", "sid": "d", "question": q, "steps": ["Answer: 3\n"], "step_labels": [0],
+         "correct": False, "pair": 1},
+    ]
+    examples, skipped = build_examples(records, tok, format_prompt, max_len=64)
+    assert [e.rid for e in examples] == ["a", "c", "d"]
+    assert skipped == {"too_long": 1, "pair_partner_too_long": 1}

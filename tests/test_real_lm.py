@@ -94,7 +94,7 @@ def examples(tok_model, params, records):
     fmt = prompt_formatter(params, "ds", tok)
     max_len = int(C.get(params, "model_families.ds.arch.max_len"))
     exs, skipped = build_examples(records, tok, fmt, max_len)
-    assert skipped == {"too_long": 0}
+    assert skipped == {"too_long": 0, "pair_partner_too_long": 0}
     return exs
 
 
