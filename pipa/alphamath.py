@@ -8,7 +8,15 @@ correct final answer, -1 for an incorrect one. The response text of a solution i
 concatenation of its step strings (no separator added).
 
 Only ``step`` and ``Q`` of a step are read (``P`` and ``depth`` are not used downstream and
-not required); ``input`` is optional and ignored.
+not required). ``input`` is optional; AlphaMath leaves it empty. In Alpaca's layout (a
+generic ``instruction`` such as "Solve the problem", the question in ``input``) the question
+is read from ``input`` when ``instruction`` has no ``<question>`` tags: taking the instruction
+would collapse every row into one question.
+
+A file with bad rows is refused whole: every bad row (up to ``MAX_LISTED``) is named in one
+message, with the file, the row, the question, what is wrong and the fix, so a user fixes
+them in one pass; ``on_error="skip"`` drops them instead, counted. A file with no solution
+left is an error too, never an empty result.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from dataclasses import dataclass
 from pipa.io import atomic_path
 
 ON_ERROR = ("raise", "skip")
+MAX_LISTED = 20  # bad rows named in one error message
 
 # Reasons a row is rejected (the keys of read_with_stats' skipped counts).
 REASONS = {
@@ -123,6 +132,10 @@ def _parse_row(path: str, i: int, row) -> tuple[str, list[str], list[float]]:
         raise RowError(path, i, None, "not_an_object", f"row is {type(row).__name__}")
     instruction = row.get("instruction")
     question = extract_question(instruction) if isinstance(instruction, str) else None
+    given = row.get("input")
+    if (isinstance(instruction, str) and not _QUESTION_RE.search(instruction)
+            and isinstance(given, str) and given.strip()):
+        question = extract_question(given)  # Alpaca's layout: the question is the input
     missing = [f for f in ("instruction", "output") if f not in row]
     if missing:
         raise RowError(path, i, question, "missing_field", f"missing {', '.join(missing)}")
@@ -176,12 +189,12 @@ def read_with_stats(
     solutions: list[Solution] = []
     skipped: Counter[str] = Counter()
     per_question: Counter[str] = Counter()
+    errors: list[RowError] = []
     for i, row in enumerate(data):
         try:
             question, steps, q_values = _parse_row(path, i, row)
         except RowError as err:
-            if on_error == "raise":
-                raise
+            errors.append(err)
             skipped[err.reason] += 1
             continue
         qid = question_id(question)
@@ -190,6 +203,17 @@ def read_with_stats(
         solutions.append(
             Solution(qid, f"{qid}-{k}", question, steps, q_values, q_values[-1] == 1, i)
         )
+    if errors and on_error == "raise":
+        if len(errors) == 1:
+            raise errors[0]
+        listed = "\n  - ".join(str(e) for e in errors[:MAX_LISTED])
+        more = f"\n  ... and {len(errors) - MAX_LISTED} more" if len(errors) > MAX_LISTED else ""
+        raise ValueError(f"{path}: {len(errors)} bad rows of {len(data)}:\n  - {listed}{more}")
+    if not solutions:
+        what = (f"all {len(data)} rows were rejected ({dict(sorted(skipped.items()))})"
+                if data else "it is an empty list")
+        raise ValueError(f"{path}: no solution to read: {what}; an AlphaMath file is a JSON "
+                         "list of rows {instruction, input, output}")
     return solutions, dict(sorted(skipped.items()))
 
 

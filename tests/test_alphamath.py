@@ -168,3 +168,48 @@ def test_question_extraction():
     assert alphamath.extract_question("Solve: <question>x</question> now") == "x"
     assert alphamath.extract_question("  no tags ") == "no tags"
     assert alphamath.question_id(" a ") == alphamath.question_id("a")
+
+
+def _plain_row(question: str, q_last: float = 1.0, instruction: str | None = None, inp: str = "") -> dict:
+    steps = [{"step": "x = 1\n", "Q": 0.5}, {"step": "Answer: 1\n", "Q": q_last}]
+    return {"instruction": instruction if instruction is not None
+            else f"<question>{question}</question>", "input": inp, "output": json.dumps(steps)}
+
+
+def test_alpaca_layout_reads_the_question_from_input(tmp_path):
+    """A generic instruction with the question in `input` (Alpaca's layout) must not
+    collapse every row into one question."""
+    path = tmp_path / "alpaca.json"
+    rows = [_plain_row("", instruction="Solve the problem.", inp=q) for q in ("1+0?", "2-1?", "3-2?")]
+    path.write_text(json.dumps(rows))
+    sols = alphamath.read(path)
+    assert [s.question for s in sols] == ["1+0?", "2-1?", "3-2?"]
+    assert len({s.qid for s in sols}) == 3
+
+
+def test_every_bad_row_is_reported_in_one_message(tmp_path):
+    path = tmp_path / "bad.json"
+    rows = [_plain_row("ok?"), _plain_row("q1?", q_last=0.3), {"instruction": "<question>q2?</question>"},
+            _plain_row("q3?", q_last=7.0), _plain_row("fine?")]
+    path.write_text(json.dumps(rows))
+    with pytest.raises(ValueError) as err:
+        alphamath.read(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}: 3 bad rows of 5:")
+    for row, question, fix in ((1, "q1?", "set the last step's Q to exactly 1"),
+                               (2, "q2?", "give the row an 'instruction'"),
+                               (3, "q3?", "keep every Q a finite number in [-1, 1]")):
+        assert f"row {row} (question '{question}')" in text and fix in text
+    sols, skipped = alphamath.read_with_stats(path, on_error="skip")
+    assert len(sols) == 2 and sum(skipped.values()) == 3
+
+
+def test_a_file_with_no_solution_is_an_error_naming_it(tmp_path):
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    with pytest.raises(ValueError, match=r"empty\.json: no solution to read: it is an empty"):
+        alphamath.read(empty)
+    rejected = tmp_path / "rejected.json"
+    rejected.write_text(json.dumps([_plain_row("q?", q_last=0.2)]))
+    with pytest.raises(ValueError, match=r"all 1 rows were rejected \(\{'last_q_not_pm1': 1\}"):
+        alphamath.read_with_stats(rejected, on_error="skip")
