@@ -65,23 +65,24 @@ def gsm8k_final_answer(solution: str) -> str:
     return strip_thousands_commas(ans).replace(",", "")
 
 
-def _braced(text: str, start: int) -> tuple[str, int] | None:
-    """Content of the balanced ``{...}`` whose ``{`` is at ``start``; and the index after it."""
-    depth = 0
-    i = start
-    while i < len(text):
+def _brace_matches(text: str) -> dict[int, int]:
+    """Index of each ``{`` -> index of its matching ``}`` (escaped ``\\{``/``\\}`` skipped),
+    in one linear pass; unclosed braces are absent. Scanning from every ``\\boxed{`` to the
+    end instead was quadratic on hostile outputs (thousands of unclosed boxes)."""
+    stack: list[int] = []
+    matches: dict[int, int] = {}
+    i, n = 0, len(text)
+    while i < n:
         ch = text[i]
-        if ch == "\\":  # skip escaped characters such as \{ and \}
+        if ch == "\\":
             i += 2
             continue
         if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start + 1 : i], i + 1
+            stack.append(i)
+        elif ch == "}" and stack:
+            matches[stack.pop()] = i
         i += 1
-    return None
+    return matches
 
 
 def boxed_contents(text: str) -> list[str]:
@@ -96,15 +97,16 @@ def boxed_contents(text: str) -> list[str]:
 def boxes(text: str) -> list[tuple[int, int, str]]:
     """``(start, end, content)`` of every box of ``text`` in order (``boxed_contents``)."""
     found: list[tuple[int, int, str]] = []
+    closing = _brace_matches(text)  # one pass: each box then costs O(1) to close
     for cmd in _BOX_COMMANDS:
         for m in re.finditer(re.escape(cmd) + r"(?![A-Za-z])", text):
             j = m.end()
             while j < len(text) and text[j] == " ":
                 j += 1
             if j < len(text) and text[j] == "{":
-                got = _braced(text, j)
-                if got is not None:
-                    found.append((m.start(), got[1], got[0]))
+                end = closing.get(j)
+                if end is not None:
+                    found.append((m.start(), end + 1, text[j + 1 : end]))
             elif j > m.end():
                 tok = re.match(r"[^\s$]+", text[j:])
                 if tok:

@@ -83,7 +83,8 @@ class WorldGrader:
 
 _ANSWER_IS = re.compile(r"(?i)\b(?:the\s+)?(?:final\s+)?answer\s+is\s*:?\s*")
 _HASH = re.compile(r"####\s*([^\n]*)")
-_A_LINE = re.compile(r"(?m)^\s*A:\s*(.+?)\s*$")
+# [ \t], not \s: with \s a run of newlines made every line start rescan the rest (quadratic)
+_A_LINE = re.compile(r"(?m)^[ \t]*A:[ \t]*(.+?)[ \t]*$")
 
 
 def _after_answer_is(rest: str) -> str:

@@ -129,3 +129,24 @@ def test_world_rows_keep_their_schema():
     rows = grade_predictions([problem], ["Answer: 7\n"], setting="world")
     assert "extracted_by" not in rows[0] and rows[0]["correct"]
     assert "extracted_by" not in evaluate_predictions(rows)["benchmarks"]["gsm"]
+
+
+@pytest.mark.parametrize("name, text", [
+    ("newlines", "\n" * 1_000_000),
+    ("blank lines", " \n" * 500_000),
+    ("unclosed boxes", "\\boxed{" * 140_000),
+    ("answer is", "the answer is " * 70_000),
+    ("A lines", "A: \n" * 250_000),
+    ("digits and dots", "1." * 500_000),
+    ("braces", "{" * 1_000_000),
+])
+def test_a_megabyte_of_hostile_output_is_extracted_in_linear_time(name, text):
+    """Extraction runs outside math-verify's timeouts, so it must be linear: before, a run
+    of newlines and a run of unclosed boxes were quadratic (200 KB: 30 s and 78 s). A
+    megabyte now takes a fraction of a second; the bound leaves room for a slow machine."""
+    import time
+
+    started = time.perf_counter()
+    extract_answer(text)
+    GRADER.grade("1", text)
+    assert time.perf_counter() - started < 20, name
