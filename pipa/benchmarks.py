@@ -207,6 +207,7 @@ def load_math(path: str | os.PathLike = MATH_TEST,
         corrections = beside if beside.is_file() else None
     rows = _read(path, "MATH")
     table = load_corrections(corrections) if corrections else {}
+    n_corrected = len(table)
     out = []
     n_sets = 0
     for i, row in enumerate(rows):
@@ -217,22 +218,22 @@ def load_math(path: str | os.PathLike = MATH_TEST,
         idx = row.get("idx", i)
         item = {"id": f"math-{int(idx):04d}", "question": row["problem"], "answer": ans,
                 "benchmark": "math"}
-        n_sets += ans != last_boxed(row["solution"]).strip()
+        last = last_boxed(row["solution"]).strip()
+        n_sets += ans != last
         fix = table.pop(item["id"], None)
         if fix is not None:
-            if fix["last_box"] != last_boxed(row["solution"]).strip():
+            if fix["last_box"] != last:
                 raise ValueError(
                     f"{corrections}: the entry for {item['id']} was written for the last box "
                     f"{fix['last_box']!r}, but {path} record {i + 1} now boxes "
-                    f"{last_boxed(row['solution']).strip()!r}: re-check the entry")
+                    f"{last!r}: re-check the entry")
             item["answers"] = list(fix["answers"])
             item["answer"] = fix["answers"][0]
         out.append(item)
     if table:
         raise ValueError(f"{corrections}: ids not in {path}: {sorted(table)}")
     if report is not None:
-        report.update({"multi_box_sets": n_sets,
-                       "corrected": len(load_corrections(corrections)) if corrections else 0})
+        report.update({"multi_box_sets": n_sets, "corrected": n_corrected})
     return out
 
 

@@ -253,13 +253,13 @@ class MathVerifyGrader:
         golds = [gold] if isinstance(gold, str) else list(gold)
         if not golds:
             raise ValueError("a gold answer list must not be empty")
-        verdicts = []
+        first = None
         for g in golds:
             v = self._grade_one(g, extracted)
             if v.correct:
                 return replace(v, extracted_by=how)
-            verdicts.append(v)
-        return replace(verdicts[0], extracted_by=how)
+            first = first or v
+        return replace(first, extracted_by=how)
 
     def _grade_one(self, gold: str, extracted: str) -> Verdict:
         from math_verify import verify

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -148,25 +149,28 @@ def _summary(per: dict[str, list[int]]) -> dict:
     }
 
 
-def self_grade(data_dir: Path, limit: int | None = None) -> tuple[dict, list[dict]]:
+def self_grade(data_dir: Path, limit: int | None = None,
+               golds: dict | None = None) -> tuple[dict, list[dict]]:
     """Each benchmark's own reference solution graded against its gold final answer.
 
     MATH: the solution's answer is what the loader's rule reads from its boxes
     (``math_gold``: the last box, or the parts of one answer boxed side by side), graded
     against the gold after the correction table. A corrected gold that the solution's boxes
     do not state (a set boxed across a derivation, an intermediate boxed last) cannot come
-    out of the solution: those rows are left out of the percentage and listed."""
+    out of the solution: those rows are left out of the percentage and listed. ``golds``
+    receives what the MATH loader reports (``load_math``'s ``report``)."""
     out, failures = {}, []
+    corrections = load_corrections(data_dir / "math" / "corrections.json")
     specs = [
         ("gsm8k", load_gsm8k, data_dir / "gsm8k" / "test.jsonl", "answer", True),
-        ("math", load_math, data_dir / "math" / "test.jsonl", "solution", False),
+        ("math", partial(load_math, report=golds), data_dir / "math" / "test.jsonl", "solution",
+         False),
         ("math500", load_math500, data_dir / "math" / "test500.jsonl", "solution", False),
     ]
     for name, loader, path, field, numeric in specs:
         problems = loader(path)[:limit]
         raw = read_jsonl(path)[:limit]
         grader = MathVerifyGrader(numeric=numeric)
-        corrections = load_corrections(data_dir / "math" / "corrections.json")
         ok = n = 0
         excluded = []
         for prob, row in zip(problems, raw, strict=True):
@@ -256,10 +260,9 @@ def run(data_dir: Path, out: Path, disagreements_md: Path, limit: int | None = N
     t0 = time.perf_counter()
     gsm, d1 = agree_gsm8k_gpt3(data_dir / "graded_outputs" / "gsm8k_gpt3_solutions.jsonl", limit)
     qwen, d2 = agree_qwen_math(data_dir / "graded_outputs" / "math_qwen25_cot100.jsonl", limit)
-    selfg, failures = self_grade(data_dir, limit)
-    m500 = math500_answer_mismatches(data_dir / "math" / "test500.jsonl")
     golds: dict = {}
-    load_math(data_dir / "math" / "test.jsonl", data_dir / "math" / "corrections.json", golds)
+    selfg, failures = self_grade(data_dir, limit, golds)
+    m500 = math500_answer_mismatches(data_dir / "math" / "test500.jsonl")
     metrics = {
         "math_golds": golds,  # how many golds the set rule and the correction table changed
         "gsm8k_gpt3": gsm,

@@ -202,18 +202,16 @@ def dvc_plots_spec(params: dict, out: str = "reports") -> list[dict]:
 
     f3 = [f"{a}_{s}" for s, a in _fig3_sources(params)]
     f4 = [f"{a}_{w}" for _, a in _fig4_sources(params) for w in ("correct", "incorrect")]
-    for m in models if f3 else []:
-        specs.append({f"fig3_value_likelihood{suffix(m)}": {
-            "template": "linear", "x": "step",
-            "y": {f"{out}/plots/fig3_value_likelihood_{m}.csv": f3},
-            "title": f"Value-head label likelihood during PIPA training ({m})",
-            "x_label": "training step", "y_label": "geometric-mean label likelihood"}})
-    for m in models if f4 else []:
-        specs.append({f"fig4_implicit_reward{suffix(m)}": {
-            "template": "linear", "x": "step",
-            "y": {f"{out}/plots/fig4_implicit_reward_{m}.csv": f4},
-            "title": f"Implicit reward, DPO vs Step-DPO ({m})",
-            "x_label": "training step", "y_label": "implicit reward R(y) (nats)"}})
+    curves = (("fig3_value_likelihood", f3, "Value-head label likelihood during PIPA training",
+               "geometric-mean label likelihood"),
+              ("fig4_implicit_reward", f4, "Implicit reward, DPO vs Step-DPO",
+               "implicit reward R(y) (nats)"))
+    for name, columns, title, y_label in curves:
+        for m in models if columns else []:
+            specs.append({f"{name}{suffix(m)}": {
+                "template": "linear", "x": "step",
+                "y": {f"{out}/plots/{name}_{m}.csv": columns},
+                "title": f"{title} ({m})", "x_label": "training step", "y_label": y_label}})
     if params.get("sweep_thresholds"):
         specs.append({"fig5_threshold": {
             "template": "linear", "x": "threshold",
