@@ -13,6 +13,7 @@ import functools
 import json
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from pipa import config as C
 from pipa.evaluation import eval_problems, validation_accuracy
 from pipa.io import read_jsonl, write_json
 from pipa.live import forked_live
+from pipa.loss_terms import LossParams, PairedBatch, Responses, UnpairedBatch
 from pipa.model_io import load_policy_model, prompt_formatter, with_lora
 from pipa.world import subsample
 
@@ -43,7 +45,7 @@ class Cell:
     plan: list                   # the batches, planned once: every candidate sees them
     prior: dict                  # solution id -> the prior's per-token log-probs
     mismatched_prior: dict | None  # KTO's reference on the mismatched pairs of the plan
-    hparams: dict
+    hparams: LossParams          # the loss hyperparameters, typed (align.beta, ...)
     val: list[dict]              # validation problems (never test) that pick the lr
     accelerator: object
     precision: str
@@ -108,10 +110,7 @@ def prepare_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
             sft_model.to(accelerator.device), tok,
             mismatched_examples(plan, spec.data_kind),
             int(C.get(params, "eval.batch_size")), precision)
-    hparams = {"beta": float(acfg["beta"]), "reduction": acfg["reduction"],
-               "ipo_normalize": bool(acfg["ipo_normalize"]), "sft_coef": float(acfg["sft_coef"]),
-               "desirable_weight": float(acfg["kto_weights"]["desirable"]),
-               "undesirable_weight": float(acfg["kto_weights"]["undesirable"])}
+    hparams = loss_params(acfg)
     val = subsample(eval_problems(params, world_dir, "val"), acfg.get("val_problems"),
                     int(C.get(params, "seed")))
     return Cell(params=params, algorithm=algorithm, model_name=model_name, seed=seed,
@@ -122,10 +121,88 @@ def prepare_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
                 batch_size=bsz, grad_accum=grad_accum)
 
 
+def loss_params(acfg: dict) -> LossParams:
+    """The loss hyperparameters of params' ``align`` section, typed."""
+    return LossParams(beta=float(acfg["beta"]), reduction=acfg["reduction"],
+                      ipo_normalize=bool(acfg["ipo_normalize"]),
+                      sft_coef=float(acfg["sft_coef"]),
+                      desirable_weight=float(acfg["kto_weights"]["desirable"]),
+                      undesirable_weight=float(acfg["kto_weights"]["undesirable"]))
+
+
+def _responses(batch, logps, values) -> Responses:
+    return Responses(policy_logps=logps, prior_logps=batch["prior_logps"],
+                     mask=batch["response_mask"], token_labels=batch["token_labels"],
+                     step_ids=batch["step_ids"], value_logits=values)
+
+
+def alignment_step(spec, policy, batches: Iterator, prior: dict[str, torch.Tensor],
+                   pad_id: int, hparams: LossParams, ref_model=None,
+                   mismatched_prior: dict[str, torch.Tensor] | None = None
+                   ) -> Callable[[int], tuple]:
+    """The per-step function of an alignment run, driven by the algorithm's spec.
+
+    One forward over every sequence of the batch (for paired data: the chosen then the
+    rejected responses), cached prior log-probs, and, for KTO's family, the mismatched
+    pairs (x_i, y_{i+1}) scored without a graph (z0 is detached) by the policy, with the
+    reference's log-probs of those pairs read from ``mismatched_prior`` (computed before
+    training over ``mismatched_examples`` of the plan) or, without it, computed in the loop
+    by ``ref_model`` (which must already be on the policy's device).
+    ``batches`` yields micro-batches (``batch_plan``): with gradient accumulation or
+    several processes, KTO's mismatched pairs and z0 come from the micro-batch.
+    """
+    from pipa.training import (
+        collate,
+        device_of,
+        forward_logps,
+        mismatched,
+        step_sequences,
+        to_device,
+    )
+
+    if spec.needs_mismatched and ref_model is None and mismatched_prior is None:
+        raise ValueError(f"{spec.name}: KTO's mismatched pairs need mismatched_prior "
+                         "(cached reference log-probs) or a ref_model")
+
+    def step_fn(step: int, model=None):
+        # ``model``: what to call, the module ``fit`` prepared (DDP/DeepSpeed wrapper); the
+        # batch goes to the device of ``policy``, which ``accelerator.prepare`` moved.
+        net = policy if model is None else model
+        units = next(batches)
+        paired = spec.data_kind == "paired"
+        seqs = step_sequences(units, spec.data_kind)
+        device = device_of(policy)
+        batch = to_device(collate(seqs, pad_id, prior), device)
+        logps, values = forward_logps(net, batch)
+        mismatched_responses = None
+        if spec.needs_mismatched:
+            kl = to_device(collate(mismatched(seqs), pad_id, mismatched_prior), device)
+            with torch.no_grad():
+                kl_logps, _ = forward_logps(net, kl)
+                kl_prior = (kl["prior_logps"] if mismatched_prior is not None
+                            else forward_logps(ref_model, kl)[0])
+            mismatched_responses = Responses(policy_logps=kl_logps, prior_logps=kl_prior,
+                                             mask=kl["response_mask"])
+        if paired:  # the chosen responses first, then the rejected ones (step_sequences)
+            n = len(units)
+            sides = [_responses({k: v[part] for k, v in batch.items()}, logps[part],
+                                None if values is None else values[part])
+                     for part in (slice(0, n), slice(n, None))]
+            loss_batch = PairedBatch(chosen=sides[0], rejected=sides[1])
+        else:
+            loss_batch = UnpairedBatch(responses=_responses(batch, logps, values),
+                                       is_correct=batch["is_correct"],
+                                       mismatched=mismatched_responses)
+        loss, logs = spec.loss_fn(loss_batch, hparams)
+        return loss, logs, [e.rid for e in seqs], int(batch["attention_mask"].sum())
+
+    return step_fn
+
+
 def train_candidate(cell: Cell, job: tuple[float, str], progress: bool = True) -> dict:
     """Train and validate one lr of the grid into its own folder (a forked worker or this
     process). Every candidate starts from the same weights, seed and batches."""
-    from pipa.training import alignment_step, fit, full_weights_holder
+    from pipa.training import fit, full_weights_holder
     from pipa.value_head import PolicyWithValueHead, ValueHead
 
     lr, folder = job

@@ -28,7 +28,7 @@ def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[
     from dvclive import Live
 
     from pipa.examples import build_examples
-    from pipa.loss_terms import sft_loss
+    from pipa.loss_terms import LossParams, Responses, UnpairedBatch, sft_loss
     from pipa.training import (
         batch_plan,
         collate,
@@ -74,13 +74,16 @@ def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[
     holder, gather = full_weights_holder(accelerator, policy)
     started = time.perf_counter()
 
+    nll_per_token = LossParams(reduction="mean")  # each sequence's NLL over its tokens
+
     def step_fn(step: int, net=None):
         exs = next(batches)
         batch = to_device(collate(exs, tok.pad_token_id), device_of(policy))
         logps, _ = forward_logps(policy if net is None else net, batch)
-        loss, _ = sft_loss(policy_logps=logps, mask=batch["response_mask"],
-                           is_correct=torch.ones_like(batch["is_correct"]),
-                           reduction="mean", prior_logps=batch["prior_logps"])
+        responses = Responses(policy_logps=logps, prior_logps=batch["prior_logps"],
+                              mask=batch["response_mask"])
+        loss, _ = sft_loss(UnpairedBatch(responses, torch.ones_like(batch["is_correct"])),
+                           nll_per_token)
         return loss, {}, [e.rid for e in exs], int(batch["attention_mask"].sum())
 
     model.train()

