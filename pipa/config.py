@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pipa import registry
+from pipa import registry, schema
 
 SETTINGS = tuple(registry.SETTINGS)  # the keys of params `algorithms`
 
@@ -23,8 +24,19 @@ def load_params(path: str | os.PathLike = "params.yaml") -> dict:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: params file not found; run from the repository root")
-    with open(path) as fh:
-        params = yaml.safe_load(fh)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            params = yaml.safe_load(fh)
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8") \
+            from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {what}; fix that line (a tab or a "
+                          "missing space after ':' is the usual cause) or restore it with "
+                          f"`git checkout {path}`") from None
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return params
@@ -94,6 +106,29 @@ def validate(params: dict, source: str = "params.yaml",
     """
     if algorithms is None:
         algorithms = registry.ALGORITHMS
+    # Each key's own type and range first (pipa/schema.py), then the checks that relate
+    # keys. Those assume well-typed values: when one is malformed and they trip over it,
+    # the key's own message is the one reported.
+    typed = schema.problems(params, source)
+    try:
+        problems = _relations(params, source, algorithms)
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError):
+        if not typed:
+            raise
+        problems = []
+
+    def named(key: str) -> bool:  # the richer message of a relation check already names it
+        return any(re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", p) for p in problems)
+
+    problems += schema.problems(params, source, reported=named)
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def _relations(params: dict, source: str, algorithms: Mapping[str, Any]) -> list[str]:
+    """The checks of ``validate`` beyond each key's own rule: names against the registries,
+    keys that must agree, and the richer messages of the checks that existed before the
+    schema (kept: the tests pin their wording)."""
     problems: list[str] = []
 
     def need(dotted: str):
@@ -204,8 +239,7 @@ def validate(params: dict, source: str = "params.yaml",
         problems.extend(check_batching(params, section, source))
         problems.extend(check_lora(params, section, source))
     problems += _path_problems(params, source)
-    if problems:
-        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    return problems
 
 
 def _name_and_range_problems(params: dict, table: Mapping[str, Any], source: str) -> list[str]:

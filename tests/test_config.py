@@ -310,3 +310,88 @@ def test_kto_needs_two_sequences_per_micro_batch(default_params):
     with pytest.raises(ConfigError, match=r"align.batch_size / align.grad_accum = 1 sequence "
                                           r"per micro-batch, but kto, kto_sft, step_kto"):
         validate(bad)
+
+
+# --------------------------------------------------------------------------------------
+# the schema walk: every key of every shipped params file has a check that bites
+# --------------------------------------------------------------------------------------
+
+def _every_shipped_params(default_params) -> dict[str, dict]:
+    out = {"params.yaml": default_params}
+    for preset in sorted((ROOT / "params").glob("*.yaml")):
+        out[preset.name] = merge(default_params, yaml.safe_load(preset.read_text()) or {})
+    return out
+
+
+def test_every_key_of_every_params_file_has_a_check_that_refuses_a_bad_value(default_params):
+    """For each leaf of params.yaml and of each preset merged onto it, its rule in
+    pipa/schema.py refuses every one of the rule's bad values, through the full validate,
+    with a message naming the key. A key with no rule fails here; so does a rule whose bad
+    values pass (a check that cannot fail)."""
+    from pipa import schema
+
+    unmatched, silent = [], []
+    seen: set[tuple[str, str]] = set()
+    for name, params in _every_shipped_params(default_params).items():
+        for key, _value in schema.leaves(params):
+            rule = schema.rule_for(key)
+            if rule is None:
+                unmatched.append(f"{name}: {key}")
+                continue
+            if (rule, key.split(".")[0]) in seen and "*" in rule:
+                continue  # one instance of a wildcard rule per section is enough
+            seen.add((rule, key.split(".")[0]))
+            assert schema.RULES[rule].bad, rule
+            for bad in schema.RULES[rule].bad:
+                try:
+                    validate(_set(params, key, bad), name)
+                except ConfigError as err:
+                    if key not in str(err):
+                        silent.append(f"{name}: {key}={bad!r} refused without naming the key")
+                else:
+                    silent.append(f"{name}: {key}={bad!r} passed")
+    assert not unmatched, f"keys without a rule in pipa/schema.py: {unmatched}"
+    assert not silent, "\n".join(silent)
+
+
+def test_a_misspelt_key_is_refused_naming_the_known_ones(default_params):
+    bad = copy.deepcopy(default_params)
+    bad["align"]["betta"] = 0.5
+    with pytest.raises(ConfigError, match=r"unknown key 'align.betta'.*known keys of align: "
+                                          r".*beta"):
+        validate(bad)
+    bad = copy.deepcopy(default_params)
+    bad["sed"] = 3
+    with pytest.raises(ConfigError, match=r"unknown key 'sed'.*top-level keys: .*seed"):
+        validate(bad)
+
+
+def test_every_rule_is_used_or_documented_as_optional(default_params):
+    """A rule no shipped params file reaches is a key some code reads with a default (an
+    optional key): each must be read somewhere in pipa/ or stages/, so the schema keeps no
+    rule for a key that no longer exists."""
+    from pipa import schema
+
+    used = {schema.rule_for(k) for p in _every_shipped_params(default_params).values()
+            for k, _ in schema.leaves(p)}
+    code = "\n".join(p.read_text() for folder in ("pipa", "stages")
+                     for p in (ROOT / folder).rglob("*.py") if p.name != "schema.py")
+    for rule in sorted(set(schema.RULES) - used):
+        assert f'"{rule.rsplit(".", 1)[-1]}"' in code, f"{rule}: no code reads it"
+
+
+def test_a_yaml_syntax_error_is_one_line_naming_the_file_and_the_line(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("seed: 1\nalign:\n  beta: [0.1\n  epochs: 1\n")
+    with pytest.raises(ConfigError) as err:
+        load_params(bad)
+    message = str(err.value)
+    assert message.startswith(f"{bad}: not valid YAML at line ") and "\n" not in message
+    (tmp_path / "latin1.yaml").write_bytes("seed: 1 # caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_params(tmp_path / "latin1.yaml")
+    script = f"import sys; sys.path.insert(0, 'stages'); import _boot; _boot.params({str(bad)!r})"
+    result = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True,
+                            text=True, cwd=ROOT)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr and "not valid YAML at line" in result.stderr
