@@ -5,7 +5,7 @@ against the other one (fp32 vs bf16 autocast), measured side by side in one run.
 
 The step is pretraining's (the stage that dominates the main job): the default `ds` family
 of params.yaml (random init, `pipa.models.build_model`), a batch of
-`pretrain.batch_size` x `pretrain.seq_len` tokens, forward under `training.autocast`,
+`pretrain.batch_size` x `pretrain.seq_len` tokens, forward under `hardware.autocast`,
 backward, AdamW, one thread as in the `base` stage's workers. The two precisions alternate
 step by step (so drift in the machine's speed hits both alike); the median is reported.
 Last line: `chosen=<auto's pick> ratio_other_over_chosen=X.XX`: above 1 means auto picked the
@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipa import config as C
+from pipa.hardware import autocast, machine, resolve_precision
 from pipa.models import build_model
-from pipa.training import autocast, machine, resolve_precision
 
 
 class _Tok:  # build_model reads the special tokens' ids only

@@ -38,16 +38,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipa import config as C
+from pipa.align import alignment_step, loss_params
+from pipa.batching import collate, mismatched_examples
 from pipa.examples import build_examples
-from pipa.losses import ALGORITHMS
+from pipa.hardware import autocast
+from pipa.losses import ALGORITHMS, LossParams, Responses, UnpairedBatch
 from pipa.prior import response_logps
-from pipa.training import (
-    alignment_step,
-    autocast,
-    collate,
-    forward_logps,
-    mismatched_examples,
-)
+from pipa.training import forward_logps
 from pipa.value_head import PolicyWithValueHead, ValueHead
 
 
@@ -105,10 +102,11 @@ def without_mismatched(spec):
     """The same algorithm with the mismatched-pair forward replaced by zero KL tensors."""
     inner = spec.loss_fn
 
-    def loss_fn(**kw):
-        zeros = torch.zeros_like(kw["policy_logps"])
-        kw.update(kl_policy_logps=zeros, kl_prior_logps=zeros, kl_mask=kw["mask"])
-        return inner(**kw)
+    def loss_fn(batch, hp):
+        y = batch.responses
+        zeros = torch.zeros_like(y.policy_logps)
+        kl = Responses(policy_logps=zeros, prior_logps=zeros, mask=y.mask)
+        return inner(dataclasses.replace(batch, mismatched=kl), hp)
 
     return dataclasses.replace(spec, loss_fn=loss_fn, needs_mismatched=False)
 
@@ -146,8 +144,7 @@ def main() -> None:
     n_tokens = int(batch["attention_mask"].sum())
     pairs = [(examples[i], examples[i + 1]) for i in range(0, len(examples), 2)]
     a = C.get(params, "align")
-    hparams = {"beta": float(a["beta"]), "reduction": a["reduction"],
-               "ipo_normalize": bool(a["ipo_normalize"]), "sft_coef": float(a["sft_coef"])}
+    hparams = loss_params(a)
     # KTO's reference log-probs of the mismatched pairs, cached before training as
     # align.prepare_cell does (the loop runs only the policy on them).
     mismatched_prior = response_logps(
@@ -174,9 +171,10 @@ def main() -> None:
     def sft_step(step: int):
         b = collate(examples, pad)
         lp, _ = forward_logps(sft_policy, b)
-        loss, logs = sft.loss_fn(policy_logps=lp, mask=b["response_mask"],
-                                 is_correct=torch.ones_like(b["is_correct"]), reduction="mean",
-                                 prior_logps=b["prior_logps"], token_labels=b["token_labels"])
+        responses = Responses(policy_logps=lp, prior_logps=b["prior_logps"],
+                              mask=b["response_mask"], token_labels=b["token_labels"])
+        loss, logs = sft.loss_fn(UnpairedBatch(responses, torch.ones_like(b["is_correct"])),
+                                 LossParams(reduction="mean"))
         return loss, logs, [], int(b["attention_mask"].sum())
 
     sft_trainable = list(sft_model.parameters())

@@ -6,7 +6,7 @@ TRL is a baseline for this benchmark only (``pip install -e '.[bench]'``). Same 
 (``models/sft/ds`` if present, else the default ``ds`` family built from params.yaml), same
 tokenizer, same world data (gold solution vs wrong final answer), same batch
 (``align.batch_size`` sequences: DPO 16 pairs, KTO 32 unpaired completions), one epoch of
-``--steps`` steps each. Our side: ``training.alignment_step`` with the cached prior
+``--steps`` steps each. Our side: ``align.alignment_step`` with the cached prior
 (computed once, its time reported separately) and the body of ``training.fit``. TRL runs
 with its default config plus ``use_cpu=True, report_to="none", save_strategy="no"``, the
 batch size and step count above, ``ref_model`` a frozen copy of the model; its defaults
@@ -43,15 +43,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_step_time import load_or_build, train_step, world_records
 
 from pipa import config as C
+from pipa.align import alignment_step, loss_params
+from pipa.batching import batch_plan, collate, mismatched_examples
 from pipa.examples import build_examples
 from pipa.losses import ALGORITHMS
 from pipa.prior import response_logps
-from pipa.training import (
-    alignment_step,
-    batch_plan,
-    collate,
-    mismatched_examples,
-)
 from pipa.value_head import PolicyWithValueHead
 from pipa.world import format_prompt
 
@@ -143,8 +139,7 @@ def main() -> None:
     tok, base, how = load_or_build(params, Path(args.model_dir), records)
     examples, _ = build_examples(records, tok, format_prompt, 10_000)
     a = C.get(params, "align")
-    hparams = {"beta": float(a["beta"]), "reduction": a["reduction"],
-               "ipo_normalize": bool(a["ipo_normalize"]), "sft_coef": float(a["sft_coef"])}
+    hparams = loss_params(a)
     total_tokens = int(collate(examples, tok.pad_token_id)["attention_mask"].sum())
     per_step = total_tokens / args.steps
 

@@ -60,17 +60,12 @@ def prepare_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
     """Load the SFT model, the labelled data and the cached prior, and plan the batches."""
     from safetensors.torch import load_file
 
+    from pipa.batching import batch_plan, mismatched_examples, steps_for
     from pipa.examples import build_examples
+    from pipa.hardware import resolve_precision, setup_runtime
     from pipa.losses import ALGORITHMS
     from pipa.prior import response_logps
-    from pipa.training import (
-        batch_plan,
-        make_accelerator,
-        mismatched_examples,
-        resolve_precision,
-        setup_runtime,
-        steps_for,
-    )
+    from pipa.training import make_accelerator
 
     if algorithm not in ALGORITHMS:
         raise C.ConfigError(f"unknown algorithm {algorithm!r}; valid: {sorted(ALGORITHMS)}")
@@ -151,14 +146,8 @@ def alignment_step(spec, policy, batches: Iterator, prior: dict[str, torch.Tenso
     ``batches`` yields micro-batches (``batch_plan``): with gradient accumulation or
     several processes, KTO's mismatched pairs and z0 come from the micro-batch.
     """
-    from pipa.training import (
-        collate,
-        device_of,
-        forward_logps,
-        mismatched,
-        step_sequences,
-        to_device,
-    )
+    from pipa.batching import collate, device_of, mismatched, step_sequences, to_device
+    from pipa.training import forward_logps
 
     if spec.needs_mismatched and ref_model is None and mismatched_prior is None:
         raise ValueError(f"{spec.name}: KTO's mismatched pairs need mismatched_prior "
@@ -276,8 +265,9 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
     the value head when the algorithm has one, ``dvclive/`` of the selected run and
     ``train.json`` (validation accuracy of every lr tried, steps, timings).
     """
+    from pipa.hardware import machine
     from pipa.parallel import fork_map, worker_plan
-    from pipa.training import machine, main_process_path
+    from pipa.training import main_process_path
 
     cell = prepare_cell(params, algorithm=algorithm, model_name=model_name, seed=seed,
                         labels_path=labels_path, prior_path=prior_path, sft_dir=sft_dir,

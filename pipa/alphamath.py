@@ -31,10 +31,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pipa.io import atomic_path
+from pipa.io import MAX_LISTED, DataError, atomic_path
 
 ON_ERROR = ("raise", "skip")
-MAX_LISTED = 20  # bad rows named in one error message
 
 # Reasons a row is rejected (the keys of read_with_stats' skipped counts).
 REASONS = {
@@ -66,7 +65,7 @@ class Solution:
         return "".join(self.steps)
 
 
-class RowError(ValueError):
+class RowError(DataError):
     """A rejected row; ``reason`` is one of :data:`REASONS`."""
 
     def __init__(self, path: str, row: int, question: str | None, reason: str, detail: str):
@@ -176,13 +175,16 @@ def read_with_stats(
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (byte {err.start}); an AlphaMath file is UTF-8 "
+                        "JSON: re-export it as UTF-8") from None
     except json.JSONDecodeError as err:
-        raise ValueError(
+        raise DataError(
             f"{path}: not valid JSON ({err.msg} at line {err.lineno}); an AlphaMath file is one "
             "JSON list of rows"
         ) from None
     if not isinstance(data, list):
-        raise ValueError(  # noqa: TRY004 - bad file content, like every other read error
+        raise DataError(
             f"{path}: top level is {type(data).__name__}; an AlphaMath file is a JSON list of "
             "rows {instruction, input, output}"
         )
@@ -208,11 +210,11 @@ def read_with_stats(
             raise errors[0]
         listed = "\n  - ".join(str(e) for e in errors[:MAX_LISTED])
         more = f"\n  ... and {len(errors) - MAX_LISTED} more" if len(errors) > MAX_LISTED else ""
-        raise ValueError(f"{path}: {len(errors)} bad rows of {len(data)}:\n  - {listed}{more}")
+        raise DataError(f"{path}: {len(errors)} bad rows of {len(data)}:\n  - {listed}{more}")
     if not solutions:
         what = (f"all {len(data)} rows were rejected ({dict(sorted(skipped.items()))})"
                 if data else "it is an empty list")
-        raise ValueError(f"{path}: no solution to read: {what}; an AlphaMath file is a JSON "
+        raise DataError(f"{path}: no solution to read: {what}; an AlphaMath file is a JSON "
                          "list of rows {instruction, input, output}")
     return solutions, dict(sorted(skipped.items()))
 

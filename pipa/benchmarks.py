@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pipa import registry
-from pipa.io import read_jsonl
+from pipa.io import DataError, listed, read_jsonl
 
 # The real benchmark files, tracked in git inside the repository (data/benchmarks/README.md
 # gives their sources, licences and checksums).
@@ -45,7 +45,8 @@ def _read(path: str | os.PathLike, what: str) -> list[dict]:
 def _require(row: dict, keys: Iterable[str], path: str | os.PathLike, lineno: int) -> None:
     missing = [k for k in keys if k not in row]
     if missing:
-        raise ValueError(f"{path}: record {lineno} lacks field(s) {missing}")
+        raise DataError(f"{path}: record {lineno} lacks field(s) {missing}; every record "
+                        "holds them (data/benchmarks/README.md)")
 
 
 def strip_thousands_commas(text: str) -> str:
@@ -121,18 +122,23 @@ def last_boxed(text: str) -> str | None:
 
 
 def load_gsm8k(path: str | os.PathLike = GSM8K_TEST) -> list[dict]:
+    """GSM8K's test file: one record per problem, the gold after its answer's ``####``.
+    Every bad record is reported at once (``pipa.io.DataError``)."""
     rows = _read(path, "GSM8K")
-    out = []
+    out, problems = [], []
     for i, row in enumerate(rows):
-        _require(row, ("question", "answer"), path, i + 1)
-        out.append(
-            {
-                "id": f"gsm8k-{i:04d}",
-                "question": row["question"],
-                "answer": gsm8k_final_answer(row["answer"]),
-                "benchmark": "gsm8k",
-            }
-        )
+        missing = [k for k in ("question", "answer") if k not in row]
+        if missing:
+            problems.append(f"{path}: record {i + 1} lacks field(s) {missing}")
+        elif "####" not in str(row["answer"]):
+            problems.append(f"{path}: record {i + 1}: the answer has no '#### <number>' line "
+                            f"(ends {str(row['answer'])[-60:]!r}); GSM8K's gold follows it")
+        else:
+            out.append({"id": f"gsm8k-{i:04d}", "question": row["question"],
+                        "answer": gsm8k_final_answer(row["answer"]), "benchmark": "gsm8k"})
+    if problems:
+        raise DataError(problems[0] if len(problems) == 1
+                        else listed(path, problems, len(rows), "records"))
     return out
 
 

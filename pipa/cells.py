@@ -6,7 +6,7 @@ an aligned cell, its training direction, the reward margin: the mean implicit re
 correct minus incorrect samples over the second half of the selected run's steps
 (``reward_correct`` / ``reward_incorrect``, logged by every loss of ``pipa.losses``).
 ``provenance.json`` lists the precisions and machines recorded in the cells' ``train.json``
-(``pipa.training.machine``), so a reader, and the table check, know what computed the numbers.
+(``pipa.hardware.machine``), so a reader, and the table check, know what computed the numbers.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def get(params: dict, dotted: str, source: str = "params.yaml") -> Any:
 
 
 # ``runtime.mixed_precision``: ``auto`` (bf16 autocast where the hardware runs bf16 natively,
-# fp32 elsewhere: pipa.training.resolve_precision), ``fp32`` or ``bf16``. The old spelling
+# fp32 elsewhere: pipa.hardware.resolve_precision), ``fp32`` or ``bf16``. The old spelling
 # ``no`` still means fp32, quoted or not: YAML (and ``dvc exp run -S key=no``) reads a bare
 # ``no`` as the boolean false, and DVC re-dumps params.yaml without the quotes.
 PRECISIONS = ("auto", "fp32", "bf16")

@@ -100,7 +100,7 @@ def eval_problems(params: dict, world_dir: str | Path, split: str) -> list[dict]
 def evaluate_folder(params: dict, model_name: str, model_dir: str | Path,
                     world_dir: str | Path, out_dir: str | Path) -> dict:
     from pipa.grading import evaluate_predictions
-    from pipa.training import setup_runtime
+    from pipa.hardware import setup_runtime
 
     setup_runtime(int(C.get(params, "runtime.threads")), int(C.get(params, "seed")))
     tok, model = load_policy_model(params, model_name, model_dir, on_device=True)

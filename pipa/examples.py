@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
+from pipa.batching import Example
 from pipa.labels import step_index, token_labels
 from pipa.models import encode_example
-from pipa.training import Example
 
 
 def build_examples(records: list[dict], tokenizer, format_prompt: Callable[[str], str],

@@ -27,22 +27,16 @@ def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[
     """
     from dvclive import Live
 
+    from pipa.batching import batch_plan, collate, device_of, steps_for, to_device
     from pipa.examples import build_examples
+    from pipa.hardware import machine, resolve_precision, setup_runtime
     from pipa.loss_terms import LossParams, Responses, UnpairedBatch, sft_loss
     from pipa.training import (
-        batch_plan,
-        collate,
-        device_of,
         fit,
         forward_logps,
         full_weights_holder,
-        machine,
         main_process_path,
         make_accelerator,
-        resolve_precision,
-        setup_runtime,
-        steps_for,
-        to_device,
     )
     from pipa.value_head import PolicyWithValueHead
 

@@ -79,17 +79,51 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
         fh.writelines(json.dumps(row, sort_keys=True) + "\n" for row in rows)
 
 
+class DataError(ValueError):
+    """A bad input file: the message names the file, the row or line, what is wrong and the
+    fix, every bad row of the file at once (up to ``MAX_LISTED``). The stages print it as one
+    ``error:`` message and exit non-zero, writing nothing (``stages/_boot.py``)."""
+
+
+#: Most bad rows one error lists (the rest are counted).
+MAX_LISTED = 20
+
+
+def listed(path: str | os.PathLike, problems: list[str], total: int, unit: str = "lines") -> str:
+    """One message for every bad row of a file: a count, then one line per row."""
+    shown = "\n  - ".join(problems[:MAX_LISTED])
+    more = (f"\n  ... and {len(problems) - MAX_LISTED} more"
+            if len(problems) > MAX_LISTED else "")
+    return f"{path}: {len(problems)} bad {unit} of {total}:\n  - {shown}{more}"
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read a JSONL file; a malformed line raises naming the file, the line and the fix."""
-    rows = []
-    with open(path) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(
-                    f"{path}:{lineno}: not valid JSON ({err.msg}); fix or delete that line"
-                ) from None
+    """Read a JSONL file of objects. Every malformed line is reported, in one ``DataError``
+    naming the file, each line and the fix; a file that is not UTF-8 is refused whole."""
+    rows, problems, n_lines = [], [], 0
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.readlines()
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (byte {err.start}); JSONL files are UTF-8: "
+                        "re-export it as UTF-8") from None
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        n_lines += 1
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            problems.append(f"{path}:{lineno}: not valid JSON ({err.msg}); fix or delete "
+                            "that line")
+            continue
+        if not isinstance(row, dict):
+            problems.append(f"{path}:{lineno}: a JSON {type(row).__name__}, not an object; "
+                            "each line holds one record {...}")
+            continue
+        rows.append(row)
+    if len(problems) == 1:
+        raise DataError(problems[0])
+    if problems:
+        raise DataError(listed(path, problems, n_lines))
     return rows

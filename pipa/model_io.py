@@ -31,8 +31,8 @@ def load_policy_model(params: dict, model_name: str, folder: str | Path,
     model: sampling, prior log-probs, evaluation). Training stages leave it where it is
     loaded; ``accelerate`` places it on each process's device.
     """
+    from pipa.hardware import resolve_device
     from pipa.models import load_model
-    from pipa.training import resolve_device
 
     folder = Path(folder)
     meta_path = folder / "pipa_model.json"

@@ -46,16 +46,11 @@ def pretrain_base(params: dict, model_name: str, world_dir: str | Path, out_dir:
     ``threads``: torch threads of this job (default ``runtime.threads``); a forked worker
     passes its share.
     """
+    from pipa.batching import device_of
+    from pipa.hardware import machine, resolve_precision, setup_runtime
     from pipa.live import forked_live
     from pipa.models import build_model, count_parameters, train_tokenizer
-    from pipa.training import (
-        device_of,
-        fit,
-        machine,
-        make_accelerator,
-        resolve_precision,
-        setup_runtime,
-    )
+    from pipa.training import fit, make_accelerator
 
     fam = C.get(params, f"model_families.{model_name}")
     pcfg = C.get(params, "pretrain")

@@ -22,7 +22,9 @@ def response_logps(model, tok, examples, batch_size: int,
     policy/prior log-ratio starts at zero up to rounding."""
     from tqdm import tqdm
 
-    from pipa.training import autocast, collate, device_of, forward_logps, to_device
+    from pipa.batching import collate, device_of, to_device
+    from pipa.hardware import autocast
+    from pipa.training import forward_logps
     from pipa.value_head import PolicyWithValueHead
 
     policy = PolicyWithValueHead(model, None).eval()
@@ -44,15 +46,16 @@ def compute_prior(params: dict, model_name: str, prior_model_dir: str | Path,
     from safetensors.torch import save_file
 
     from pipa import alphamath
+    from pipa.batching import device_of
     from pipa.examples import build_examples
+    from pipa.hardware import machine, resolve_precision, setup_runtime
     from pipa.labels import solutions_records
-    from pipa.training import device_of, machine, resolve_precision, setup_runtime
 
     setup_runtime(int(C.get(params, "runtime.threads")), int(C.get(params, "seed")))
+    records = solutions_records(alphamath.read(alphamath_path))  # bad data stops it first
     tok, model = load_policy_model(params, model_name, prior_model_dir, on_device=True)
     fmt = prompt_formatter(params, model_name, tok)
     max_len = int(C.get(params, f"model_families.{model_name}.arch.max_len"))
-    records = solutions_records(alphamath.read(alphamath_path))
     examples, skipped = build_examples(records, tok, fmt, max_len)
     started = time.perf_counter()
     precision = resolve_precision(C.get(params, "runtime.mixed_precision"), device_of(model))

@@ -91,9 +91,9 @@ def sample_alphamath(params: dict, base_dir: str, world_dir: str, out_path: str,
     valued by rollouts, written in AlphaMath's format (``out_path``) with stats."""
     from pipa import alphamath, world
     from pipa import config as C
+    from pipa.hardware import setup_runtime
     from pipa.io import write_json
     from pipa.model_io import load_policy_model, prompt_formatter
-    from pipa.training import setup_runtime
     from pipa.world import load_split, subsample
 
     cfg = C.get(params, "sampling")

@@ -150,12 +150,12 @@ def usable_cores() -> int:
 
 def stages_on_gpu(device: str) -> bool:
     """Whether the stages run on a GPU under ``runtime.device`` (resolved as the stages
-    resolve it: ``pipa.training.resolve_device``; torch is imported only for ``auto``)."""
+    resolve it: ``pipa.hardware.resolve_device``; torch is imported only for ``auto``)."""
     if device == "cpu":
         return False
     if device == "cuda":
         return True
-    from pipa.training import resolve_device
+    from pipa.hardware import resolve_device
 
     return resolve_device(device).type == "cuda"
 

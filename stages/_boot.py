@@ -21,6 +21,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def _one_line_errors(kind, err, tb, _default=sys.excepthook):
+    """Bad input (``pipa.io.DataError``) and bad params (``pipa.config.ConfigError``) reach
+    the user as their message, not a traceback: it already names the file, the row or key
+    and the fix. Anything else is a bug and keeps its traceback."""
+    ours = {"pipa.io.DataError", "pipa.config.ConfigError"}
+    if any(f"{c.__module__}.{c.__qualname__}" in ours for c in kind.__mro__):
+        print(f"error: {err}", file=sys.stderr, flush=True)
+    else:
+        _default(kind, err, tb)
+
+
+sys.excepthook = _one_line_errors  # the process still exits with status 1
+
+
 # Where the launchers (torchrun / `accelerate launch`, DeepSpeed, mpirun) put a process's rank.
 RANK_VARIABLES = ("RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "PMI_RANK")
 

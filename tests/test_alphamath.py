@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipa import alphamath, world
+from pipa import alphamath, solver, world
 
 FIXTURE = Path(__file__).parent / "fixtures" / "alphamath_sample.json"
 
@@ -38,7 +38,7 @@ def test_round_trip_with_world(tmp_path):
     rng = random.Random(0)
     rows = []
     for p in probs:
-        steps, ok = world.solve(p, "ds", {"borrow": 0.5, "carry": 0.5}, rng)
+        steps, ok = solver.solve(p, "ds", {"borrow": 0.5, "carry": 0.5}, rng)
         qs = [round(rng.uniform(-1, 1), 3) for _ in steps[:-1]] + [1.0 if ok else -1.0]
         rows.append((p["question"], steps, qs))
     n = len(probs[0]["steps"])

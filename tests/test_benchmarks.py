@@ -202,3 +202,19 @@ def test_gold_self_grading_full(loader, path, field, numeric):
         assert failed <= set(load_corrections(MATH_CORRECTIONS))
     else:
         assert failed == set()
+
+
+def test_gsm8k_bad_records_are_all_named_with_the_file(tmp_path):
+    from pipa.benchmarks import load_gsm8k
+    from pipa.io import DataError
+
+    path = tmp_path / "test.jsonl"
+    rows = [{"question": "q1", "answer": "x\n#### 3"}, {"question": "q2", "answer": "no mark"},
+            {"answer": "#### 4"}, {"question": "q4", "answer": "y\n#### 5"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError) as err:
+        load_gsm8k(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: 2 bad records of 4")
+    assert "record 2: the answer has no '#### <number>' line" in message
+    assert "record 3 lacks field(s) ['question']" in message

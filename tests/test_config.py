@@ -103,7 +103,7 @@ def test_device_names_valid_values(default_params, value):
 def test_cuda_without_a_gpu_is_a_clear_error(monkeypatch):
     import torch
 
-    from pipa.training import resolve_device
+    from pipa.hardware import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto").type == "cpu"

@@ -108,3 +108,68 @@ def test_launcher_must_be_a_string_and_accelerate_needs_no_python(boot):
     assert "expected a string" in boot.launcher_problem(["accelerate", "launch"])
     assert "add --no_python" in boot.launcher_problem("accelerate launch --config_file c.yaml")
     assert "add --no_python" in boot.launcher_problem("A=1 /opt/bin/torchrun --nproc-per-node 2")
+
+
+# --------------------------------------------------------------------------------------
+# bad input files: every bad row at once, one clean message, nothing written
+# (issue #17's catalogue continues in tests/test_alphamath.py and tests/test_config.py)
+# --------------------------------------------------------------------------------------
+
+BAD_JSONL = [
+    # (file content, what the one error must say)
+    ('{"a": 1}\n{"a": 2\nnot json\n[1, 2]\n{"a": 3}\n',
+     [":2: not valid JSON", ":3: not valid JSON", ":4: a JSON list, not an object",
+      "3 bad lines of 5"]),
+    ('{"a": 1\n', [":1: not valid JSON", "fix or delete that line"]),
+]
+
+
+@pytest.mark.parametrize("content, expected", BAD_JSONL)
+def test_read_jsonl_reports_every_bad_line_at_once(tmp_path, content, expected):
+    from pipa.io import DataError, read_jsonl
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text(content)
+    with pytest.raises(DataError) as err:
+        read_jsonl(path)
+    for text in expected:
+        assert text in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_read_jsonl_caps_the_list_and_refuses_non_utf8(tmp_path):
+    from pipa.io import MAX_LISTED, DataError, read_jsonl
+
+    path = tmp_path / "many.jsonl"
+    path.write_text("x\n" * (MAX_LISTED + 5))
+    with pytest.raises(DataError, match=r"\.\.\. and 5 more") as err:
+        read_jsonl(path)
+    assert str(err.value).count("not valid JSON") == MAX_LISTED
+    latin = tmp_path / "latin1.jsonl"
+    latin.write_bytes('{"q": "caf\xe9"}\n'.encode("latin-1"))
+    with pytest.raises(DataError, match="not UTF-8"):
+        read_jsonl(latin)
+
+
+def test_a_stage_on_bad_data_prints_one_error_and_writes_nothing(tmp_path):
+    """The labels stage on an AlphaMath file with three bad rows: exit 1, one `error:`
+    message naming the file and every bad row, no traceback, no output written."""
+    import json
+
+    rows = [{"instruction": "<question>1+1?</question>", "input": "",
+             "output": json.dumps([{"step": "Answer: 2\n", "P": 1, "Q": 1, "depth": 1}])},
+            {"instruction": "<question>2+2?</question>"}, 7,
+            {"instruction": "", "input": "", "output": "[]"}]
+    source = tmp_path / "train.json"
+    source.write_text(json.dumps(rows))
+    out, stats = tmp_path / "out.jsonl", tmp_path / "stats.json"
+    proc = subprocess.run(
+        [sys.executable, "stages/labels.py", "--data", "paired", "--labels", "answer",
+         "--source", str(source), "--out", str(out), "--stats", str(stats)],
+        cwd=ROOT, capture_output=True, text=True, check=False)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith(f"error: {source}: 3 bad rows of 4"), proc.stderr
+    for row in ("row 1", "row 2", "row 3"):
+        assert row in proc.stderr
+    assert not out.exists() and not stats.exists()

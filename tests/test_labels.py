@@ -4,7 +4,7 @@ import random
 import pytest
 from tokenizers import Tokenizer, models, processors, trainers
 
-from pipa import labels, world
+from pipa import labels, solver, world
 from pipa.alphamath import Solution
 
 
@@ -196,7 +196,7 @@ def _by_first_char(steps, step_labels, offsets):
 def test_token_labels_with_real_tokenizer(vocab_size):
     probs = world.generate_problems(30, "gsm", seed=1)
     rng = random.Random(0)
-    corpus = ["".join(world.solve(p, "ds", world.DEFAULT_ERRORS, rng)[0]) for p in probs]
+    corpus = ["".join(solver.solve(p, "ds", world.DEFAULT_ERRORS, rng)[0]) for p in probs]
     tok = _tokenizer(corpus, vocab_size)
     steps = ["52-8=54\n", "54+10=64\n", "Answer: 64\n"]
     step_lab = [1, 0, 0]

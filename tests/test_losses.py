@@ -791,8 +791,8 @@ def test_kto_weights_scale_the_desirable_and_undesirable_terms() -> None:
 
 def test_a_kto_micro_batch_of_one_sequence_is_refused_naming_the_fix() -> None:
     """Its mismatched pair (x_1, y_2) would be the matched (x_1, y_1): TRL refuses it too."""
+    from pipa.batching import Example, mismatched
     from pipa.config import ConfigError
-    from pipa.training import Example, mismatched
 
     one = Example(rid="a", sid="a", prompt_ids=[1], response_ids=[2], token_labels=[1.0],
                   step_ids=[0], correct=True)

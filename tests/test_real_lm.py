@@ -31,21 +31,17 @@ from peft import LoraConfig, PeftModel, get_peft_model
 
 from pipa import config as C
 from pipa.align import alignment_step, loss_params
+from pipa.batching import batch_plan, collate
 from pipa.examples import build_examples
 from pipa.generation import generate
 from pipa.gguf import export_gguf_model
+from pipa.hardware import setup_runtime
 from pipa.losses import ALGORITHMS
 from pipa.model_io import prompt_formatter
 from pipa.models import load_model, load_tokenizer
 from pipa.preset import apply_preset
 from pipa.prior import response_logps
-from pipa.training import (
-    batch_plan,
-    collate,
-    fit,
-    forward_logps,
-    setup_runtime,
-)
+from pipa.training import fit, forward_logps
 from pipa.value_head import PolicyWithValueHead, ValueHead, load_value_head
 from pipa.world import make_splits
 

@@ -15,19 +15,10 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from pipa.align import alignment_step
+from pipa.batching import Example, batch_plan, collate, to_device
 from pipa.config import ConfigError
 from pipa.losses import ALGORITHMS, LossParams, Responses, UnpairedBatch
-from pipa.training import (
-    Example,
-    NonFiniteLoss,
-    batch_plan,
-    collate,
-    cosine_lr,
-    fit,
-    forward_logps,
-    make_accelerator,
-    to_device,
-)
+from pipa.training import NonFiniteLoss, cosine_lr, fit, forward_logps, make_accelerator
 from pipa.value_head import PolicyWithValueHead, ValueHead
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,8 +191,8 @@ def test_one_process_no_accumulation_is_the_plain_loop_bit_for_bit(algorithm):
 def test_cached_mismatched_reference_equals_the_reference_in_the_loop(algorithm):
     """The cell scores every mismatched pair of its plan once, before training; the run
     then matches the one that calls the reference inside the loop, step for step."""
+    from pipa.batching import mismatched_examples
     from pipa.prior import response_logps
-    from pipa.training import mismatched_examples
 
     spec = ALGORITHMS[algorithm]
     exs = _examples()
@@ -308,8 +299,8 @@ def test_bf16_mixed_precision_runs_forwards_in_bf16_and_keeps_fp32_weights():
 def test_prior_log_probs_in_bf16_match_the_policy_forward_of_training():
     """The cached prior and the policy's first training forward use the same precision, so
     the log-ratio starts at zero up to rounding (not at the bf16-vs-fp32 gap)."""
+    from pipa.hardware import autocast
     from pipa.prior import response_logps
-    from pipa.training import autocast
 
     model = _tiny_llama().eval()
     exs = _examples(8)
@@ -337,7 +328,7 @@ def test_prior_log_probs_in_bf16_match_the_policy_forward_of_training():
 ])                                        # (ATEN_CPU_CAPABILITY=avx2): emulated again
 def test_auto_precision_is_bf16_only_where_the_cpu_runs_it_natively(monkeypatch, capability,
                                                                   cpu_flags, expected):
-    from pipa.training import autocast, resolve_precision
+    from pipa.hardware import autocast, resolve_precision
 
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: cpu_flags[0])
@@ -452,7 +443,9 @@ def test_two_cpu_processes_match_one_process(tmp_path):
 _DDP_SCRIPT = '''
 import sys
 import torch
-from pipa.training import batch_plan, fit, make_accelerator, setup_runtime
+from pipa.batching import batch_plan
+from pipa.hardware import setup_runtime
+from pipa.training import fit, make_accelerator
 from pipa.value_head import PolicyWithValueHead
 sys.path.insert(0, "TESTS_DIR")
 from test_training import _examples, _sft_step, _tiny_llama

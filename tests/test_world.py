@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from pipa import world
+from pipa import solver, world
 
 SMALL = {"gsm": {"train": 60, "val": 20, "test": 30}, "math": {"train": 60, "val": 20, "test": 30}}
 ALL_ERRORS = {"borrow": 1.0, "carry": 1.0, "mul_carry": 1.0, "copy": 0.0, "slip": 0.0}
@@ -139,15 +139,15 @@ def test_split_steps():
 
 
 def test_digit_bug_primitives():
-    assert world.sub_dropping_borrows(52, 8) == 54
-    assert world.sub_dropping_borrows(100, 1) == 109
-    assert world.sub_dropping_borrows(58, 23) == 35  # no borrow needed: exact
-    assert world.add_dropping_carries(57, 25) == 72
-    assert world.add_dropping_carries(55, 55) == 100
-    assert world.add_dropping_carries(50, 50) == 100  # top column written whole: exact
-    assert world.mul_dropping_carries(27, 3) == 61
-    assert world.mul_dropping_carries(21, 3) == 63
-    assert world.mul_dropping_carries(27, 12) == 44 + 270  # 27*2 -> 44, 27*1 -> 27
+    assert solver.sub_dropping_borrows(52, 8) == 54
+    assert solver.sub_dropping_borrows(100, 1) == 109
+    assert solver.sub_dropping_borrows(58, 23) == 35  # no borrow needed: exact
+    assert solver.add_dropping_carries(57, 25) == 72
+    assert solver.add_dropping_carries(55, 55) == 100
+    assert solver.add_dropping_carries(50, 50) == 100  # top column written whole: exact
+    assert solver.mul_dropping_carries(27, 3) == 61
+    assert solver.mul_dropping_carries(21, 3) == 63
+    assert solver.mul_dropping_carries(27, 12) == 44 + 270  # 27*2 -> 44, 27*1 -> 27
 
 
 def test_digit_bugs_only_change_when_needed():
@@ -157,17 +157,17 @@ def test_digit_bugs_only_change_when_needed():
         da, db = str(a)[::-1], str(b)[::-1]
         if a >= b:
             needs = any(int(db[i]) > int(da[i]) for i in range(len(db)))
-            assert (world.sub_dropping_borrows(a, b) != a - b) == needs
-            assert world.sub_dropping_borrows(a, b) >= a - b
-        assert world.add_dropping_carries(a, b) <= a + b
-        assert world.mul_dropping_carries(a, b) <= a * b
+            assert (solver.sub_dropping_borrows(a, b) != a - b) == needs
+            assert solver.sub_dropping_borrows(a, b) >= a - b
+        assert solver.add_dropping_carries(a, b) <= a + b
+        assert solver.mul_dropping_carries(a, b) <= a * b
 
 
 def test_miscopy_changes_and_keeps_shape():
     rng = random.Random(1)
     for n in [1, 2, 9, 10, 11, 20, 57, 100, 990, 4321]:
         for _ in range(20):
-            m = world.miscopy(n, rng)
+            m = solver.miscopy(n, rng)
             assert m != n and m > 0 and len(str(m)) == len(str(n))
 
 
@@ -179,42 +179,42 @@ def test_rate_zero_gives_gold_solutions(splits):
     zero = {k: 0.0 for k in world.MECHANISMS}
     for p in splits["train"]:
         for cfg in (None, zero):
-            steps, ok = world.solve(p, "ds", cfg, rng)
+            steps, ok = solver.solve(p, "ds", cfg, rng)
             assert ok and steps == p["steps"]
-        steps, ok = world.solve(p, "qw", zero, rng)
+        steps, ok = solver.solve(p, "qw", zero, rng)
         assert ok and world.check(p["answer"], "".join(steps))
         assert steps[-1] == f"So the answer is {p['answer']}.\n"
 
 
 def test_borrow_fires_where_needed_and_propagates():
     p = _problem("Max 52 toys -8 +10 ?")
-    tr = world.solve_trace(p, "ds", {"borrow": 1.0}, random.Random(0))
+    tr = solver.solve_trace(p, "ds", {"borrow": 1.0}, random.Random(0))
     assert tr.steps == ["52-8=54\n", "54+10=64\n", "Answer: 64\n"]
     assert tr.errors == [(0, "borrow")] and not tr.correct
     # no borrow needed: the mechanism never fires
     p = _problem("Max 58 toys -23 +10 ?")
-    tr = world.solve_trace(p, "ds", {"borrow": 1.0}, random.Random(0))
+    tr = solver.solve_trace(p, "ds", {"borrow": 1.0}, random.Random(0))
     assert tr.correct and tr.errors == []
 
 
 def test_carry_and_mul_carry_fire_where_needed():
     p = _problem("Max 57 toys +25 *3 ?")
-    tr = world.solve_trace(p, "ds", {"carry": 1.0}, random.Random(0))
+    tr = solver.solve_trace(p, "ds", {"carry": 1.0}, random.Random(0))
     assert tr.steps[0] == "57+25=72\n" and tr.steps[1] == "72*3=216\n"
     assert tr.errors == [(0, "carry")]
-    tr = world.solve_trace(p, "ds", {"mul_carry": 1.0}, random.Random(0))
+    tr = solver.solve_trace(p, "ds", {"mul_carry": 1.0}, random.Random(0))
     assert tr.correct and tr.steps[1] == "82*3=246\n"  # top digit written whole: no carry
     p = _problem("Max 57 toys +20 *3 ?")
-    tr = world.solve_trace(p, "ds", {"mul_carry": 1.0}, random.Random(0))
+    tr = solver.solve_trace(p, "ds", {"mul_carry": 1.0}, random.Random(0))
     assert tr.steps[:2] == ["57+20=77\n", "77*3=211\n"] and tr.errors == [(1, "mul_carry")]
     p = _problem("Max 21 toys +22 *2 ?")  # no carry anywhere
-    assert world.solve_trace(p, "ds", ALL_ERRORS, random.Random(0)).correct
+    assert solver.solve_trace(p, "ds", ALL_ERRORS, random.Random(0)).correct
 
 
 def test_rates_are_respected():
     p = _problem("Max 52 toys -8 ?")
     rng = random.Random(0)
-    wrong = sum(not world.solve(p, "ds", {"borrow": 0.3}, rng)[1] for _ in range(2000))
+    wrong = sum(not solver.solve(p, "ds", {"borrow": 0.3}, rng)[1] for _ in range(2000))
     assert 500 < wrong < 700
 
 
@@ -222,14 +222,14 @@ def test_copy_and_slip_errors():
     p = _problem("Max 52 toys -8 +17 ?")
     rng = random.Random(0)
     for _ in range(50):
-        tr = world.solve_trace(p, "ds", {"copy": 1.0}, rng)
+        tr = solver.solve_trace(p, "ds", {"copy": 1.0}, rng)
         start, ops = world.parse_question(p["question"])
         assert tr.values[0] != start and [b for _, b in tr.ops] != [b for _, b in ops]
         assert {m for _, m in tr.errors} == {"copy"}
         # the written steps stay internally consistent (no other error)
         for (op, b), a, r in zip(tr.ops, tr.values[:-1], tr.values[1:], strict=True):
             assert world.apply_op(a, op, b) == r
-        tr = world.solve_trace(p, "ds", {"slip": 1.0, "slip_max": 2}, rng)
+        tr = solver.solve_trace(p, "ds", {"slip": 1.0, "slip_max": 2}, rng)
         assert not tr.correct or len(tr.errors) > 1
         gold = world.gold_values(52, [("-", 8), ("+", 17)])
         assert 1 <= abs(tr.values[1] - gold[1]) <= 2
@@ -239,7 +239,7 @@ def test_fixed_mode_same_context_same_mistake():
     a = _problem("Max 52 toys -8 ?")
     b = _problem("Ann 52 eggs -8 *2 ?")
     cfg = {"borrow": 0.5, "mode": "fixed", "salt": 0}
-    outs = {world.solve(p, "ds", cfg, random.Random(i))[0][0] for i in range(20) for p in (a, b)}
+    outs = {solver.solve(p, "ds", cfg, random.Random(i))[0][0] for i in range(20) for p in (a, b)}
     assert len(outs) == 1
     # across many contexts about half of the needed borrows are dropped
     rng = random.Random(5)
@@ -248,15 +248,15 @@ def test_fixed_mode_same_context_same_mistake():
         x, y = rng.randint(10, 99), rng.randint(1, 9)
         if x % 10 < y:
             needed += 1
-            tr = world.solve_trace(_problem(f"Max {x} toys -{y} ?"), "ds", cfg, rng)
+            tr = solver.solve_trace(_problem(f"Max {x} toys -{y} ?"), "ds", cfg, rng)
             fired += bool(tr.errors)
     assert 0.35 < fired / needed < 0.65
 
 
 def test_flawed_solver_deterministic(splits):
     cfg = world.DEFAULT_ERRORS
-    one = [world.solve(p, "ds", cfg, random.Random(7)) for p in splits["train"]]
-    two = [world.solve(p, "ds", cfg, random.Random(7)) for p in splits["train"]]
+    one = [solver.solve(p, "ds", cfg, random.Random(7)) for p in splits["train"]]
+    two = [solver.solve(p, "ds", cfg, random.Random(7)) for p in splits["train"]]
     assert one == two
     assert 0 < sum(ok for _, ok in one) < len(one)
     for (steps, ok), p in zip(one, splits["train"], strict=True):
@@ -268,7 +268,7 @@ def test_flawed_solver_deterministic(splits):
 
 def test_corpus_documents_and_exclusion(splits):
     held_out = splits["val"] + splits["test"]
-    docs = world.pretraining_corpus(
+    docs = solver.pretraining_corpus(
         splits["train"], "ds", world.DEFAULT_ERRORS, 300, seed=1, exclude=held_out,
         fresh_share=0.5,
     )
@@ -279,17 +279,17 @@ def test_corpus_documents_and_exclusion(splits):
         question = d.split("\n", 1)[0][3:]
         assert world.signature(question) not in banned
         assert world.extract_answer(d.split("A:\n", 1)[1]) is not None
-    assert docs == world.pretraining_corpus(
+    assert docs == solver.pretraining_corpus(
         splits["train"], "ds", world.DEFAULT_ERRORS, 300, seed=1, exclude=held_out,
         fresh_share=0.5,
     )
-    qw = world.pretraining_corpus(splits["train"], "qw", world.DEFAULT_ERRORS, 20, seed=1)
+    qw = solver.pretraining_corpus(splits["train"], "qw", world.DEFAULT_ERRORS, 20, seed=1)
     assert all("So the answer is" in d for d in qw)
 
 
 def test_corpus_refuses_held_out_problems(splits):
     with pytest.raises(ValueError, match="split"):
-        world.pretraining_corpus(splits["test"][:3], "ds", None, 5, 0)
+        solver.pretraining_corpus(splits["test"][:3], "ds", None, 5, 0)
     leaked = dict(splits["test"][0], split="train", id="gsm-train-99999")
     with pytest.raises(ValueError, match="val/test"):
-        world.pretraining_corpus([leaked], "ds", None, 5, 0, exclude=splits["test"])
+        solver.pretraining_corpus([leaked], "ds", None, 5, 0, exclude=splits["test"])
