@@ -211,7 +211,11 @@ def train_candidate(cell: Cell, job: tuple[float, str], progress: bool = True) -
                              cell.tok.pad_token_id, cell.hparams,
                              mismatched_prior=cell.mismatched_prior)
     live = forked_live(folder / "dvclive") if accelerator.is_main_process else None
-    last = fit(list(policy.parameters()), step_fn, cell.n_steps, lr=lr,
+    head_lr = acfg.get("value_head_lr")  # None: the head trains at the policy's lr
+    to_train = (list(policy.parameters()) if head is None or head_lr is None else
+                [{"params": list(model.parameters())},
+                 {"params": list(head.parameters()), "lr": float(head_lr)}])
+    last = fit(to_train, step_fn, cell.n_steps, lr=lr,
                warmup=int(float(acfg["warmup_ratio"]) * cell.n_steps),
                min_lr_ratio=float(acfg["min_lr_ratio"]), grad_clip=float(acfg["grad_clip"]),
                live=live, desc=f"{cell.algorithm} {cell.model_name} s{cell.seed} lr={lr:g}",

@@ -99,10 +99,13 @@ def validate(params: dict, source: str = "params.yaml",
              algorithms: Mapping[str, Any] | None = None) -> None:
     """Check the whole params tree once; raises ConfigError listing every problem found.
 
-    ``algorithms``: the table every algorithm name (grid, control, ablations, sweep) is
-    checked against; by default ``pipa.registry.ALGORITHMS``, torch-free, so no stage
-    depends on ``pipa/losses.py`` for its checks (``pipa/code_manifest.py``). The pipeline's
-    first stage, ``preflight``, checks before any work starts, and so does every stage.
+    ``algorithms``: the table the relation checks read an algorithm's data kind and flags
+    from (grid, control, ablations, sweep); by default ``pipa.registry.ALGORITHMS``,
+    torch-free, so no stage depends on ``pipa/losses.py`` for its checks
+    (``pipa/code_manifest.py``). The schema checks every name against
+    ``pipa.registry.ALGORITHMS`` itself: an algorithm exists once it is registered there.
+    The pipeline's first stage, ``preflight``, checks before any work starts, and so does
+    every stage.
     """
     if algorithms is None:
         algorithms = registry.ALGORITHMS

@@ -110,11 +110,14 @@ def kto_z0(
     """KTO's reference point z0 = max(0, mean_i R_kl(i)), detached (0-dim).
 
     R_kl(i) = sum over ``kl_mask`` of (kl_policy_logps - kl_prior_logps) for the mismatched
-    pairs (x_i, y_{i+1}) of the batch (shape (B_kl, T_kl)). An empty KL batch gives z0 = 0.
+    pairs (x_i, y_{i+1}) of the batch (shape (B_kl, T_kl): ``UnpairedBatch.mismatched``).
+    An empty KL batch gives z0 = 0.
     """
-    _check_2d(fn, "kl_policy_logps", kl_policy_logps, kl_prior_logps=kl_prior_logps,
-              kl_mask=kl_mask)
-    _check_mask(fn, "kl_mask", kl_mask)
+    _require(fn, **{"mismatched.policy_logps": kl_policy_logps,
+                    "mismatched.prior_logps": kl_prior_logps, "mismatched.mask": kl_mask})
+    _check_2d(fn, "mismatched.policy_logps", kl_policy_logps,
+              **{"mismatched.prior_logps": kl_prior_logps, "mismatched.mask": kl_mask})
+    _check_mask(fn, "mismatched.mask", kl_mask)
     with torch.no_grad():
         r_kl = sequence_reward(kl_policy_logps, kl_prior_logps, kl_mask)
         if r_kl.numel() == 0:
@@ -257,7 +260,6 @@ def _kto_inputs(fn: str, batch: UnpairedBatch, *needed: str) -> tuple[Responses,
     if kl is None:
         raise ValueError(f"{fn}: missing required input 'mismatched' (KTO's (x_i, y_i+1) "
                          "pairs, for z0)")
-    _require(fn, **{"mismatched.prior_logps": kl.prior_logps})
     return y, kto_z0(kl.policy_logps, kl.prior_logps, kl.mask, fn)
 
 

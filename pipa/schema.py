@@ -162,10 +162,10 @@ RULES: dict[str, Check] = {
     "world.sizes.*.*": integer(1),
     "world.tiers.*.n_ops": int_range(1),
     "world.tiers.*.ops": list_of(choice(*WORLD_OPS), unique=True),
-    "world.tiers.*.start": int_range(0),
-    "world.tiers.*.add": int_range(0),
-    "world.tiers.*.sub": int_range(0),
-    "world.tiers.*.mul": int_range(0),
+    "world.tiers.*.start": int_range(1),
+    "world.tiers.*.add": int_range(1),
+    "world.tiers.*.sub": int_range(1),
+    "world.tiers.*.mul": int_range(1),
     "world.tiers.*.div": int_range(1),
     "world.tiers.*.max_value": integer(1),
     "world.corpus.n_docs": integer(1),
@@ -235,13 +235,16 @@ RULES: dict[str, Check] = {
     "align.warmup_ratio": PROBABILITY,
     "align.grad_clip": POSITIVE,
     "align.val_problems": optional(integer(1)),
+    "align.value_head_lr": optional(POSITIVE),
     "align.lr_grid.*": list_of(POSITIVE),
     "eval.batch_size": integer(1),
     "eval.max_new_tokens": integer(1),
     "eval.decoding": choice("greedy", "beam"),
     "eval.beam.*": list_of(integer(1), length=2),
     "eval.max_steps": integer(1),
-    "eval.stop_strings": list_of(text(), nonempty=False),
+    "eval.stop_strings": list_of(Check("a non-empty string (whitespace counts)",
+                                       lambda v: isinstance(v, str) and v != "", ("", 3)),
+                                 nonempty=False),
     "eval.answer_fallback": choice(*registry.ANSWER_FALLBACKS),
     "report.benchmark_labels.*": text(),
     "report.model_labels.*": text(),
@@ -271,6 +274,35 @@ def rule_for(key: str) -> str | None:
     return min(matches, key=lambda r: r.count("*")) if matches else None
 
 
+def _known_under(section: str) -> list[str]:
+    """The key names the rules allow directly under ``section`` ("" = the top level)."""
+    depth = section.count(".") + 1 if section else 0
+    return sorted({r.split(".")[depth] for r in RULES if r.count(".") >= depth
+                   and (not section or _pattern(".".join(r.split(".")[:depth])).match(section))})
+
+
+def _unknown(key: str, value: Any, source: str) -> str:
+    """The message for a leaf no rule covers: a section left empty, or the first component
+    of the key that no rule allows (a misspelt section or key), with the names allowed."""
+    prefixes = {".".join(r.split(".")[:i]) for r in RULES for i in range(1, r.count(".") + 1)}
+    if value is None and any(_pattern(p).match(key) for p in prefixes):
+        return (f"{source}: {key} is empty (null) but must be a mapping (see the default "
+                "params.yaml for its keys)")
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        section = ".".join(parts[:i])
+        known = _known_under(section)
+        if part not in known and not any(_pattern(".".join(r.split(".")[:i + 1])).match(
+                ".".join(parts[:i + 1])) for r in RULES if r.count(".") >= i):
+            where = f"keys of {section}" if section else "top-level keys"
+            bad = ".".join(parts[:i + 1])
+            inside = f" (in {key!r})" if bad != key else ""
+            return (f"{source}: unknown key {bad!r}{inside}: the code would never read it, so "
+                    f"a misspelt key silently keeps the default; known {where}: "
+                    f"{', '.join(known)}")
+    return f"{source}: unknown key {key!r}; see the default params.yaml for the keys"
+
+
 def problems(params: dict, source: str = "params.yaml",
              reported: Callable[[str], bool] = lambda key: False) -> list[str]:
     """A line per leaf of ``params`` that matches no rule or fails its check, skipping the
@@ -279,13 +311,7 @@ def problems(params: dict, source: str = "params.yaml",
     for key, value in leaves(params):
         rule = rule_for(key)
         if rule is None:
-            section = key.rsplit(".", 1)[0] if "." in key else ""
-            siblings = sorted({r.rsplit(".", 1)[-1] for r in RULES
-                               if r.rsplit(".", 1)[0] == section or not section and "." not in r})
-            out.append(f"{source}: unknown key {key!r} (the code would never read it, so a "
-                       f"misspelt key silently keeps the default); known "
-                       f"{'keys of ' + section if section else 'top-level keys'}: "
-                       f"{', '.join(siblings)}")
+            out.append(_unknown(key, value, source))
         elif not RULES[rule].ok(value) and not reported(key):
             out.append(f"{source}: {key}={value!r} must be {RULES[rule].what}")
     return out

@@ -1,4 +1,4 @@
-"""The one training loop, and the batching around it.
+"""The one training loop, ``fit``, and the accelerate helpers around it.
 
 ``fit`` runs any objective: pretraining (every token), SFT and prior fine-tuning (response
 tokens of chosen solutions), and alignment (``pipa.align.alignment_step`` calling a loss of ``pipa.losses.ALGORITHMS``). The
@@ -6,7 +6,7 @@ trainer never branches on an algorithm's name; it reads the algorithm's spec (wh
 kind it needs, whether it needs the value head or KTO's mismatched pairs).
 
 The loop runs under ``accelerate`` (one process on the CPU, or ``accelerate launch`` over
-several GPUs). How a batch is split:
+several GPUs). How a batch is split (the plan itself: ``pipa.batching``):
 
 * ``batch_size`` in params is the **global** batch: sequences per optimizer step, summed
   over gradient-accumulation micro-batches and processes (paired algorithms: half as many
@@ -239,6 +239,10 @@ def fit(params_to_train, step_fn: Callable[..., tuple], n_steps: int, *, lr: flo
         on_trained: Callable[[torch.nn.Module], None] | None = None) -> dict[str, float]:
     """Run ``n_steps`` optimizer steps of ``grad_accum`` micro-batches each.
 
+    ``params_to_train``: tensors, or torch param groups (dicts with ``params`` and perhaps
+    their own ``lr``); the schedule scales every group's lr alike, the gradient norm is
+    clipped over all of them together.
+
     ``step_fn`` runs one micro-batch and returns (loss, logs, ids, n_tokens); it is called
     as ``step_fn(step)``, or ``step_fn(step, prepared_model)`` when ``model`` is given:
     then ``model`` and the optimizer go through ``accelerator.prepare`` together (moved to
@@ -265,9 +269,15 @@ def fit(params_to_train, step_fn: Callable[..., tuple], n_steps: int, *, lr: flo
         accelerator = make_accelerator(grad_accum)
     # The gradient-accumulation state is shared by every Accelerator of the process.
     accelerator.gradient_accumulation_steps = grad_accum
-    params_to_train = [p for p in params_to_train if p.requires_grad]
-    opt = torch.optim.AdamW(params_to_train, lr=lr, weight_decay=weight_decay,
-                            betas=(0.9, 0.95))
+    params_to_train = list(params_to_train)
+    if params_to_train and isinstance(params_to_train[0], dict):
+        # param groups, e.g. the value head at a learning rate of its own (align.value_head_lr)
+        groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]}
+                  for g in params_to_train]
+        params_to_train = [p for g in groups for p in g["params"]]
+    else:
+        groups = params_to_train = [p for p in params_to_train if p.requires_grad]
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
     if model is not None:
         if accelerator.distributed_type == DistributedType.FSDP:
             _check_fsdp_dtypes(model)

@@ -9,7 +9,8 @@ import _boot
 from pipa.reports import MissingCellsError, build
 
 # The stage's outputs under --out (dvc.yaml), whose stale temporaries a start removes.
-OUTPUTS = ["README.md", "significance.csv", "cells.csv", "provenance.json", "figures", "plots",
+OUTPUTS = ["README.md", "significance.csv", "power.csv", "cells.csv", "provenance.json",
+           "figures", "plots",
            *(f"table{n}.{ext}" for n in (1, 2, 3, 4) for ext in ("md", "csv", "tex"))]
 
 parser = argparse.ArgumentParser(description=__doc__)

@@ -505,3 +505,33 @@ def test_fsdp_refuses_mixed_parameter_dtypes():
     mixed = PolicyWithValueHead(model.to(torch.bfloat16), ValueHead(model.config.hidden_size))
     with pytest.raises(ConfigError, match="FSDP needs one parameter dtype.*bfloat16, float32"):
         _check_fsdp_dtypes(mixed)
+
+
+def test_param_groups_give_the_value_head_its_own_learning_rate():
+    """align.value_head_lr: fit takes torch param groups; the head's group trains at its own
+    lr (here 100x the policy's, so it moves further) while the policy's group, and a fit
+    given the plain parameter list, train exactly as before."""
+    spec = ALGORITHMS["pipa_m"]
+    exs = _examples()
+    prior = {e.sid: -torch.rand(len(e.response_ids), generator=torch.Generator().manual_seed(i))
+             for i, e in enumerate(exs)}
+    hparams = LossParams()
+    moved = {}
+    for name, head_lr in (("plain", None), ("grouped_same", 1e-3), ("grouped_fast", 1e-1)):
+        torch.manual_seed(1)
+        base = _tiny_llama()
+        head = ValueHead(32)
+        policy = PolicyWithValueHead(base, head).train()
+        before = [p.detach().clone() for p in head.parameters()]
+        base_before = [p.detach().clone() for p in base.parameters()]
+        step_fn = alignment_step(spec, policy, batch_plan(exs, "unpaired", False, 8, 3, seed=3),
+                                 prior, 0, hparams)
+        to_train = (list(policy.parameters()) if head_lr is None else
+                    [{"params": list(base.parameters())},
+                     {"params": list(head.parameters()), "lr": head_lr}])
+        fit(to_train, step_fn, 3, lr=1e-3, progress=False, model=policy)
+        moved[name] = (sum(float((p - b).abs().sum()) for p, b in zip(head.parameters(), before)),
+                       [p.detach().clone() for p in base.parameters()], base_before)
+    assert moved["plain"][0] == moved["grouped_same"][0]  # same lr: the same run, bit for bit
+    assert all(torch.equal(a, b) for a, b in zip(moved["plain"][1], moved["grouped_same"][1]))
+    assert moved["grouped_fast"][0] > 10 * moved["plain"][0]

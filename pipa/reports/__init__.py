@@ -37,13 +37,36 @@ from pipa.reports.grid import (
     expected_files,
     main_cell,
 )
-from pipa.reports.stats import SIGNIFICANCE_COLUMNS, _summary, paired_bootstrap, significance
+from pipa.reports.stats import (
+    SIGNIFICANCE_COLUMNS,
+    _summary,
+    detectable_differences,
+    min_detectable_difference,
+    paired_bootstrap,
+    significance,
+)
 from pipa.reports.tables import Table, ablation_table, fmt_cell, table1
 
-__all__ = ["SIGNIFICANCE_COLUMNS", "Cell", "Collected", "MissingCellsError", "Table",
-           "ablation_table", "build", "collect", "dvc_plots_spec", "expected_cells",
-           "expected_files", "fmt_cell", "main_cell", "paired_bootstrap", "significance",
-           "table1"]
+__all__ = [
+    "SIGNIFICANCE_COLUMNS",
+    "Cell",
+    "Collected",
+    "MissingCellsError",
+    "Table",
+    "ablation_table",
+    "build",
+    "collect",
+    "detectable_differences",
+    "dvc_plots_spec",
+    "expected_cells",
+    "expected_files",
+    "fmt_cell",
+    "main_cell",
+    "min_detectable_difference",
+    "paired_bootstrap",
+    "significance",
+    "table1",
+]
 
 
 def build(params: dict, root: str | Path, out: str | Path) -> dict:
@@ -52,11 +75,12 @@ def build(params: dict, root: str | Path, out: str | Path) -> dict:
     out = Path(out)
     summary = _summary(col)
     sig = significance(col, summary)
-    tables = [table1(col, summary, sig)]
+    power = detectable_differences(col)
+    tables = [table1(col, summary, sig, power)]
     # Every ablation table params name (2-4 are the paper's; a new number gets its own).
     for n in sorted({int(s.get("table", 0)) for s in params.get("ablations", {}).values()
                      if s is not None}):
-        t = ablation_table(col, n, summary, sig)
+        t = ablation_table(col, n, summary, sig, power)
         if t is not None:
             tables.append(t)
     written = []
@@ -68,6 +92,7 @@ def build(params: dict, root: str | Path, out: str | Path) -> dict:
         written += [f"table{t.number}.{x}" for x in ("md", "tex", "csv")]
     _write_csv(sig.round({"mean_a": 4, "mean_b": 4, "diff": 4, "p_boot": 4}),
                out / "significance.csv")
+    _write_csv(power.round({"discordant": 4, "sd_diff": 4, "mdd": 3}), out / "power.csv")
     curves3 = figure3(col, out)
     curves4 = figure4(col, out)
     sweep = threshold_sweep(col, summary) if params.get("sweep_thresholds") else pd.DataFrame()
@@ -87,6 +112,6 @@ def build(params: dict, root: str | Path, out: str | Path) -> dict:
     prov = study_provenance(col)
     _write_text(out / "provenance.json", json.dumps(prov, indent=2, sort_keys=True) + "\n")
     _write_text(out / "README.md",
-                readme(col, tables, sig, findings, figures, prov))
+                readme(col, tables, sig, findings, figures, prov, power))
     return {"tables": written, "figures": figures, "findings": findings,
-            "significance": sig}
+            "significance": sig, "power": power}

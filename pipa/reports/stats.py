@@ -4,6 +4,8 @@ significance rows every table and finding reads."""
 from __future__ import annotations
 
 import math
+from itertools import combinations
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -23,6 +25,13 @@ BOOT_SEED = 0
 
 
 ALPHA = 0.05
+
+
+POWER = 0.80  # of the minimum detectable difference
+
+
+POWER_COLUMNS = ["table", "setting", "model", "benchmark", "a", "b", "n_problems", "n_seeds",
+                 "discordant", "sd_diff", "mdd"]
 
 
 def mean_std(values) -> tuple[float, float, int]:
@@ -172,3 +181,76 @@ def significance(col: Collected, summary: pd.DataFrame | None = None,
                     _ablation_cells(col, name, model),
                     _main_cells(col, spec["setting"], spec["baseline"], model), "two-sided")
     return pd.DataFrame(rows, columns=SIGNIFICANCE_COLUMNS)
+
+
+def min_detectable_difference(a, b, alpha: float = ALPHA, power: float = POWER,
+                              two_sided: bool = False) -> float:
+    """The smallest true difference in accuracy, in points, that the paired test over
+    problems (one-sided, or ``two_sided`` at alpha/2 per tail) detects at level ``alpha``
+    with probability ``power``, given the spread of the per-problem differences that ``a``
+    and ``b`` show.
+
+    ``a``, ``b``: 0/1 arrays (n_seeds, n_problems) as in ``paired_bootstrap``. With d_i the
+    seed-mean difference on problem i (the bootstrap's unit), MDD = (z_{1-alpha} + z_power)
+    * sd(d) / sqrt(n): the normal approximation of that test, the standard planning formula
+    for a paired comparison. It grows with the share of problems on which the two rows
+    disagree and shrinks with more problems; more seeds shrink it only through sd(d). NaN
+    when the two rows never differ (the formula needs some disagreement to scale from).
+    It conditions on the trained runs: it covers the sampling of test problems, not a new
+    training seed or base model.
+    """
+    a = np.atleast_2d(np.asarray(a, dtype=float))
+    b = np.atleast_2d(np.asarray(b, dtype=float))
+    d = (a - b).mean(axis=0)
+    if d.size < 2 or not np.any(d != 0):
+        return math.nan
+    z = NormalDist().inv_cdf(1 - (alpha / 2 if two_sided else alpha)) \
+        + NormalDist().inv_cdf(power)
+    return float(100 * z * d.std(ddof=1) / math.sqrt(d.size))
+
+
+def detectable_differences(col: Collected) -> pd.DataFrame:
+    """The minimum detectable difference of every pair of rows a table compares: in Table 1
+    every two trained rows of a block (the control included; the SFT start has no seeds),
+    one-sided as Table 1's p_boot; in an ablation table the variant and its baseline,
+    two-sided as its p_boot; per model and benchmark."""
+    rows = []
+
+    def add(table, setting, model, bench, a, b, cells_a, cells_b, two_sided=False):
+        xa, xb = _paired_arrays(col, cells_a, cells_b, bench)
+        d = (xa - xb).mean(axis=0)
+        rows.append({"table": table, "setting": setting, "model": model, "benchmark": bench,
+                     "a": a, "b": b, "n_problems": xa.shape[1], "n_seeds": xa.shape[0],
+                     "discordant": float(np.mean(d != 0)),
+                     "sd_diff": float(d.std(ddof=1)) if d.size > 1 else math.nan,
+                     "mdd": min_detectable_difference(xa, xb, two_sided=two_sided)})
+
+    for setting, algs in _settings(col.params).items():
+        for model in col.models:
+            for bench in col.benchmarks:
+                for a, b in combinations(algs, 2):
+                    add(1, setting, model, bench, a, b, _main_cells(col, setting, a, model),
+                        _main_cells(col, setting, b, model))
+    for name in list(col.params.get("ablations", {})):
+        spec = col.params["ablations"][name]
+        for model in col.params.get("ablation_models", []):
+            for bench in col.benchmarks:
+                add(int(spec.get("table", 0)), spec["setting"], model, bench, name,
+                    spec["baseline"], _ablation_cells(col, name, model),
+                    _main_cells(col, spec["setting"], spec["baseline"], model),
+                    two_sided=True)  # as the ablation tables' p_boot
+    return pd.DataFrame(rows, columns=POWER_COLUMNS)
+
+
+def power_by_column(power: pd.DataFrame, table: int) -> dict[tuple[str, str], tuple]:
+    """(model, benchmark) -> (median MDD, max MDD, n_problems, n_seeds) over the pairs of
+    ``table`` that ever disagree (NaN when none does)."""
+    out = {}
+    for (model, bench), g in power[power["table"] == table].groupby(["model", "benchmark"],
+                                                                     sort=False):
+        mdd = g["mdd"].dropna()
+        out[(model, bench)] = (float(mdd.median()) if len(mdd) else math.nan,
+                               float(mdd.max()) if len(mdd) else math.nan,
+                               int(g["n_problems"].iloc[0]), int(g["n_seeds"].iloc[0]))
+    return out
+

@@ -11,7 +11,7 @@ import pandas as pd
 from pipa import paper_numbers as paper
 from pipa import registry
 from pipa.reports.grid import Collected, _settings, _split_setting
-from pipa.reports.stats import N_BOOT, _lookup, _summary
+from pipa.reports.stats import ALPHA, N_BOOT, POWER, _lookup, _summary, power_by_column
 
 TABLE1_COLUMNS = ["data", "labels", "algorithm", "model", "benchmark", "mean", "std",
                   "n_seeds", "paper"]
@@ -171,8 +171,27 @@ def _seeds_note(col: Collected) -> str:
             "(paper x) = the paper's number for the same cell, — where the paper has none.")
 
 
+def _power_note(col: Collected, power: pd.DataFrame | None, table: int,
+                columns: list[tuple[str, str]], what: str, sided: str) -> list[str]:
+    """The note that says what difference the table could detect, column by column."""
+    if power is None or power.empty or table not in set(power["table"]):
+        return []
+    by = power_by_column(power, table)
+    parts = [f"{_col_header(col, m, b)} {by[(m, b)][0]:.1f} [{by[(m, b)][1]:.1f}]"
+             for m, b in columns if (m, b) in by]
+    n_problems = sorted({v[2] for v in by.values()})
+    n_seeds = sorted({v[3] for v in by.values()})
+    return [(f"Power: the smallest true difference between {what} that this table detects, "
+             f"in points ({sided} paired test over {'/'.join(map(str, n_problems))} test "
+             f"problems x {'/'.join(map(str, n_seeds))} seed(s), alpha = {ALPHA:g}, "
+             f"{POWER:.0%} power, from the spread of the per-problem differences; median "
+             f"[largest] over those pairs; it covers the test problems' sampling, not a new "
+             f"training seed or base model): " + "; ".join(parts)
+             + ". Every pair: reports/power.csv.")]
+
+
 def table1(col: Collected, summary: pd.DataFrame | None = None,
-           sig: pd.DataFrame | None = None) -> Table:
+           sig: pd.DataFrame | None = None, power: pd.DataFrame | None = None) -> Table:
     """Table 1: every algorithm of every setting, with the SFT start and the control."""
     control = col.params.get("control")
     summary = _summary(col) if summary is None else summary
@@ -234,6 +253,7 @@ def table1(col: Collected, summary: pd.DataFrame | None = None,
              "paper."),
              (f"p_boot: one-sided paired bootstrap over test problems (B={N_BOOT}, seeds "
              "paired), P(PIPA not better); best PIPA and best other chosen by mean.")]
+    notes += _power_note(col, power, 1, columns, "two trained rows of a block", "one-sided")
     if _is_world(col.benchmarks):
         notes.append("Built-in world: the columns are its two tiers and two model families, "
                      "standing in for the paper's GSM8K/MATH and Deepseek/Qwen columns; the "
@@ -244,7 +264,8 @@ def table1(col: Collected, summary: pd.DataFrame | None = None,
 
 
 def ablation_table(col: Collected, number: int, summary: pd.DataFrame | None = None,
-                   sig: pd.DataFrame | None = None) -> Table | None:
+                   sig: pd.DataFrame | None = None,
+                   power: pd.DataFrame | None = None) -> Table | None:
     summary = _summary(col) if summary is None else summary
     names = [n for n in list(col.params.get("ablations", {}))
              if int(col.params["ablations"][n].get("table", 0)) == number]
@@ -301,6 +322,8 @@ def ablation_table(col: Collected, number: int, summary: pd.DataFrame | None = N
              "(same setting, model and seeds); bold = the better mean of the block."),
              (f"p_boot: two-sided paired bootstrap over test problems (B={N_BOOT}, seeds "
              "paired).")]
+    notes += _power_note(col, power, number, columns, "a variant and its baseline",
+                         "two-sided")
     long = pd.DataFrame(long_rows, columns=ABLATION_COLUMNS)
     return Table(number, paper.TABLE_CAPTIONS.get(number, f"Ablation table {number}"), long,
                  ["data", "labels", "variant"], [_col_header(col, m, b) for m, b in columns],

@@ -1,0 +1,126 @@
+"""Measure one lever of the study on chosen grid cells, outside DVC, from the default run's
+inputs (labels, cached priors, SFT models: run `bash scripts/repro.sh` first).
+
+    python scripts/levers.py --tag epochs4 --set align.epochs=4 \
+        --cell paired_answer/dpo/ds/0 --cell unpaired_step/pipa_m/ds/0
+
+Each cell is aligned over params' lr grid (with the ``--set`` overrides, YAML values) and
+evaluated on the test problems exactly as its DVC stage does (``pipa.align.align_cell``,
+``pipa.evaluation.evaluate_folder``), into ``runs/levers/<tag>/<cell>/``; one JSON line per
+cell is appended to ``runs/levers/results.jsonl``: the overrides, the lr chosen and every
+lr's validation accuracy, the last step's logs of the chosen run (implicit rewards of
+correct and incorrect samples, the value head's label likelihood), the test accuracies,
+the steps, the wall time and the machine. ``--summary`` prints the file as a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "stages"))
+import _boot  # noqa: F401  (the repo root on sys.path, the offline guards)
+
+from pipa import config as C
+
+RESULTS = ROOT / "runs" / "levers" / "results.jsonl"
+
+
+def override(params: dict, assignment: str) -> dict:
+    """``key.sub=value`` (value parsed as YAML) applied to a copy of ``params``."""
+    key, sep, raw = assignment.partition("=")
+    if not sep:
+        raise SystemExit(f"error: --set {assignment!r}: write key=value, e.g. align.epochs=4")
+    out = copy.deepcopy(params)
+    node = out
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    node[last] = value
+    return out
+
+
+def run_cell(params: dict, cell: str, folder: Path) -> dict:
+    from pipa.align import align_cell
+    from pipa.evaluation import evaluate_folder
+
+    setting, algorithm, model, seed = cell.split("/")
+    started = time.perf_counter()
+    summary = align_cell(params, algorithm=algorithm, model_name=model, seed=int(seed),
+                         labels_path=ROOT / f"data/labels/{setting}.jsonl",
+                         prior_path=ROOT / f"data/prior/sft/{model}.safetensors",
+                         sft_dir=ROOT / f"models/sft/{model}", world_dir=ROOT / "data/world",
+                         out_dir=folder / "align")
+    test = evaluate_folder(params, model, folder / "align" / "model", ROOT / "data/world",
+                           folder / "eval")
+    chosen = next(t for t in summary["lr_grid"] if t["lr"] == summary["selected_lr"])
+    return {"cell": cell, "steps": summary["steps"], "selected_lr": summary["selected_lr"],
+            "val_by_lr": {f"{t['lr']:g}": t["val_accuracy"] for t in summary["lr_grid"]},
+            "final": chosen["final"], "test": test, "precision": summary["precision"],
+            "machine": summary["machine"], "seconds": round(time.perf_counter() - started, 1)}
+
+
+def summary_table(path: Path) -> str:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    header = "| tag | cell | steps | lr | val | test | R correct | R incorrect | g lik. | s |"
+    lines = [header, "|" + "---|" * 10]
+    for r in rows:
+        f = r["final"]
+        test = " / ".join(f"{100 * v:.1f}" for k, v in r["test"].items() if k != "seconds")
+        lines.append(
+            f"| {r['tag']} | {r['cell']} | {r['steps']} | {r['selected_lr']:g} | "
+            f"{100 * max(r['val_by_lr'].values()):.1f} | {test} | "
+            f"{f.get('reward_correct', float('nan')):.3f} | "
+            f"{f.get('reward_incorrect', float('nan')):.3f} | "
+            f"{f.get('value_label_likelihood', float('nan')):.4f} | {r['seconds']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tag", help="name of this lever setting (folder and results key)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--cell", action="append", default=[],
+                        metavar="SETTING/ALGORITHM/MODEL/SEED")
+    parser.add_argument("--summary", action="store_true", help="print the results table")
+    args = parser.parse_args()
+    if args.summary:
+        print(summary_table(RESULTS))
+        return
+    if not args.tag or not args.cell:
+        raise SystemExit("error: give --tag and at least one --cell (or --summary)")
+    params = C.load_params(ROOT / "params.yaml")
+    for assignment in args.set:
+        params = override(params, assignment)
+    from pipa.losses import ALGORITHMS
+
+    C.validate(params, "params.yaml + --set", ALGORITHMS)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    for cell in args.cell:
+        folder = ROOT / "runs" / "levers" / args.tag / cell.replace("/", "-")
+        record = {"tag": args.tag, "overrides": args.set, **run_cell(params, cell, folder)}
+        with open(RESULTS, "a") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+        f = record["final"]
+        print(f"{args.tag} {cell}: lr {record['selected_lr']:g}, test {record['test']}, "
+              f"R+ {f.get('reward_correct')}, R- {f.get('reward_incorrect')}, "
+              f"g-likelihood {f.get('value_label_likelihood')}, {record['seconds']} s",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
