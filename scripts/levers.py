@@ -10,7 +10,8 @@ evaluated on the test problems exactly as its DVC stage does (``pipa.align.align
 cell is appended to ``runs/levers/results.jsonl``: the overrides, the lr chosen and every
 lr's validation accuracy, the last step's logs of the chosen run (implicit rewards of
 correct and incorrect samples, the value head's label likelihood), the test accuracies,
-the steps, the wall time and the machine. ``--summary`` prints the file as a table.
+the steps, the wall time and the machine. ``--summary`` prints the file as a table;
+``--base-rates`` the label base rate of each labelled dataset (the floor of Figure 3).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -89,6 +91,24 @@ def summary_table(path: Path) -> str:
     return "\n".join(lines)
 
 
+def base_rates() -> str:
+    """Per labelled dataset: the share of response characters labelled c = 1 and the label
+    likelihood of the best constant g (what a value head that learned only the base rate
+    scores in Figure 3), the floor a head must beat to carry information."""
+    lines = ["| labels | share c=1 | best constant g likelihood |", "|---|---|---|"]
+    for path in sorted((ROOT / "data" / "labels").glob("*.jsonl")):
+        n = n1 = 0
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            for step, label in zip(record["steps"], record["step_labels"], strict=True):
+                n += len(step)
+                n1 += len(step) * label
+        p = n1 / n
+        ll = math.exp(p * math.log(p) + (1 - p) * math.log(1 - p)) if 0 < p < 1 else 1.0
+        lines.append(f"| {path.stem} | {p:.3f} | {ll:.4f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -97,9 +117,14 @@ def main() -> None:
     parser.add_argument("--cell", action="append", default=[],
                         metavar="SETTING/ALGORITHM/MODEL/SEED")
     parser.add_argument("--summary", action="store_true", help="print the results table")
+    parser.add_argument("--base-rates", action="store_true",
+                        help="print each labelled dataset's label base rate")
     args = parser.parse_args()
     if args.summary:
         print(summary_table(RESULTS))
+        return
+    if args.base_rates:
+        print(base_rates())
         return
     if not args.tag or not args.cell:
         raise SystemExit("error: give --tag and at least one --cell (or --summary)")

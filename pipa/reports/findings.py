@@ -209,8 +209,10 @@ def power_words(power: pd.DataFrame | None, tables: list[Table]) -> list[str]:
             continue
         n_problems = sorted({v[2] for v in by.values()})
         n_seeds = sorted({v[3] for v in by.values()})
-        out.append(f"- Table {t.number}: a true difference of {min(medians):.1f}-"
-                   f"{max(medians):.1f} points between two of its rows is the smallest it "
+        span = (f"{min(medians):.1f}" if f"{min(medians):.1f}" == f"{max(medians):.1f}"
+                else f"{min(medians):.1f}-{max(medians):.1f}")
+        out.append(f"- Table {t.number}: a true difference of {span} points between two of "
+                   f"its rows is the smallest it "
                    f"detects (median over the pairs of each column; {len(by)} columns, "
                    f"{'/'.join(map(str, n_problems))} test problems x "
                    f"{'/'.join(map(str, n_seeds))} seed(s)); {sum(m <= 3.0 for m in medians)} "
