@@ -46,7 +46,8 @@ def test_losses_import_only_torch_and_their_own_terms(rel):
 
 
 def test_reports_never_import_torch_or_training():
-    reports = sorted((ROOT / "pipa" / "reports").glob("*.py"))
+    reports = [*sorted((ROOT / "pipa" / "reports").glob("*.py")), ROOT / "pipa" / "cells.py",
+               ROOT / "pipa" / "compare.py", ROOT / "pipa" / "paper_numbers.py"]
     closure = set().union(*(_closure(p.relative_to(ROOT).as_posix()) for p in reports))
     assert not closure & TRAINING, sorted(closure & TRAINING)
     for rel in sorted(closure):
