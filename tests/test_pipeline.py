@@ -346,7 +346,7 @@ def test_table_check_passes_a_rerun_and_names_the_cells_a_planted_sign_flip_brea
     repo = copy_repo(ref, tmp_path / "planted")
     losses = repo / "pipa/losses.py"
     source = losses.read_text()
-    planted = "loss = _batch_mean(-F.logsigmoid(beta * (r_pos - r_neg)))"
+    planted = "loss = _batch_mean(-F.logsigmoid(hp.beta * (r_pos - r_neg)))"
     assert source.count(planted) == 1
     losses.write_text(source.replace(planted, planted.replace("-F.", "F.")))
     run(["dvc", "repro", "-s", "preflight"], repo)
