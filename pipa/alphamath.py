@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pipa.io import MAX_LISTED, DataError, atomic_path
+from pipa.io import DataError, atomic_path, listed
 
 ON_ERROR = ("raise", "skip")
 
@@ -208,9 +208,7 @@ def read_with_stats(
     if errors and on_error == "raise":
         if len(errors) == 1:
             raise errors[0]
-        listed = "\n  - ".join(str(e) for e in errors[:MAX_LISTED])
-        more = f"\n  ... and {len(errors) - MAX_LISTED} more" if len(errors) > MAX_LISTED else ""
-        raise DataError(f"{path}: {len(errors)} bad rows of {len(data)}:\n  - {listed}{more}")
+        raise DataError(listed(path, [str(e) for e in errors], len(data), "rows"))
     if not solutions:
         what = (f"all {len(data)} rows were rejected ({dict(sorted(skipped.items()))})"
                 if data else "it is an empty list")

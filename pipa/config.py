@@ -109,15 +109,14 @@ def validate(params: dict, source: str = "params.yaml",
     """
     if algorithms is None:
         algorithms = registry.ALGORITHMS
-    # Each key's own type and range first (pipa/schema.py), then the checks that relate
-    # keys. Those assume well-typed values: when one is malformed and they trip over it,
-    # the key's own message is the one reported.
-    typed = schema.problems(params, source)
+    # The checks that relate keys, then each key's own type and range (pipa/schema.py),
+    # skipping keys a relation check already named. The relation checks assume well-typed
+    # values: when one is malformed and they trip over it, the key's own message is reported.
     try:
         problems = _relations(params, source, algorithms)
     except (TypeError, ValueError, AttributeError, KeyError, IndexError):
-        if not typed:
-            raise
+        if not schema.problems(params, source):
+            raise  # not a malformed value: a bug in the relation checks
         problems = []
 
     def named(key: str) -> bool:  # the richer message of a relation check already names it

@@ -188,22 +188,23 @@ def test_an_unknown_or_bad_hyperparameter_is_an_error() -> None:
         LossParams(ipo_normalize="yes")
 
 
-def test_a_missing_input_is_named() -> None:
-    inputs = {k: v for k, v in _unpaired().items() if not k.startswith("kl_")}
-    with pytest.raises(ValueError, match="mismatched"):
-        call_algorithm("kto", inputs, HPARAMS)
-    inputs = _unpaired()
-    del inputs["value_logits"]
-    with pytest.raises(ValueError, match="value_logits"):
-        call_algorithm("pipa_n", inputs, HPARAMS)
-    inputs = _unpaired()
-    del inputs["step_ids"]
-    with pytest.raises(ValueError, match="step_ids"):
-        call_algorithm("step_kto_orig", inputs, HPARAMS)
-    p = _paired()
-    del p["rejected_token_labels"]
-    with pytest.raises(ValueError, match="rejected.token_labels"):
-        call_algorithm("step_dpo", p, HPARAMS)
+MISSING_INPUTS = [  # (algorithm, the inputs it gets, the name its error must say)
+    ("kto", lambda: {k: v for k, v in _unpaired().items() if not k.startswith("kl_")},
+     "mismatched"),
+    ("pipa_n", lambda: {k: v for k, v in _unpaired().items() if k != "value_logits"},
+     "value_logits"),
+    ("step_kto_orig", lambda: {k: v for k, v in _unpaired().items() if k != "step_ids"},
+     "step_ids"),
+    ("step_dpo", lambda: {k: v for k, v in _paired().items() if k != "rejected_token_labels"},
+     "rejected.token_labels"),
+]
+
+
+@pytest.mark.parametrize("algorithm, inputs, name", MISSING_INPUTS,
+                         ids=[m[0] for m in MISSING_INPUTS])
+def test_a_missing_input_is_named(algorithm, inputs, name) -> None:
+    with pytest.raises(ValueError, match=name):
+        call_algorithm(algorithm, inputs(), HPARAMS)
 
 
 def test_shape_mismatch_names_the_tensor() -> None:

@@ -19,6 +19,7 @@ from pipa.reports.stats import (
     _lookup,
     _main_mean,
     power_by_column,
+    power_sizes,
 )
 from pipa.reports.tables import Table, _columns, _paper_bench, benchmark_label, model_label
 
@@ -207,15 +208,12 @@ def power_words(power: pd.DataFrame | None, tables: list[Table]) -> list[str]:
         medians = [v[0] for v in by.values() if not math.isnan(v[0])]
         if not medians:
             continue
-        n_problems = sorted({v[2] for v in by.values()})
-        n_seeds = sorted({v[3] for v in by.values()})
         span = (f"{min(medians):.1f}" if f"{min(medians):.1f}" == f"{max(medians):.1f}"
                 else f"{min(medians):.1f}-{max(medians):.1f}")
         out.append(f"- Table {t.number}: a true difference of {span} points between two of "
                    f"its rows is the smallest it "
                    f"detects (median over the pairs of each column; {len(by)} columns, "
-                   f"{'/'.join(map(str, n_problems))} test problems x "
-                   f"{'/'.join(map(str, n_seeds))} seed(s)); {sum(m <= 3.0 for m in medians)} "
+                   f"{power_sizes(by)}); {sum(m <= 3.0 for m in medians)} "
                    f"of {len(by)} columns reach 3 points or less.")
     return out
 

@@ -254,3 +254,10 @@ def power_by_column(power: pd.DataFrame, table: int) -> dict[tuple[str, str], tu
                                int(g["n_problems"].iloc[0]), int(g["n_seeds"].iloc[0]))
     return out
 
+
+def power_sizes(by: dict[tuple[str, str], tuple]) -> str:
+    """"500 test problems x 2 seed(s)" for the columns of ``power_by_column``."""
+    n_problems = "/".join(map(str, sorted({v[2] for v in by.values()})))
+    n_seeds = "/".join(map(str, sorted({v[3] for v in by.values()})))
+    return f"{n_problems} test problems x {n_seeds} seed(s)"
+

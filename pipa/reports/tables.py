@@ -11,7 +11,15 @@ import pandas as pd
 from pipa import paper_numbers as paper
 from pipa import registry
 from pipa.reports.grid import Collected, _settings, _split_setting
-from pipa.reports.stats import ALPHA, N_BOOT, POWER, _lookup, _summary, power_by_column
+from pipa.reports.stats import (
+    ALPHA,
+    N_BOOT,
+    POWER,
+    _lookup,
+    _summary,
+    power_by_column,
+    power_sizes,
+)
 
 TABLE1_COLUMNS = ["data", "labels", "algorithm", "model", "benchmark", "mean", "std",
                   "n_seeds", "paper"]
@@ -179,11 +187,8 @@ def _power_note(col: Collected, power: pd.DataFrame | None, table: int,
     by = power_by_column(power, table)
     parts = [f"{_col_header(col, m, b)} {by[(m, b)][0]:.1f} [{by[(m, b)][1]:.1f}]"
              for m, b in columns if (m, b) in by]
-    n_problems = sorted({v[2] for v in by.values()})
-    n_seeds = sorted({v[3] for v in by.values()})
     return [(f"Power: the smallest true difference between {what} that this table detects, "
-             f"in points ({sided} paired test over {'/'.join(map(str, n_problems))} test "
-             f"problems x {'/'.join(map(str, n_seeds))} seed(s), alpha = {ALPHA:g}, "
+             f"in points ({sided} paired test over {power_sizes(by)}, alpha = {ALPHA:g}, "
              f"{POWER:.0%} power, from the spread of the per-problem differences; median "
              f"[largest] over those pairs; it covers the test problems' sampling, not a new "
              f"training seed or base model): " + "; ".join(parts)
