@@ -15,12 +15,12 @@ The last line is ``cell_speedup=X.XX`` (median time workers=1 / median time work
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,14 +31,14 @@ from pipa.align import align_cell
 from pipa.evaluation import evaluate_folder
 
 
-def run_cell(params: dict, args, out: Path) -> tuple[float, dict]:
+def run_cell(cfg: C.Config, args, out: Path) -> tuple[float, dict]:
     started = time.perf_counter()
-    summary = align_cell(params, algorithm=args.algorithm, model_name=args.model, seed=0,
+    summary = align_cell(cfg, algorithm=args.algorithm, model_name=args.model, seed=0,
                          labels_path=ROOT / f"data/labels/{args.setting}.jsonl",
                          prior_path=ROOT / f"data/prior/sft/{args.model}.safetensors",
                          sft_dir=ROOT / f"models/sft/{args.model}", world_dir=ROOT / "data/world",
                          out_dir=out / "align")
-    result = evaluate_folder(params, args.model, out / "align" / "model", ROOT / "data/world",
+    result = evaluate_folder(cfg, args.model, out / "align" / "model", ROOT / "data/world",
                              out / "eval")
     seconds = time.perf_counter() - started
     accs = {k: v for k, v in result.items() if k != "seconds"}
@@ -52,15 +52,14 @@ def main() -> None:
     parser.add_argument("--model", default="ds")
     parser.add_argument("--reps", type=int, default=2)
     args = parser.parse_args()
-    base = C.load_params(str(ROOT / "params.yaml"))
+    base = C.load(str(ROOT / "params.yaml"))
     times: dict[int, list[float]] = {1: [], 2: []}
     outcomes: dict[int, dict] = {}
     for rep in range(args.reps):
         for workers in (1, 2) if rep % 2 == 0 else (2, 1):
-            params = copy.deepcopy(base)
-            params["runtime"]["workers"] = workers
+            cfg = replace(base, runtime=replace(base.runtime, workers=workers))
             with tempfile.TemporaryDirectory() as tmp:
-                seconds, outcome = run_cell(params, args, Path(tmp))
+                seconds, outcome = run_cell(cfg, args, Path(tmp))
             times[workers].append(seconds)
             outcomes[workers] = outcome
             print(f"rep {rep} workers={workers}: {seconds:.1f} s {json.dumps(outcome)}",

@@ -41,17 +41,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=12, help="timed steps per precision")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
-    params = C.load_params(args.params)
+    cfg = C.load(args.params)
     torch.set_num_threads(args.threads)
-    fam = C.get(params, "model_families.ds")
-    vocab = int(C.get(params, "tokenizer.vocab_size"))
-    bsz, seq_len = int(C.get(params, "pretrain.batch_size")), int(C.get(params, "pretrain.seq_len"))
+    fam = cfg.family("ds")
+    vocab = int(cfg.tokenizer.vocab_size)
+    bsz, seq_len = int(cfg.pretrain.batch_size), int(cfg.pretrain.seq_len)
     chosen = resolve_precision("auto", "cpu")
     other = "fp32" if chosen == "bf16" else "bf16"
     batch = torch.randint(0, vocab, (bsz, seq_len), generator=torch.Generator().manual_seed(0))
     runs = {}
     for name in (chosen, other):
-        model = build_model(fam["family"], fam["arch"], vocab, _Tok(), seed=0).train()
+        model = build_model(fam.family, fam.arch, vocab, _Tok(), seed=0).train()
         runs[name] = (model, torch.optim.AdamW(model.parameters(), lr=1e-3), [])
 
     def step(name: str) -> float:

@@ -68,17 +68,17 @@ def world_records(n_pairs: int, seed: int = 0) -> list[dict]:
     return rows
 
 
-def load_or_build(params: dict, model_dir: Path | None, records: list[dict]):
+def load_or_build(cfg: C.Config, model_dir: Path | None, records: list[dict]):
     from pipa.models import build_model, load_model, load_tokenizer, train_tokenizer
     from pipa.world import format_prompt
 
     if model_dir is not None and (model_dir / "config.json").exists():
         return load_tokenizer(model_dir), load_model(model_dir), f"loaded {model_dir}"
-    fam = C.get(params, "model_families.ds")
+    fam = cfg.family("ds")
     texts = [format_prompt(r["question"]) + "".join(r["steps"]) for r in records]
     with tempfile.TemporaryDirectory() as tmp:
-        tok = train_tokenizer(texts * 4, int(C.get(params, "tokenizer.vocab_size")), tmp)
-    model = build_model(fam["family"], fam["arch"], len(tok), tok, seed=0)
+        tok = train_tokenizer(texts * 4, int(cfg.tokenizer.vocab_size), tmp)
+    model = build_model(fam.family, fam.arch, len(tok), tok, seed=0)
     return tok, model, f"built {fam['family']} {fam['arch']} (random init)"
 
 
@@ -125,16 +125,16 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    params = C.load_params(args.params)
-    bsz = args.batch_size or int(C.get(params, "align.batch_size"))
+    cfg = C.load(args.params)
+    bsz = args.batch_size or int(cfg.align.batch_size)
     records = world_records(bsz // 2)
-    tok, base, how = load_or_build(params, Path(args.model_dir), records)
+    tok, base, how = load_or_build(cfg, Path(args.model_dir), records)
     from pipa.world import format_prompt
 
     examples, _ = build_examples(records, tok, format_prompt, 10_000)
     pad = tok.pad_token_id
     # Both steps run in params' precision (runtime.mixed_precision), as the stages do.
-    precision = C.get(params, "runtime.mixed_precision")
+    precision = cfg.runtime.mixed_precision
     # Cached prior: the model's own per-token log-probs, as the prior stage stores them.
     with torch.no_grad(), autocast(precision):
         batch = collate(examples, pad)
@@ -143,7 +143,7 @@ def main() -> None:
              for i, e in enumerate(examples)}
     n_tokens = int(batch["attention_mask"].sum())
     pairs = [(examples[i], examples[i + 1]) for i in range(0, len(examples), 2)]
-    a = C.get(params, "align")
+    a = cfg.align
     hparams = loss_params(a)
     # KTO's reference log-probs of the mismatched pairs, cached before training as
     # align.prepare_cell does (the loop runs only the policy on them).

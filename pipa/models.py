@@ -19,6 +19,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import torch
 
+from pipa.config_types import Arch
+
 SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>"}
 
 # Architecture per family. Two genuinely different transformers classes, so the
@@ -70,8 +72,9 @@ def load_tokenizer(folder: str | os.PathLike):
     return tok
 
 
-def build_model(family: str, arch: dict, vocab_size: int, tokenizer, seed: int):
-    """A randomly initialised causal LM of the given family (deterministic from ``seed``)."""
+def build_model(family: str, arch: Arch, vocab_size: int, tokenizer, seed: int):
+    """A randomly initialised causal LM of the given family and shape (params'
+    ``model_families.<m>.arch``), deterministic from ``seed``."""
     import transformers
 
     if family not in FAMILY_CONFIG:
@@ -79,12 +82,12 @@ def build_model(family: str, arch: dict, vocab_size: int, tokenizer, seed: int):
     config_cls = getattr(transformers, FAMILY_CONFIG[family])
     config = config_cls(
         vocab_size=vocab_size,
-        hidden_size=arch["hidden_size"],
-        intermediate_size=arch["intermediate_size"],
-        num_hidden_layers=arch["num_layers"],
-        num_attention_heads=arch["num_heads"],
-        num_key_value_heads=arch.get("num_kv_heads", arch["num_heads"]),
-        max_position_embeddings=arch["max_len"],
+        hidden_size=arch.hidden_size,
+        intermediate_size=arch.intermediate_size,
+        num_hidden_layers=arch.num_layers,
+        num_attention_heads=arch.num_heads,
+        num_key_value_heads=arch.num_heads if arch.num_kv_heads is None else arch.num_kv_heads,
+        max_position_embeddings=arch.max_len,
         tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,

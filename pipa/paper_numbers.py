@@ -96,12 +96,12 @@ def display(algorithm: str) -> str:
     return known.display if known else algorithm
 
 
-def ablation_display(ablation: str, spec: dict | None = None) -> str:
+def ablation_display(ablation: str, spec=None) -> str:
+    """The row name of ablation ``ablation`` (``spec``: its ``pipa.config_types.Ablation``)."""
     if ablation in ABLATION_DISPLAY:
         return ABLATION_DISPLAY[ablation]
-    spec = spec or {}
-    name = display(spec.get("algorithm", ablation))
-    prior = spec.get("prior", "sft")
+    name = display(spec.algorithm if spec and spec.algorithm else ablation)
+    prior = spec.prior if spec else "sft"
     return name if prior == "sft" else f"{name} (prior: {prior})"
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
-from pipa import config as C
+from pipa.config_types import Config
 from pipa.io import atomic_path, write_json
 
 
-def pretrain_bases(params: dict, world_dir: str | Path, out_root: str | Path,
+def pretrain_bases(cfg: Config, world_dir: str | Path, out_root: str | Path,
                    live_root: str | Path) -> list[dict]:
     """Every family of ``models`` pretrained (``pretrain_base``), side by side.
 
@@ -27,19 +27,18 @@ def pretrain_bases(params: dict, world_dir: str | Path, out_root: str | Path,
     """
     from pipa.parallel import fork_map, worker_plan
 
-    models = list(C.get(params, "models"))
-    threads = int(C.get(params, "runtime.threads"))
-    workers = int(C.get(params, "runtime.workers"))
+    models = list(cfg.models)
+    threads, workers = cfg.runtime.threads, cfg.runtime.workers
     per_job = worker_plan(threads, workers, len(models))[1]  # all threads when inline
     with atomic_path(out_root) as tmp:
         tmp.mkdir()
         jobs = [(m, str(tmp / m), str(Path(live_root) / m / "dvclive")) for m in models]
-        return fork_map(lambda job: pretrain_base(params, job[0], world_dir, job[1], job[2],
+        return fork_map(lambda job: pretrain_base(cfg, job[0], world_dir, job[1], job[2],
                                                   threads=per_job),
                         jobs, threads=threads, workers=workers)
 
 
-def pretrain_base(params: dict, model_name: str, world_dir: str | Path, out_dir: str | Path,
+def pretrain_base(cfg: Config, model_name: str, world_dir: str | Path, out_dir: str | Path,
                   live_dir: str | Path | None = None, threads: int | None = None) -> dict:
     """Tokenizer + causal LM trained from scratch on the family's corpus (every token).
 
@@ -52,23 +51,21 @@ def pretrain_base(params: dict, model_name: str, world_dir: str | Path, out_dir:
     from pipa.models import build_model, count_parameters, train_tokenizer
     from pipa.training import fit, make_accelerator
 
-    fam = C.get(params, f"model_families.{model_name}")
-    pcfg = C.get(params, "pretrain")
-    seed = int(C.get(params, "seed"))
-    setup_runtime(threads or int(C.get(params, "runtime.threads")), seed)
+    fam, pcfg, seed = cfg.family(model_name), cfg.pretrain, cfg.seed
+    setup_runtime(threads or cfg.runtime.threads, seed)
     docs = (Path(world_dir) / f"corpus_{model_name}.txt").read_text().split("\x00")
     started = time.perf_counter()
     with atomic_path(out_dir) as tmp:
-        tok = train_tokenizer(docs[:5000], int(C.get(params, "tokenizer.vocab_size")), tmp)
-        model = build_model(fam["family"], fam["arch"], len(tok), tok, seed)
+        tok = train_tokenizer(docs[:5000], cfg.tokenizer.vocab_size, tmp)
+        model = build_model(fam.family, fam.arch, len(tok), tok, seed)
         stream: list[int] = []
         for doc in docs:
             stream.extend(tok(doc, add_special_tokens=False)["input_ids"])
             stream.append(tok.eos_token_id)
         data = torch.tensor(stream, dtype=torch.long)
-        seq_len, bsz = int(pcfg["seq_len"]), int(pcfg["batch_size"])
+        seq_len, bsz = pcfg.seq_len, pcfg.batch_size
         gen = torch.Generator().manual_seed(seed)
-        n_steps = int(pcfg["steps"])
+        n_steps = pcfg.steps
 
         def step_fn(step: int, net):
             # Packed random windows of the token stream: no padding, loss on every token.
@@ -80,19 +77,17 @@ def pretrain_base(params: dict, model_name: str, world_dir: str | Path, out_dir:
 
         model.train()
         live = forked_live(Path(live_dir)) if live_dir else None
-        accelerator = make_accelerator(1, device=C.get(params, "runtime.device"))
-        precision = resolve_precision(C.get(params, "runtime.mixed_precision"),
-                                      accelerator.device)
-        last = fit(model.parameters(), step_fn, n_steps, lr=float(pcfg["lr"]),
-                   warmup=int(pcfg["warmup"]), min_lr_ratio=float(pcfg["min_lr_ratio"]),
-                   weight_decay=float(pcfg.get("weight_decay", 0.0)), live=live,
+        accelerator = make_accelerator(1, device=cfg.runtime.device)
+        precision = resolve_precision(cfg.runtime.mixed_precision, accelerator.device)
+        last = fit(model.parameters(), step_fn, n_steps, lr=pcfg.lr, warmup=pcfg.warmup,
+                   min_lr_ratio=pcfg.min_lr_ratio, weight_decay=pcfg.weight_decay, live=live,
                    desc=f"pretrain {model_name}", model=model, accelerator=accelerator,
                    mixed_precision=precision)
         if live is not None:
             live.end()
         model.save_pretrained(tmp)
         summary = {
-            "model": model_name, "family": fam["family"], "parameters": count_parameters(model),
+            "model": model_name, "family": fam.family, "parameters": count_parameters(model),
             "vocab_size": len(tok), "corpus_tokens": len(stream), "steps": n_steps,
             "final_loss": last["loss"], "precision": precision, "machine": machine(),
         }

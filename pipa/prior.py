@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from pipa import config as C
+from pipa.config_types import Config
 from pipa.io import atomic_path
 from pipa.model_io import load_policy_model, prompt_formatter
 
@@ -40,7 +40,7 @@ def response_logps(model, tok, examples, batch_size: int,
     return out
 
 
-def compute_prior(params: dict, model_name: str, prior_model_dir: str | Path,
+def compute_prior(cfg: Config, model_name: str, prior_model_dir: str | Path,
                   alphamath_path: str | Path, out_file: str | Path) -> dict:
     """Cache the prior's per-token log-probs of every solution once, for every cell."""
     from safetensors.torch import save_file
@@ -51,16 +51,15 @@ def compute_prior(params: dict, model_name: str, prior_model_dir: str | Path,
     from pipa.hardware import machine, resolve_precision, setup_runtime
     from pipa.labels import solutions_records
 
-    setup_runtime(int(C.get(params, "runtime.threads")), int(C.get(params, "seed")))
+    setup_runtime(cfg.runtime.threads, cfg.seed)
     records = solutions_records(alphamath.read(alphamath_path))  # bad data stops it first
-    tok, model = load_policy_model(params, model_name, prior_model_dir, on_device=True)
-    fmt = prompt_formatter(params, model_name, tok)
-    max_len = int(C.get(params, f"model_families.{model_name}.arch.max_len"))
+    tok, model = load_policy_model(cfg, model_name, prior_model_dir, on_device=True)
+    fmt = prompt_formatter(cfg, model_name, tok)
+    max_len = cfg.family(model_name).arch.max_len
     examples, skipped = build_examples(records, tok, fmt, max_len)
     started = time.perf_counter()
-    precision = resolve_precision(C.get(params, "runtime.mixed_precision"), device_of(model))
-    logps = response_logps(model, tok, examples, int(C.get(params, "eval.batch_size")),
-                           precision)
+    precision = resolve_precision(cfg.runtime.mixed_precision, device_of(model))
+    logps = response_logps(model, tok, examples, cfg.eval.batch_size, precision)
     # What computed them travels with them, as one metadata entry: safetensors writes its
     # metadata map in hash order, so several keys would not give the same bytes twice.
     made_by = json.dumps({"precision": precision, **machine()}, sort_keys=True)

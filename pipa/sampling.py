@@ -13,6 +13,8 @@ import time
 
 from tqdm import tqdm
 
+from pipa.config_types import Config
+
 
 def split_steps(text: str) -> list[str]:
     """Lines of a response, each keeping its ``\\n`` (a trailing partial line is a step too)."""
@@ -84,29 +86,27 @@ def sample_solutions(model, tok, problems: list[dict], *, format_prompt, n_sampl
     return rows, stats
 
 
-def sample_alphamath(params: dict, base_dir: str, world_dir: str, out_path: str,
+def sample_alphamath(cfg: Config, base_dir: str, world_dir: str, out_path: str,
                      stats_path: str) -> dict:
     """The ``sample`` stage: ``sampling.n_problems`` training problems of the world, solved
     ``sampling.samples_per_problem`` times by the ``sampling.model`` base model, every step
     valued by rollouts, written in AlphaMath's format (``out_path``) with stats."""
     from pipa import alphamath, world
-    from pipa import config as C
     from pipa.hardware import setup_runtime
     from pipa.io import write_json
     from pipa.model_io import load_policy_model, prompt_formatter
     from pipa.world import load_split, subsample
 
-    cfg = C.get(params, "sampling")
-    seed = int(C.get(params, "seed"))
-    setup_runtime(int(C.get(params, "runtime.threads")), seed)
-    tok, model = load_policy_model(params, cfg["model"], base_dir, on_device=True)
-    problems = subsample(load_split(world_dir, "train"), cfg.get("n_problems"), seed)
+    scfg, seed = cfg.sampling, cfg.seed
+    setup_runtime(cfg.runtime.threads, seed)
+    tok, model = load_policy_model(cfg, scfg.model, base_dir, on_device=True)
+    problems = subsample(load_split(world_dir, "train"), scfg.n_problems, seed)
     rows, stats = sample_solutions(
-        model, tok, problems, format_prompt=prompt_formatter(params, cfg["model"], tok),
-        n_samples=int(cfg["samples_per_problem"]), n_rollouts=int(cfg["rollouts"]),
-        temperature=float(cfg["temperature"]), max_new_tokens=int(cfg["max_new_tokens"]),
-        batch_size=int(cfg["batch_size"]), seed=seed, check=world.check,
-        include_gold=bool(cfg.get("include_gold", False)))
+        model, tok, problems, format_prompt=prompt_formatter(cfg, scfg.model, tok),
+        n_samples=scfg.samples_per_problem, n_rollouts=scfg.rollouts,
+        temperature=scfg.temperature, max_new_tokens=scfg.max_new_tokens,
+        batch_size=scfg.batch_size, seed=seed, check=world.check,
+        include_gold=scfg.include_gold)
     alphamath.write(out_path, rows)
     # Wall time stays out of the cached stats (same seed, same bytes); it is printed.
     write_json(stats_path, {k: v for k, v in stats.items() if k != "seconds"})

@@ -45,7 +45,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pipa import config as C
+from pipa.config_types import Config, thawed
 from pipa.io import atomic_path, read_jsonl, write_json, write_jsonl
 
 TIERS = ("gsm", "math")
@@ -422,24 +422,24 @@ def split_steps(text: str) -> list[str]:
 # ---------------------------------------------------------------- the stage
 
 
-def make_world(params: dict, out_dir: str | Path) -> dict:
+def make_world(cfg: Config, out_dir: str | Path) -> dict:
     """Stage world: problems (train/val/test × two tiers) and each family's pretraining corpus,
     written to ``out_dir`` whole (``stats.json`` beside them)."""
     from pipa.solver import pretraining_corpus  # the solver builds on this module
 
-    wcfg = world_cfg(C.get(params, "world"))
-    seed = int(C.get(params, "seed"))
+    wcfg = world_cfg(thawed(cfg.world))  # this module's own knobs, over its defaults
+    seed = cfg.seed
     splits = make_splits(wcfg, seed)
     heldout = [p["question"] for s in ("val", "test") for p in splits[s]]
     stats: dict = {"problems": {s: len(v) for s, v in splits.items()}}
-    families = C.get(params, "model_families")
+    families = cfg.model_families
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for split, problems in splits.items():
             write_jsonl(tmp / f"{split}.jsonl", problems)
         for index, name in enumerate(sorted(families)):
             docs = pretraining_corpus(
-                splits["train"], families[name]["style"], wcfg["errors"],
+                splits["train"], families[name].style, wcfg["errors"],
                 int(wcfg["corpus"]["n_docs"]), seed + 1000 + index, exclude=heldout,
                 fresh_share=float(wcfg["corpus"]["fresh_share"]), tiers_cfg=wcfg["tiers"],
             )

@@ -55,18 +55,18 @@ def override(params: dict, assignment: str) -> dict:
     return out
 
 
-def run_cell(params: dict, cell: str, folder: Path) -> dict:
+def run_cell(cfg: C.Config, cell: str, folder: Path) -> dict:
     from pipa.align import align_cell
     from pipa.evaluation import evaluate_folder
 
     setting, algorithm, model, seed = cell.split("/")
     started = time.perf_counter()
-    summary = align_cell(params, algorithm=algorithm, model_name=model, seed=int(seed),
+    summary = align_cell(cfg, algorithm=algorithm, model_name=model, seed=int(seed),
                          labels_path=ROOT / f"data/labels/{setting}.jsonl",
                          prior_path=ROOT / f"data/prior/sft/{model}.safetensors",
                          sft_dir=ROOT / f"models/sft/{model}", world_dir=ROOT / "data/world",
                          out_dir=folder / "align")
-    test = evaluate_folder(params, model, folder / "align" / "model", ROOT / "data/world",
+    test = evaluate_folder(cfg, model, folder / "align" / "model", ROOT / "data/world",
                            folder / "eval")
     chosen = next(t for t in summary["lr_grid"] if t["lr"] == summary["selected_lr"])
     return {"cell": cell, "steps": summary["steps"], "selected_lr": summary["selected_lr"],
@@ -133,11 +133,11 @@ def main() -> None:
         params = override(params, assignment)
     from pipa.losses import ALGORITHMS
 
-    C.validate(params, "params.yaml + --set", ALGORITHMS)
+    cfg = C.parse(params, "params.yaml + --set", ALGORITHMS)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     for cell in args.cell:
         folder = ROOT / "runs" / "levers" / args.tag / cell.replace("/", "-")
-        record = {"tag": args.tag, "overrides": args.set, **run_cell(params, cell, folder)}
+        record = {"tag": args.tag, "overrides": args.set, **run_cell(cfg, cell, folder)}
         with open(RESULTS, "a") as fh:
             fh.write(json.dumps(record, sort_keys=True) + "\n")
         f = record["final"]

@@ -1,4 +1,4 @@
-"""Shared start of every stage script: repo root on sys.path, offline guards, validated params."""
+"""Shared start of every stage script: repo root on sys.path, offline guards, the typed config."""
 
 from __future__ import annotations
 
@@ -72,18 +72,18 @@ def launcher_problem(launcher) -> str | None:
     return None
 
 
-def params(path: str = "params.yaml", algorithms=None) -> dict:
-    """Load and validate params; a bad key stops the stage before any work, naming the fix.
+def config(path: str = "params.yaml", algorithms=None):
+    """Load, validate and type params (``pipa.config.load``): the ``Config`` the stage
+    passes to the library. A bad key stops the stage before any work, naming the fix.
 
     ``algorithms``: the table the algorithm names are checked against (default: the
     torch-free ``pipa.registry.ALGORITHMS``; the training stages pass ``pipa.losses``'s,
-    the same entries with their loss functions). The ``preflight`` stage checks the names
-    before any stage runs."""
-    from pipa.config import ConfigError, load_params, validate
+    the same entries with their loss functions). The ``preflight`` stage checks the whole
+    file before any stage runs; each stage checks again (milliseconds) because DVC, or a
+    user, may run one stage on its own."""
+    from pipa.config import ConfigError, load
 
     try:
-        loaded = load_params(path)
-        validate(loaded, path, algorithms)
+        return load(path, algorithms)
     except ConfigError as err:
         sys.exit(f"error: {err}")
-    return loaded

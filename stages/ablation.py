@@ -10,7 +10,7 @@ import argparse
 import _boot
 
 from pipa.align import align_cell
-from pipa.config import ConfigError, get
+from pipa.config import ConfigError
 from pipa.evaluation import evaluate_folder
 from pipa.io import atomic_path
 from pipa.losses import ALGORITHMS
@@ -20,22 +20,21 @@ parser.add_argument("--name", required=True)
 parser.add_argument("--out", required=True)
 args = parser.parse_args()
 _boot.outputs(args.out)
-params = _boot.params(algorithms=ALGORITHMS)
-ablations = get(params, "ablations")
-if args.name not in ablations:
-    raise SystemExit(f"error: unknown ablation {args.name!r}; valid: {', '.join(ablations)}")
-spec = ablations[args.name]
+cfg = _boot.config(algorithms=ALGORITHMS)
+if args.name not in cfg.ablations:
+    raise SystemExit(f"error: unknown ablation {args.name!r}; valid: {', '.join(cfg.ablations)}")
+spec = cfg.ablations[args.name]
 try:
     with atomic_path(args.out) as tmp:
-        for model in get(params, "ablation_models"):
-            for seed in get(params, "seeds"):
+        for model in cfg.ablation_models:
+            for seed in cfg.seeds:
                 cell = tmp / model / f"seed{seed}"
                 summary = align_cell(
-                    params, algorithm=spec["algorithm"], model_name=model, seed=int(seed),
-                    labels_path=f"data/labels/{spec['setting']}.jsonl",
-                    prior_path=f"data/prior/{spec['prior']}/{model}.safetensors",
+                    cfg, algorithm=spec.algorithm, model_name=model, seed=seed,
+                    labels_path=f"data/labels/{spec.setting}.jsonl",
+                    prior_path=f"data/prior/{spec.prior}/{model}.safetensors",
                     sft_dir=f"models/sft/{model}", world_dir="data/world", out_dir=cell / "align")
-                result = evaluate_folder(params, model, cell / "align" / "model", "data/world",
+                result = evaluate_folder(cfg, model, cell / "align" / "model", "data/world",
                                          cell / "eval")
                 print(f"ablation {args.name} {model} seed {seed}: lr {summary['selected_lr']:g}, "
                       f"test {result}")

@@ -28,8 +28,8 @@ args = parser.parse_args()
 evaluated = [f"{args.eval_out}/{name}" for name in ("predictions.jsonl", "metrics.json")
              if args.eval_out]
 _boot.outputs(args.out, *evaluated)
-params = _boot.params(algorithms=ALGORITHMS)
-summary = align_cell(params, algorithm=args.algorithm, model_name=args.model,
+cfg = _boot.config(algorithms=ALGORITHMS)
+summary = align_cell(cfg, algorithm=args.algorithm, model_name=args.model,
                      seed=args.seed, labels_path=args.labels, prior_path=args.prior,
                      sft_dir=args.sft, world_dir=args.world, out_dir=args.out)
 end_distributed()  # the remaining work (evaluation) is the main process's alone
@@ -38,6 +38,6 @@ if is_main_process():  # under `accelerate launch` only the main process reports
           f"(validation {summary['val_accuracy']:.4f}), {summary['steps']} steps, "
           f"{summary['seconds']} s")
     if args.eval_out:
-        result = evaluate_folder(params, args.model, f"{args.out}/model", args.world,
+        result = evaluate_folder(cfg, args.model, f"{args.out}/model", args.world,
                                  args.eval_out)
         print(f"eval {args.algorithm} {args.model} seed {args.seed}: {result}")

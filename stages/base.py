@@ -13,6 +13,6 @@ parser.add_argument("--out", required=True, help="folder of the models: <out>/<m
 parser.add_argument("--live", required=True, help="dvclive folders: <live>/<model>/dvclive")
 args = parser.parse_args()
 _boot.outputs(args.out, args.live)
-for summary in pretrain_bases(_boot.params(), args.world, args.out, args.live):
+for summary in pretrain_bases(_boot.config(), args.world, args.out, args.live):
     print(f"base {summary['model']}: {summary['parameters']:,} parameters, {summary['steps']} "
           f"steps, final loss {summary['final_loss']:.4f}, {summary['seconds']} s")

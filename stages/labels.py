@@ -5,7 +5,7 @@ import argparse
 import _boot
 
 from pipa import alphamath
-from pipa.config import check_threshold, get
+from pipa.config import check_threshold
 from pipa.io import write_json, write_jsonl
 from pipa.labels import build_setting
 
@@ -19,12 +19,11 @@ parser.add_argument("--out", required=True)
 parser.add_argument("--stats", required=True)
 args = parser.parse_args()
 _boot.outputs(args.out, args.stats)
-params = _boot.params()
-threshold = check_threshold(args.threshold if args.threshold is not None
-                            else get(params, "threshold"))
+cfg = _boot.config()
+threshold = check_threshold(args.threshold if args.threshold is not None else cfg.threshold)
 solutions = alphamath.read(args.source)
 records, stats = build_setting(solutions, args.data, args.labels, threshold,
-                               int(get(params, "seed")))
+                               cfg.seed)
 write_jsonl(args.out, records)
 write_json(args.stats, stats)
 print(f"labels {args.data}/{args.labels} (threshold {threshold}): {len(records)} records")

@@ -9,15 +9,14 @@ from pathlib import Path
 import _boot
 
 from pipa.code_manifest import write_manifests
-from pipa.config import get
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--stages", default="stages", help="folder of the stage scripts")
 parser.add_argument("--out", default="data/code", help="folder of the manifests (whole)")
 args = parser.parse_args()
 _boot.outputs(args.out)
-params = _boot.params()  # a bad name stops the run here, before any work
-problem = _boot.launcher_problem(get(params, "runtime.launcher"))
+cfg = _boot.config()  # a bad name stops the run here, before any work
+problem = _boot.launcher_problem(cfg.runtime.launcher)
 if problem:
     sys.exit(f"error: params.yaml: {problem}")
 counts = write_manifests(Path(args.stages), _boot.ROOT, Path(args.out))

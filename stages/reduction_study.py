@@ -8,14 +8,13 @@ side by side (reports/reduction_study.md and .json).
 """
 
 import argparse
-import copy
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import _boot
 
 from pipa.align import align_cell
-from pipa.config import get
 from pipa.evaluation import evaluate_folder
 from pipa.io import atomic_path, write_json
 from pipa.losses import ALGORITHMS
@@ -25,11 +24,11 @@ parser.add_argument("--work", default="runs/reduction_study")
 parser.add_argument("--out", default="reports/reduction_study")
 args = parser.parse_args()
 _boot.outputs(args.work, f"{args.out}.md", f"{args.out}.json")
-params = _boot.params(algorithms=ALGORITHMS)
+cfg = _boot.config(algorithms=ALGORITHMS)
 ALGORITHM, SETTING = "pipa_m", "unpaired_step"
 REDUCTIONS = ("sum", "mean")
-main_reduction = get(params, "align.reduction")
-if ALGORITHM not in get(params, f"algorithms.{SETTING}"):
+main_reduction = cfg.align.reduction
+if ALGORITHM not in cfg.algorithms.get(SETTING, ()):
     raise SystemExit(f"params.yaml: algorithms.{SETTING} lacks {ALGORITHM!r}, whose main-grid "
                      f"cells are this study's align.reduction={main_reduction!r} arm; add it")
 
@@ -50,21 +49,20 @@ def main_grid_row(model: str, seed: int) -> dict:
 rows = []
 with atomic_path(args.work) as tmp:
     for reduction in REDUCTIONS:
-        cell_params = copy.deepcopy(params)
-        cell_params["align"]["reduction"] = reduction
-        for model in get(params, "ablation_models"):
-            for seed in get(params, "seeds"):
+        cell_cfg = replace(cfg, align=replace(cfg.align, reduction=reduction))
+        for model in cfg.ablation_models:
+            for seed in cfg.seeds:
                 if reduction == main_reduction:
                     result = main_grid_row(model, int(seed))
                 else:
                     cell = tmp / ALGORITHM / reduction / model / f"seed{seed}"
                     summary = align_cell(
-                        cell_params, algorithm=ALGORITHM, model_name=model, seed=int(seed),
+                        cell_cfg, algorithm=ALGORITHM, model_name=model, seed=int(seed),
                         labels_path=f"data/labels/{SETTING}.jsonl",
                         prior_path=f"data/prior/sft/{model}.safetensors",
                         sft_dir=f"models/sft/{model}", world_dir="data/world",
                         out_dir=cell / "align")
-                    evaluated = evaluate_folder(cell_params, model, cell / "align" / "model",
+                    evaluated = evaluate_folder(cell_cfg, model, cell / "align" / "model",
                                                 "data/world", cell / "eval")
                     result = {"selected_lr": summary["selected_lr"],
                               "val_accuracy": summary["val_accuracy"],

@@ -20,7 +20,7 @@ parser.add_argument("--out", default="reports")
 args = parser.parse_args()
 _boot.outputs(*(Path(args.out) / name for name in OUTPUTS))
 try:
-    result = build(_boot.params(args.params), args.root, args.out)
+    result = build(_boot.config(args.params), args.root, args.out)
 except (MissingCellsError, ValueError) as err:
     sys.exit(f"error: {err}")
 print(f"report: wrote {len(result['tables'])} table files and {len(result['figures'])} "

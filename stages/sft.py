@@ -24,12 +24,12 @@ parser.add_argument("--out", required=True)
 parser.add_argument("--live", default=None)
 args = parser.parse_args()
 _boot.outputs(args.out, args.live)
-params = _boot.params()
+cfg = _boot.config()
 solutions = alphamath.read(args.data)
 keep = {"sft": lambda s: s.correct, "all": lambda s: True, "incorrect": lambda s: not s.correct}
 records = solutions_records([s for s in solutions if keep[args.prior](s)])
 section = "sft" if args.prior == "sft" else "prior_ft"
-summary = finetune(params, args.model, args.base, records, section, args.out, args.live)
+summary = finetune(cfg, args.model, args.base, records, section, args.out, args.live)
 end_distributed()
 if is_main_process():
     print(f"{section} {args.model} ({args.prior}): {summary['examples']} examples, "

@@ -11,7 +11,7 @@ import _boot
 
 from pipa import alphamath
 from pipa.align import align_cell
-from pipa.config import check_threshold, get
+from pipa.config import check_threshold
 from pipa.evaluation import evaluate_folder
 from pipa.io import atomic_path, write_json, write_jsonl
 from pipa.labels import build_setting
@@ -23,24 +23,24 @@ parser.add_argument("--source", default="data/alphamath/train.json")
 parser.add_argument("--out", required=True)
 args = parser.parse_args()
 _boot.outputs(args.out)
-params = _boot.params(algorithms=ALGORITHMS)
+cfg = _boot.config(algorithms=ALGORITHMS)
 threshold = check_threshold(args.threshold, "sweep_thresholds")
-algorithm = get(params, "sweep_algorithm")
+algorithm = cfg.sweep_algorithm
 with atomic_path(args.out) as tmp:
     tmp.mkdir()
     records, stats = build_setting(alphamath.read(args.source), "unpaired", "step", threshold,
-                                   int(get(params, "seed")))
+                                   cfg.seed)
     write_jsonl(tmp / "labels.jsonl", records)
     write_json(tmp / "labels_stats.json", stats)
-    for model in get(params, "ablation_models"):
-        for seed in get(params, "seeds"):
+    for model in cfg.ablation_models:
+        for seed in cfg.seeds:
             cell = tmp / model / f"seed{seed}"
             summary = align_cell(
-                params, algorithm=algorithm, model_name=model, seed=int(seed),
+                cfg, algorithm=algorithm, model_name=model, seed=seed,
                 labels_path=tmp / "labels.jsonl",
                 prior_path=f"data/prior/sft/{model}.safetensors", sft_dir=f"models/sft/{model}",
                 world_dir="data/world", out_dir=cell / "align")
-            result = evaluate_folder(params, model, cell / "align" / "model", "data/world",
+            result = evaluate_folder(cfg, model, cell / "align" / "model", "data/world",
                                      cell / "eval")
             print(f"sweep {threshold} {model} seed {seed}: lr {summary['selected_lr']:g}, "
                   f"test {result}")

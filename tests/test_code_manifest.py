@@ -97,11 +97,12 @@ def test_long_stages_do_not_depend_on_code_they_never_run():
         return set(manifest(ROOT / "stages" / script, ROOT)["files"])
 
     assert closure("base.py") == {
-        "pipa/__init__.py", "pipa/batching.py", "pipa/config.py", "pipa/hardware.py",
-        "pipa/io.py", "pipa/live.py", "pipa/models.py", "pipa/parallel.py", "pipa/pretrain.py",
+        "pipa/__init__.py", "pipa/batching.py", "pipa/config.py", "pipa/config_types.py",
+        "pipa/hardware.py", "pipa/io.py", "pipa/live.py", "pipa/models.py", "pipa/parallel.py", "pipa/pretrain.py",
         "pipa/registry.py", "pipa/schema.py", "pipa/training.py", "stages/_boot.py",
         "stages/base.py"}
-    assert closure("world.py") == {"pipa/__init__.py", "pipa/config.py", "pipa/io.py",
+    assert closure("world.py") == {"pipa/__init__.py", "pipa/config.py",
+                                   "pipa/config_types.py", "pipa/io.py",
                                    "pipa/registry.py", "pipa/schema.py", "pipa/solver.py",
                                    "pipa/world.py", "stages/_boot.py", "stages/world.py"}
     assert "pipa/losses.py" not in closure("labels.py")

@@ -390,7 +390,7 @@ def test_a_yaml_syntax_error_is_one_line_naming_the_file_and_the_line(tmp_path):
     (tmp_path / "latin1.yaml").write_bytes("seed: 1 # caf\xe9\n".encode("latin-1"))
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_params(tmp_path / "latin1.yaml")
-    script = f"import sys; sys.path.insert(0, 'stages'); import _boot; _boot.params({str(bad)!r})"
+    script = f"import sys; sys.path.insert(0, 'stages'); import _boot; _boot.config({str(bad)!r})"
     result = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True,
                             text=True, cwd=ROOT)
     assert result.returncode != 0

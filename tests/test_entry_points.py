@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from pipa import world
-from pipa.config import load_params
+from pipa.config import load_params, parse
+from pipa.config_types import Arch
 from pipa.evaluation import evaluate_model
 from pipa.models import build_model, train_tokenizer
 
@@ -24,7 +25,7 @@ def tiny(tmp_path_factory):
     tok = train_tokenizer(texts, 64, tmp_path_factory.mktemp("tok"))
     arch = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2,
             "max_len": 256}
-    model = build_model("llama", arch, len(tok), tok, seed=0)
+    model = build_model("llama", Arch(**arch), len(tok), tok, seed=0)
     problems = [{"id": p["id"], "question": p["question"], "answer": p["answer"],
                  "benchmark": p["tier"]} for p in splits["test"]]
     return params, tok, model, problems
@@ -34,11 +35,11 @@ def test_beam_with_width_one_is_greedy(tiny):
     params, tok, model, problems = tiny
     params = copy.deepcopy(params)
     params["eval"]["max_new_tokens"] = 24
-    greedy = evaluate_model(params, "ds", tok, model, problems, progress=False)
+    greedy = evaluate_model(parse(params), "ds", tok, model, problems, progress=False)
     params["eval"]["decoding"] = "beam"
     params["eval"]["beam"] = {"gsm": [1, 1], "math": [1, 1]}
     params["eval"]["max_steps"] = 64
-    beam = evaluate_model(params, "ds", tok, model, problems, progress=False)
+    beam = evaluate_model(parse(params), "ds", tok, model, problems, progress=False)
     assert [r["id"] for r in greedy] == [r["id"] for r in beam]
     # Same tokens, cut at step boundaries: the concatenated texts agree on their common prefix.
     for g, b in zip(greedy, beam):
@@ -51,7 +52,7 @@ def test_unknown_decoding_is_refused(tiny):
     params = copy.deepcopy(params)
     params["eval"]["decoding"] = "nucleus"
     with pytest.raises(ValueError, match="eval.decoding='nucleus'"):
-        evaluate_model(params, "ds", tok, model, problems, progress=False)
+        evaluate_model(parse(params), "ds", tok, model, problems, progress=False)
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
@@ -64,9 +65,9 @@ def test_saved_world_tokenizer_round_trips_through_model_folder(tmp_path, family
     tok = train_tokenizer([text] * 20, 128, tmp_path)
     arch = {"hidden_size": 16, "intermediate_size": 32, "num_layers": 1, "num_heads": 2,
             "max_len": 64}
-    build_model(family, arch, len(tok), tok, seed=0).save_pretrained(tmp_path)
+    build_model(family, Arch(**arch), len(tok), tok, seed=0).save_pretrained(tmp_path)
     params = load_params(ROOT / "params.yaml")
-    loaded, _ = load_policy_model(params, "ds", tmp_path)
+    loaded, _ = load_policy_model(parse(params), "ds", tmp_path)
     ids = loaded(text, add_special_tokens=False)["input_ids"]
     assert loaded.unk_token_id not in ids
     assert loaded.decode(ids) == text
@@ -94,12 +95,12 @@ def test_finetune_with_lora_saves_a_merged_plain_model(tiny, tmp_path):
     records = [{"rid": p["id"], "sid": p["id"], "question": p["question"], "steps": p["steps"],
                 "step_labels": [1] * len(p["steps"]), "correct": True, "pair": None}
                for p in train]
-    summary = finetune(params, "ds", init, records, "sft", tmp_path / "sft")
+    summary = finetune(parse(params), "ds", init, records, "sft", tmp_path / "sft")
     assert summary["steps"] == 2 and summary["examples"] == 8
     out = tmp_path / "sft"
     assert (out / "model.safetensors").is_file() and (out / "pipa_train.json").is_file()
     assert not (out / "adapter_config.json").exists()
-    _, loaded = load_policy_model(params, "ds", out)
+    _, loaded = load_policy_model(parse(params), "ds", out)
     assert not any("lora" in name for name in loaded.state_dict())
     before = dict(model.named_parameters())
     after = dict(loaded.named_parameters())

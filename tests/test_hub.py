@@ -16,18 +16,19 @@ import pytest
 import yaml
 
 from pipa import hub
+from pipa.config import Config, parse
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _default_params() -> dict:
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
+def _default_params() -> Config:
+    return parse(yaml.safe_load((ROOT / "params.yaml").read_text()))
 
 
-def _real_params() -> dict:
+def _real_params() -> Config:
     from pipa.preset import apply_preset
 
-    return apply_preset(ROOT / "params.yaml", ROOT / "params" / "real.yaml")
+    return parse(apply_preset(ROOT / "params.yaml", ROOT / "params" / "real.yaml"))
 
 
 def _forbidden(*args, **kwargs):

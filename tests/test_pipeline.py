@@ -398,16 +398,16 @@ def test_a_new_algorithm_and_ablation_table_need_only_their_own_entries(micro, t
     params["ablations"]["slic_prior_all"] = {"table": 5, "setting": "paired_answer",
                                              "algorithm": "slic", "prior": "all",
                                              "baseline": "slic"}
-    config.validate(params, "params.yaml", losses.ALGORITHMS)
+    cfg = config.parse(params, "params.yaml", losses.ALGORITHMS)
 
     def cell(model: str, seed: int, prior: str, run: Path) -> None:
-        summary = align_cell(params, algorithm="slic", model_name=model, seed=seed,
+        summary = align_cell(cfg, algorithm="slic", model_name=model, seed=seed,
                              labels_path="data/labels/paired_answer.jsonl",
                              prior_path=f"data/prior/{prior}/{model}.safetensors",
                              sft_dir=f"models/sft/{model}", world_dir="data/world",
                              out_dir=run / "align")
         assert summary["steps"] > 0
-        evaluate_folder(params, model, run / "align" / "model", "data/world", run / "eval")
+        evaluate_folder(cfg, model, run / "align" / "model", "data/world", run / "eval")
 
     for model in params["models"]:
         for seed in params["seeds"]:
@@ -415,7 +415,7 @@ def test_a_new_algorithm_and_ablation_table_need_only_their_own_entries(micro, t
     for model in params["ablation_models"]:
         for seed in params["seeds"]:
             cell(model, seed, "all", Path(f"runs/ablation/slic_prior_all/{model}/seed{seed}"))
-    result = build(params, repo, repo / "toy_reports")
+    result = build(cfg, repo, repo / "toy_reports")
     table1 = (repo / "toy_reports" / "table1.md").read_text()
     assert "SLiC (hinge)" in table1
     assert "table5.md" in result["tables"]

@@ -50,8 +50,8 @@ N_PROBLEMS = 4
 
 
 @pytest.fixture(scope="module")
-def params() -> dict:
-    return apply_preset(ROOT / "params.yaml", ROOT / "params" / "smollm2.yaml")
+def params() -> C.Config:
+    return C.parse(apply_preset(ROOT / "params.yaml", ROOT / "params" / "smollm2.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def exported(tmp_path_factory) -> Path:
 def tok_model(exported, params):
     setup_runtime(1, 0)
     tok = load_tokenizer(exported)
-    model = load_model(exported, C.get(params, "runtime.dtype")).eval()
+    model = load_model(exported, params.runtime.dtype).eval()
     return tok, model
 
 
@@ -88,7 +88,7 @@ def records(params) -> list[dict]:
 def examples(tok_model, params, records):
     tok, _ = tok_model
     fmt = prompt_formatter(params, "ds", tok)
-    max_len = int(C.get(params, "model_families.ds.arch.max_len"))
+    max_len = params.family("ds").arch.max_len
     exs, skipped = build_examples(records, tok, fmt, max_len)
     assert skipped == {"too_long": 0, "pair_partner_too_long": 0}
     return exs
@@ -100,18 +100,18 @@ def prior(tok_model, examples):
     return response_logps(model, tok, examples, batch_size=8)
 
 
-def _hparams(params: dict):
-    return loss_params(C.get(params, "align"))
+def _hparams(params: C.Config):
+    return loss_params(params.align)
 
 
-def _lora(model, params: dict):
+def _lora(model, params: C.Config):
     import copy
 
-    lora = C.get(params, "align.lora")
+    lora = params.align.lora
     torch.manual_seed(0)
     return get_peft_model(copy.deepcopy(model), LoraConfig(
-        r=int(lora["r"]), lora_alpha=int(lora["alpha"]), lora_dropout=float(lora["dropout"]),
-        target_modules=list(lora["target_modules"])))
+        r=int(lora.r), lora_alpha=int(lora.alpha), lora_dropout=float(lora.dropout),
+        target_modules=list(lora.target_modules)))
 
 
 def test_chat_prompts_and_real_tokenizer(tok_model, params, records, examples) -> None:
@@ -144,7 +144,7 @@ def test_pipa_m_step_with_lora_and_value_head_save_reload(tok_model, params, exa
     head_before = {n: p.detach().clone() for n, p in head.named_parameters()}
     frozen = next(p for n, p in model.named_parameters() if "q_proj.base_layer" in n)
     frozen_before = frozen.detach().clone()
-    bsz = int(C.get(params, "align.batch_size"))
+    bsz = params.align.batch_size
     batches = batch_plan(examples, spec.data_kind, spec.correct_only, bsz, 1, seed=0)
     step_fn = alignment_step(spec, policy, batches, prior, tok.pad_token_id, _hparams(params))
     last = fit(policy.parameters(), step_fn, 1, lr=1e-3, progress=False)
@@ -178,7 +178,7 @@ def test_dpo_step_on_pairs_starts_at_log2(tok_model, params, examples, prior) ->
     assert spec.data_kind == "paired" and not spec.needs_value_head
     policy = PolicyWithValueHead(_lora(base, params), None).train()
     batches = batch_plan(examples, spec.data_kind, spec.correct_only,
-                         int(C.get(params, "align.batch_size")), 1, seed=0)
+                         params.align.batch_size, 1, seed=0)
     step_fn = alignment_step(spec, policy, batches, prior, tok.pad_token_id, _hparams(params))
     loss, logs, ids, n_tokens = step_fn(0)
     # LoRA's B starts at zero: policy == prior, every implicit reward is 0, loss = log 2.

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from pipa import hub
+from pipa.config import parse
 from pipa.preset import apply_preset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +67,7 @@ def test_real_paths_are_where_the_download_stage_writes(tmp_path) -> None:
     cwd = Path.cwd()
     os.chdir(tmp_path)
     try:
-        manifest = hub.fetch(params, "models/hub", "data/hub", snapshot=fake_snapshot,
+        manifest = hub.fetch(parse(params), "models/hub", "data/hub", snapshot=fake_snapshot,
                              download_file=fake_file, reachable=lambda: None)
     finally:
         os.chdir(cwd)

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from pipa import paper_numbers, reports
+from pipa.config_types import Grid
 
 N = 40  # problems per benchmark
 BENCHES = ("gsm", "math")
@@ -37,6 +38,7 @@ PARAMS = {
     "sweep_thresholds": [0.0, 0.75],
     "sweep_algorithm": "pipa_m",
 }
+GRID = Grid.from_params(PARAMS)
 
 # number of correct problems (of N) at seed 0; seed s adds s
 QUALITY = {"sft_cont": 20, "dpo": 18, "step_dpo": 19, "kto": 22, "step_kto": 21,
@@ -77,10 +79,10 @@ def make_tree(root: Path) -> None:
     steps = np.arange(20)
     for m in PARAMS["models"]:
         _write_eval(root, f"runs/sft/{m}", 15)
-        for setting, algs in reports.grid._settings(PARAMS).items():
+        for setting, algs in reports.grid._settings(GRID).items():
             for alg in algs:
                 for s in PARAMS["seeds"]:
-                    run = reports.main_cell(PARAMS, m, s, setting, alg).run_dir
+                    run = reports.main_cell(GRID, m, s, setting, alg).run_dir
                     _write_eval(root, run, _k_main(setting, alg, s))
                     if alg in ("pipa_m", "pipa_n"):
                         _write_curve(root, run, "value_label_likelihood",
@@ -106,7 +108,7 @@ def built(tmp_path_factory):
     # a stale cell from an older grid: must be ignored, never globbed
     _write_eval(root, "runs/main/paired_answer/ipo/ds/seed0", 40)
     out = root / "reports"
-    result = reports.build(PARAMS, root, out)
+    result = reports.build(GRID, root, out)
     return root, out, result
 
 
@@ -228,7 +230,7 @@ def test_power_rows_and_notes(built):
 
 def test_control_cell_is_shared_by_both_label_levels():
     cells = {(c.setting, c.algorithm, c.model, c.seed): c
-             for c in reports.expected_cells(PARAMS)["main"]}
+             for c in reports.expected_cells(GRID)["main"]}
     answer = cells[("unpaired_answer", "sft_cont", "ds", 0)]
     step = cells[("unpaired_step", "sft_cont", "ds", 0)]
     assert answer.run_dir == step.run_dir == "runs/main/control/unpaired/ds/seed0"
@@ -237,7 +239,7 @@ def test_control_cell_is_shared_by_both_label_levels():
     assert paired.run_dir == "runs/main/control/paired/qw/seed1"
     dpo = cells[("paired_answer", "dpo", "ds", 0)]
     assert dpo.run_dir == "runs/main/paired_answer/dpo/ds/seed0" and not dpo.control
-    stages = {st for _, st in reports.expected_files(PARAMS)}
+    stages = {st for _, st in reports.expected_files(GRID)}
     assert not any(st.startswith("align_paired_step@sft_cont") for st in stages)
 
 
@@ -271,7 +273,7 @@ def test_figures_readme_and_plots(built):
     assert "pipa_n_unpaired_step" in f3.columns and len(f3) == 20
     f4 = pd.read_csv(out / "plots" / "fig4_implicit_reward_ds.csv")
     assert {"dpo_correct", "step_dpo_incorrect"} <= set(f4.columns)
-    spec = reports.dvc_plots_spec(PARAMS)
+    spec = reports.dvc_plots_spec(GRID)
     ys = [next(iter(v["y"])) for d in spec for v in d.values()]
     assert all((root / y).exists() for y in ys)
     text = (out / "README.md").read_text()
@@ -291,7 +293,7 @@ def test_missing_cells_listed_in_one_error(tmp_path):
      "reward_correct.tsv").unlink()
     (tmp_path / "runs/threshold/0.75/ds/seed1/eval/metrics.json").unlink()
     with pytest.raises(reports.MissingCellsError) as err:
-        reports.collect(PARAMS, tmp_path)
+        reports.collect(GRID, tmp_path)
     msg = str(err.value)
     assert msg.startswith("missing 5 cells: ")
     assert ("runs/main/paired_answer/dpo/ds/seed1/eval/metrics.json "
@@ -307,7 +309,7 @@ def test_grid_errors_and_formatting():
     bad["ablations"]["kto_sft"]["baseline"] = "ipo"
     bad["ablation_models"] = ["xx"]
     with pytest.raises(ValueError, match="baseline 'ipo'.*|ablation model 'xx'"):
-        reports.expected_cells(bad)
+        reports.expected_cells(Grid.from_params(bad))
     assert reports.fmt_cell(45.2, 1.1, 3) == "45.20 ± 1.10"
     assert reports.fmt_cell(45.2, math.nan, 1) == "45.20 ± —"
     assert paper_numbers.paper_table1("unpaired", "step", "pipa_n", "qw", "math") == 52.52

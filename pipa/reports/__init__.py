@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipa.cells import cell_table, study_provenance
+from pipa.config_types import Grid
 from pipa.reports.figures import (
     _write_csv,
     dvc_plots_spec,
@@ -69,16 +70,16 @@ __all__ = [
 ]
 
 
-def build(params: dict, root: str | Path, out: str | Path) -> dict:
+def build(grid: Grid, root: str | Path, out: str | Path) -> dict:
     """Collect the grid under ``root`` and write every report file under ``out``."""
-    col = collect(params, root)
+    col = collect(grid, root)
     out = Path(out)
     summary = _summary(col)
     sig = significance(col, summary)
     power = detectable_differences(col)
     tables = [table1(col, summary, sig, power)]
     # Every ablation table params name (2-4 are the paper's; a new number gets its own).
-    for n in sorted({int(s.get("table", 0)) for s in params.get("ablations", {}).values()
+    for n in sorted({s.table for s in grid.ablations.values()
                      if s is not None}):
         t = ablation_table(col, n, summary, sig, power)
         if t is not None:
@@ -95,7 +96,7 @@ def build(params: dict, root: str | Path, out: str | Path) -> dict:
     _write_csv(power.round({"discordant": 4, "sd_diff": 4, "mdd": 3}), out / "power.csv")
     curves3 = figure3(col, out)
     curves4 = figure4(col, out)
-    sweep = threshold_sweep(col, summary) if params.get("sweep_thresholds") else pd.DataFrame()
+    sweep = threshold_sweep(col, summary) if grid.sweep_thresholds else pd.DataFrame()
     figure5(col, out, sweep)
     for model, wide in curves3.items():
         _write_csv(wide, out / "plots" / f"fig3_value_likelihood_{model}.csv")

@@ -9,6 +9,7 @@ import pandas as pd
 
 from pipa import paper_numbers as paper
 from pipa.cells import read_curve
+from pipa.config_types import Grid
 from pipa.io import atomic_path
 from pipa.reports.grid import (
     Cell,
@@ -60,7 +61,7 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
 def figure3(col: Collected, out: Path) -> dict[str, pd.DataFrame]:
     """Value-head label likelihood against step, per model; returns the curves by model."""
     plt = _plt()
-    sources = _fig3_sources(col.params)
+    sources = _fig3_sources(col.grid)
     settings = list(dict.fromkeys(s for s, _ in sources))
     result = {}
     if not settings:
@@ -95,7 +96,7 @@ def figure3(col: Collected, out: Path) -> dict[str, pd.DataFrame]:
         n = len(col.seeds)
         fig.suptitle("Figure 3: value head's likelihood of the token labels, "
                      r"$(\prod_t p(c_t \mid x, y_{<t}))^{1/T}$, during PIPA training" "\n"
-                     f"{model_label(col.params, col.benchmarks, model)}; line = mean over "
+                     f"{model_label(col.grid, col.benchmarks, model)}; line = mean over "
                      f"{n} seed{'s' if n != 1 else ''}, band = min-max over seeds",
                      fontsize=10)
         fig.tight_layout()
@@ -108,7 +109,7 @@ def figure3(col: Collected, out: Path) -> dict[str, pd.DataFrame]:
 def figure4(col: Collected, out: Path) -> dict[str, pd.DataFrame]:
     """Implicit reward of correct (solid) and incorrect (dashed) samples, DPO vs Step-DPO."""
     plt = _plt()
-    sources = _fig4_sources(col.params)
+    sources = _fig4_sources(col.grid)
     result = {}
     if not sources:
         return result
@@ -138,7 +139,7 @@ def figure4(col: Collected, out: Path) -> dict[str, pd.DataFrame]:
         n = len(col.seeds)
         fig.suptitle("Figure 4: implicit reward of correct and incorrect samples during "
                      "training, DPO against Step-DPO\n"
-                     f"{model_label(col.params, col.benchmarks, model)}; line = mean over "
+                     f"{model_label(col.grid, col.benchmarks, model)}; line = mean over "
                      f"{n} seed{'s' if n != 1 else ''}, band = min-max", fontsize=10)
         fig.tight_layout()
         _save(fig, out / "figures" / f"fig4_implicit_reward{_model_suffix(col, model)}.png")
@@ -151,17 +152,17 @@ def threshold_sweep(col: Collected, summary: pd.DataFrame | None = None) -> pd.D
     """Accuracy on the MATH-column benchmark per threshold and ablation model."""
     bench = col.benchmarks[1] if len(col.benchmarks) > 1 else col.benchmarks[0]
     rows = []
-    for model in col.params.get("ablation_models", []):
-        for t in _sweep(col.params):
+    for model in col.grid.ablation_models:
+        for t in _sweep(col.grid):
             accs = []
             for s in col.seeds:
-                c = _threshold_cell(col.params, t, model, s)
+                c = _threshold_cell(col.grid, t, model, s)
                 hit = col.acc[(col.acc["cell"] == c) & (col.acc["benchmark"] == bench)]
                 accs.append(float(hit["accuracy"].iloc[0]))
             mu, sd, n = mean_std(accs)
             rows.append({"model": model, "benchmark": bench, "threshold": t, "mean": mu,
                          "std": sd, "n_seeds": n,
-                         "default": float(t) == float(col.params["threshold"])})
+                         "default": float(t) == float(col.grid.threshold)})
     return pd.DataFrame(rows)
 
 
@@ -173,15 +174,15 @@ def figure5(col: Collected, out: Path, sweep: pd.DataFrame) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for model, g in sweep.groupby("model", sort=False):
         ax.errorbar(g["threshold"], g["mean"], yerr=g["std"].fillna(0.0), marker="o",
-                    capsize=3, label=model_label(col.params, col.benchmarks, model))
-    default = float(col.params["threshold"])
+                    capsize=3, label=model_label(col.grid, col.benchmarks, model))
+    default = float(col.grid.threshold)
     ax.axvline(default, color="grey", linestyle="--", linewidth=1,
                label=f"default threshold {default:g} (main grid)")
     ax.set_xlabel("threshold on the step value Q (in [-1, 1]) above which a step of a "
                   "wrong answer is labelled correct", fontsize=8)
-    ax.set_ylabel(f"accuracy on {benchmark_label(col.params, col.benchmarks, bench)} (%)")
+    ax.set_ylabel(f"accuracy on {benchmark_label(col.grid, col.benchmarks, bench)} (%)")
     n = len(col.seeds)
-    ax.set_title(f"Figure 5: step-level {paper.display(col.params['sweep_algorithm'])} "
+    ax.set_title(f"Figure 5: step-level {paper.display(col.grid.sweep_algorithm)} "
                  "(unpaired data) against the threshold\n"
                  f"mean ± std over {n} seed{'s' if n != 1 else ''}", fontsize=10)
     ax.grid(alpha=0.3)
@@ -191,17 +192,17 @@ def figure5(col: Collected, out: Path, sweep: pd.DataFrame) -> None:
     plt.close(fig)
 
 
-def dvc_plots_spec(params: dict, out: str = "reports") -> list[dict]:
+def dvc_plots_spec(grid: Grid, out: str = "reports") -> list[dict]:
     """Top-level ``plots:`` entries of dvc.yaml for the curves of Figures 3-5 (they read the
     CSVs the report stage writes under ``{out}/plots/``)."""
-    models = list(params["models"])
+    models = list(grid.models)
     specs = []
 
     def suffix(m):
         return "" if m == models[0] else f"_{m}"
 
-    f3 = [f"{a}_{s}" for s, a in _fig3_sources(params)]
-    f4 = [f"{a}_{w}" for _, a in _fig4_sources(params) for w in ("correct", "incorrect")]
+    f3 = [f"{a}_{s}" for s, a in _fig3_sources(grid)]
+    f4 = [f"{a}_{w}" for _, a in _fig4_sources(grid) for w in ("correct", "incorrect")]
     curves = (("fig3_value_likelihood", f3, "Value-head label likelihood during PIPA training",
                "geometric-mean label likelihood"),
               ("fig4_implicit_reward", f4, "Implicit reward, DPO vs Step-DPO",
@@ -212,11 +213,11 @@ def dvc_plots_spec(params: dict, out: str = "reports") -> list[dict]:
                 "template": "linear", "x": "step",
                 "y": {f"{out}/plots/{name}_{m}.csv": columns},
                 "title": f"{title} ({m})", "x_label": "training step", "y_label": y_label}})
-    if params.get("sweep_thresholds"):
+    if grid.sweep_thresholds:
         specs.append({"fig5_threshold": {
             "template": "linear", "x": "threshold",
             "y": {f"{out}/plots/fig5_threshold.csv": [
-                f"mean_{m}" for m in params.get("ablation_models", [])]},
+                f"mean_{m}" for m in grid.ablation_models]},
             "title": "Accuracy on the MATH column against the step-label threshold",
             "x_label": "threshold", "y_label": "accuracy (%)"}})
     return specs

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipa import paper_numbers as paper
+from pipa.config_types import Ablation
 from pipa.io import atomic_path
 from pipa.reports.grid import Collected, _settings, _split_setting, _sweep
 from pipa.reports.stats import (
@@ -33,7 +34,7 @@ def _count(pairs) -> tuple[int, int]:
 def agreement(col: Collected, summary: pd.DataFrame, sig: pd.DataFrame,
               curves3: dict, curves4: dict, sweep: pd.DataFrame) -> list[str]:
     """Plain-word findings, each computed from the numbers next to the paper's."""
-    control = col.params.get("control")  # the control row: no baseline of the paper
+    control = col.grid.control  # the control row: no baseline of the paper
     out = []
     cols = _columns(col, col.models)
     directions = []  # (what, ours a > b, paper a > b) for every comparison the paper has
@@ -43,7 +44,7 @@ def agreement(col: Collected, summary: pd.DataFrame, sig: pd.DataFrame,
             directions.append((what, ours_a > ours_b, paper_a > paper_b))
 
     # Table 1: each PIPA variant against each paper baseline of its block
-    for setting, algs in _settings(col.params).items():
+    for setting, algs in _settings(col.grid).items():
         data, labels = _split_setting(setting)
         bases = [a for a in algs if a not in paper.PIPA_ALGORITHMS and a != control]
         for p in [a for a in algs if a in paper.PIPA_ALGORITHMS]:
@@ -81,13 +82,13 @@ def agreement(col: Collected, summary: pd.DataFrame, sig: pd.DataFrame,
     wins = 0
     for m, b in cols:
         best = max(_main_mean(summary, s, a, m, b)
-                   for s, algs in _settings(col.params).items() for a in algs
+                   for s, algs in _settings(col.grid).items() for a in algs
                    if a != control)
         wins += best > _lookup(summary, group="sft", model=m, benchmark=b)[0]
     out.append(f"The best aligned model beats the SFT start point in {wins} of {len(cols)} "
                "columns (the paper does not print the SFT accuracy).")
     # step vs answer labels
-    settings = _settings(col.params)
+    settings = _settings(col.grid)
     for data in ("paired", "unpaired"):
         sa, ss = f"{data}_answer", f"{data}_step"
         if sa not in settings or ss not in settings:
@@ -101,31 +102,31 @@ def agreement(col: Collected, summary: pd.DataFrame, sig: pd.DataFrame,
                              paper.paper_table1(data, "answer", a, m, pb))
                             for a in common for m in col.models)
             out.append(f"Step-level labels beat answer-level labels for PIPA on {data} data, "
-                       f"{benchmark_label(col.params, col.benchmarks, b)}: {ours[0]} of "
+                       f"{benchmark_label(col.grid, col.benchmarks, b)}: {ours[0]} of "
                        f"{ours[1]} model × variant pairs (paper, "
                        f"{paper.PAPER_BENCHMARK_NAMES[pb]}: {pw} of {pn}).")
     # ablations
-    for name in list(col.params.get("ablations", {})):
-        spec = col.params["ablations"][name]
-        ab_cols = _columns(col, list(col.params.get("ablation_models", [])))
+    for name in list(col.grid.ablations):
+        spec = col.grid.ablations[name]
+        ab_cols = _columns(col, list(col.grid.ablation_models))
         pairs, ppairs = [], []
         for m, b in ab_cols:
             pairs.append((_lookup(summary, group="ablation", ablation=name, model=m,
                                   benchmark=b)[0],
-                          _main_mean(summary, spec["setting"], spec["baseline"], m, b)))
+                          _main_mean(summary, spec.setting, spec.baseline, m, b)))
             pb = _paper_bench(col.benchmarks, b)
             if pb:
                 ppairs.append((paper.paper_ablation(name, "row", m, pb),
                                paper.paper_ablation(name, "baseline", m, pb)))
                 direction(f"{paper.ablation_display(name, spec)} vs "
-                          f"{paper.display(spec['baseline'])}, {_short_col(col, m, b)}",
+                          f"{paper.display(spec.baseline)}, {_short_col(col, m, b)}",
                           *pairs[-1], *ppairs[-1])
         ours, (pw, pn) = _count(pairs), _count(ppairs)
         s = sig[sig["comparison"] == f"ablation:{name}"] if len(sig) else sig
         nsig = int((s["p_boot"] < ALPHA).sum()) if len(s) else 0
         ptxt = f"paper: {pw} of {pn}" if pn else "paper: no numbers"
-        out.append(f"Table {spec.get('table')}: {paper.ablation_display(name, spec)} is above "
-                   f"{paper.display(spec['baseline'])} in {ours[0]} of {ours[1]} columns "
+        out.append(f"Table {spec.table}: {paper.ablation_display(name, spec)} is above "
+                   f"{paper.display(spec.baseline)} in {ours[0]} of {ours[1]} columns "
                    f"({ptxt}); {nsig} of {len(s)} differences beyond noise (two-sided p_boot "
                    f"< {ALPHA}).")
     # figure 3
@@ -180,9 +181,9 @@ def _short_col(col: Collected, model: str, bench: str) -> str:
     return f"{model}/{bench}"
 
 
-def _ablation_words(name: str, spec: dict) -> str:
-    return (f"`{name}` (Table {spec.get('table')}): {spec.get('algorithm')} with prior "
-            f"{spec.get('prior', 'sft')} against {spec.get('baseline')} in {spec.get('setting')}")
+def _ablation_words(name: str, spec: Ablation) -> str:
+    return (f"`{name}` (Table {spec.table}): {spec.algorithm} with prior "
+            f"{spec.prior} against {spec.baseline} in {spec.setting}")
 
 
 def _provenance_words(prov: dict) -> str:
@@ -221,7 +222,7 @@ def power_words(power: pd.DataFrame | None, tables: list[Table]) -> list[str]:
 def readme(col: Collected, tables: list[Table], sig: pd.DataFrame, findings: list[str],
            figures: list[str], prov: dict | None = None,
            power: pd.DataFrame | None = None) -> str:
-    p = col.params
+    p = col.grid
     lines = ["# Results: Tables 1-4 and Figures 3-5", "",
              ("Generated by `python stages/report.py --params params.yaml --root . --out "
              "reports` (the `pipa/reports` package); do not edit by hand."), "",
@@ -234,10 +235,10 @@ def readme(col: Collected, tables: list[Table], sig: pd.DataFrame, findings: lis
              "over these seeds."),
              "- Algorithms per setting: " + "; ".join(
                  f"{s}: {', '.join(a)}" for s, a in _settings(p).items()),
-             f"- Ablations (models {p.get('ablation_models', [])}): " + "; ".join(
-                 _ablation_words(n, p["ablations"][n]) for n in list(p.get("ablations", {}))),
-             (f"- Step-label threshold: {p['threshold']}; Figure 5 sweep: "
-             f"{[float(t) for t in _sweep(p)]} with `{p.get('sweep_algorithm')}` (the default "
+             f"- Ablations (models {list(p.ablation_models)}): " + "; ".join(
+                 _ablation_words(n, p.ablations[n]) for n in p.ablations),
+             (f"- Step-label threshold: {p.threshold}; Figure 5 sweep: "
+             f"{[float(t) for t in _sweep(p)]} with `{p.sweep_algorithm}` (the default "
              "threshold is the main-grid cell, not a rerun)."),
              (f"- Significance: paired bootstrap over test problems, B={N_BOOT}, numpy seed "
              f"{BOOT_SEED}; all comparisons in `significance.csv`."),

@@ -11,6 +11,7 @@ import pandas as pd
 
 from pipa import paper_numbers as paper
 from pipa import registry
+from pipa.config_types import Grid
 from pipa.io import read_jsonl
 
 
@@ -74,19 +75,19 @@ class Cell:
         return f"{self.run_dir}/align/dvclive/plots/metrics/train/{name}.tsv"
 
 
-def main_cell(params: dict, model: str, seed: int, setting: str, algorithm: str) -> Cell:
+def main_cell(grid: Grid, model: str, seed: int, setting: str, algorithm: str) -> Cell:
     """The Table 1 cell of (setting, algorithm, model, seed); the control's lives once per
     data kind."""
     return Cell("main", model, seed, setting, algorithm,
-                control=algorithm == params.get("control"))
+                control=algorithm == grid.control)
 
 
-def _settings(params: dict) -> dict[str, list[str]]:
-    """Rows of each Table 1 block: the control (``params['control']``) first, then the
+def _settings(grid: Grid) -> dict[str, list[str]]:
+    """Rows of each Table 1 block: the control (``grid.control``) first, then the
     setting's algorithms."""
-    control = [params["control"]] if params.get("control") else []
+    control = [grid.control] if grid.control else []
     return {s: control + [a for a in algs if a not in control]
-            for s, algs in params["algorithms"].items()}
+            for s, algs in grid.algorithms.items()}
 
 
 def _split_setting(setting: str) -> tuple[str, str]:
@@ -94,94 +95,94 @@ def _split_setting(setting: str) -> tuple[str, str]:
     return registry.SETTINGS[setting].data, registry.SETTINGS[setting].labels
 
 
-def _fig3_sources(params: dict) -> list[tuple[str, str]]:
-    return [(s, a) for s, algs in _settings(params).items() for a in algs
+def _fig3_sources(grid: Grid) -> list[tuple[str, str]]:
+    return [(s, a) for s, algs in _settings(grid).items() for a in algs
             if a in paper.PIPA_ALGORITHMS]
 
 
-def _fig4_sources(params: dict) -> list[tuple[str, str]]:
+def _fig4_sources(grid: Grid) -> list[tuple[str, str]]:
     out = []
     for alg in paper.FIGURE4_CORRECT_REWARD:
-        for s, algs in _settings(params).items():
+        for s, algs in _settings(grid).items():
             if alg in algs and _split_setting(s)[0] == "paired":
                 out.append((s, alg))
                 break
     return out
 
 
-def _sweep(params: dict) -> list[float]:
+def _sweep(grid: Grid) -> list[float]:
     """Thresholds of Figure 5, the default one included (from the main grid)."""
-    default = float(params["threshold"])
-    ts = {float(t) for t in params.get("sweep_thresholds", [])} | {default}
+    default = float(grid.threshold)
+    ts = {float(t) for t in grid.sweep_thresholds} | {default}
     return sorted(ts)
 
 
-def _threshold_cell(params: dict, t: float, model: str, seed: int) -> Cell:
-    if float(t) == float(params["threshold"]):
-        return main_cell(params, model, seed, "unpaired_step", params["sweep_algorithm"])
+def _threshold_cell(grid: Grid, t: float, model: str, seed: int) -> Cell:
+    if float(t) == float(grid.threshold):
+        return main_cell(grid, model, seed, "unpaired_step", grid.sweep_algorithm)
     # keep the params spelling of the value so the path matches the DVC matrix key
-    raw = next(x for x in params["sweep_thresholds"] if float(x) == float(t))
+    raw = next(x for x in grid.sweep_thresholds if float(x) == float(t))
     return Cell("threshold", model, seed, threshold=raw)
 
 
-def check_grid(params: dict) -> None:
+def check_grid(grid: Grid) -> None:
     """Consistency of the grid itself (raises one ValueError listing every problem)."""
     problems = []
     for key in ("models", "seeds", "algorithms"):
-        if not params.get(key):
+        if not getattr(grid, key):
             problems.append(f"params `{key}` is missing or empty")
     if problems:
         raise ValueError("report grid: " + "; ".join(problems))
-    settings = _settings(params)
-    models = list(params["models"])
-    for m in params.get("ablation_models", []):
+    settings = _settings(grid)
+    models = list(grid.models)
+    for m in grid.ablation_models:
         if m not in models:
             problems.append(f"ablation model {m!r} is not in `models` {models}")
-    for name in list(params.get("ablations", {})):
-        spec = params.get("ablations", {}).get(name)
+    for name in list(grid.ablations):
+        spec = grid.ablations.get(name)
         if spec is None:
             problems.append(f"ablation {name!r} has no entry in `ablations`")
             continue
-        setting, base = spec.get("setting"), spec.get("baseline")
+        setting, base = spec.setting, spec.baseline
         if base not in settings.get(setting, []):
             problems.append(f"ablation {name!r}: baseline {base!r} is not in the main grid "
                             f"of setting {setting!r}")
-    if params.get("sweep_thresholds"):
-        alg = params.get("sweep_algorithm")
+    if grid.sweep_thresholds:
+        alg = grid.sweep_algorithm
         if alg not in settings.get("unpaired_step", []):
             problems.append(f"sweep_algorithm {alg!r} is not in algorithms.unpaired_step")
     if problems:
         raise ValueError("report grid: " + "; ".join(problems))
 
 
-def expected_cells(params: dict) -> dict[str, list[Cell]]:
+def expected_cells(grid: Grid) -> dict[str, list[Cell]]:
     """Every cell the report reads, by group, in params order."""
-    check_grid(params)
-    models, seeds = list(params["models"]), list(params["seeds"])
-    ab_models = list(params.get("ablation_models", []))
+    check_grid(grid)
+    models, seeds = list(grid.models), list(grid.seeds)
+    ab_models = list(grid.ablation_models)
     cells: dict[str, list[Cell]] = {"sft": [Cell("sft", m) for m in models], "main": [],
                                     "ablation": [], "threshold": []}
-    for setting, algs in _settings(params).items():
+    for setting, algs in _settings(grid).items():
         for alg in algs:
             for m in models:
-                cells["main"] += [main_cell(params, m, s, setting, alg) for s in seeds]
-    for name in list(params.get("ablations", {})):
+                cells["main"] += [main_cell(grid, m, s, setting, alg) for s in seeds]
+    for name in list(grid.ablations):
         for m in ab_models:
             cells["ablation"] += [Cell("ablation", m, s, ablation=name) for s in seeds]
-    if params.get("sweep_thresholds"):
-        for t in params["sweep_thresholds"]:
-            if float(t) == float(params["threshold"]):
+    if grid.sweep_thresholds:
+        for t in grid.sweep_thresholds:
+            if float(t) == float(grid.threshold):
                 continue
             for m in ab_models:
                 cells["threshold"] += [Cell("threshold", m, s, threshold=t) for s in seeds]
     return cells
 
 
-def expected_files(params: dict) -> list[tuple[str, str]]:
+def expected_files(grid: Grid) -> list[tuple[str, str]]:
     """(path, producing stage) of every file the report reads."""
-    cells = expected_cells(params)
-    curves = {k: ["value_label_likelihood"] for k in _fig3_sources(params)}
-    for k in _fig4_sources(params):
+    cells = expected_cells(grid)
+    curves = {k: ["value_label_likelihood"] for k in _fig3_sources(grid)}
+    for k in _fig4_sources(grid):
         curves.setdefault(k, []).extend(["reward_correct", "reward_incorrect"])
     files: list[tuple[str, str]] = [(c.metrics, c.stage()) for c in cells["sft"]]
     for c in cells["main"] + cells["ablation"]:
@@ -194,7 +195,7 @@ def expected_files(params: dict) -> list[tuple[str, str]]:
 
 @dataclass
 class Collected:
-    params: dict
+    grid: Grid
     root: Path
     cells: dict[str, list[Cell]]
     benchmarks: list[str]
@@ -203,11 +204,11 @@ class Collected:
 
     @property
     def models(self) -> list[str]:
-        return list(self.params["models"])
+        return list(self.grid.models)
 
     @property
     def seeds(self) -> list[int]:
-        return list(self.params["seeds"])
+        return list(self.grid.seeds)
 
     def predictions(self, cell: Cell, benchmark: str) -> dict[str, bool]:
         """id -> correct for one cell and benchmark (cached per file)."""
@@ -235,14 +236,14 @@ def _read_metrics(path: Path) -> dict[str, dict]:
     return bench
 
 
-def collect(params: dict, root: str | Path) -> Collected:
+def collect(grid: Grid, root: str | Path) -> Collected:
     """Check every expected file exists (one error listing all missing), then load metrics."""
     root = Path(root)
-    missing = [(p, st) for p, st in expected_files(params) if not (root / p).is_file()]
+    missing = [(p, st) for p, st in expected_files(grid) if not (root / p).is_file()]
     if missing:
         items = ", ".join(f"{p} (stage {st})" for p, st in missing)
         raise MissingCellsError(f"missing {len(missing)} cells: {items}")
-    cells = expected_cells(params)
+    cells = expected_cells(grid)
     first = _read_metrics(root / cells["main"][0].metrics)
     benchmarks = list(first)
     rows, bad = [], []
@@ -261,7 +262,7 @@ def collect(params: dict, root: str | Path) -> Collected:
     if bad:
         raise ValueError(f"benchmarks differ from {cells['main'][0].metrics} "
                          f"({benchmarks}): " + "; ".join(bad))
-    return Collected(params, root, cells, benchmarks, pd.DataFrame(rows))
+    return Collected(grid, root, cells, benchmarks, pd.DataFrame(rows))
 
 
 def _model_suffix(col: Collected, model: str) -> str:
@@ -271,10 +272,10 @@ def _model_suffix(col: Collected, model: str) -> str:
 def _expected_figures(col: Collected) -> list[str]:
     """The figure files this build writes (computed from params, never globbed)."""
     names = []
-    for prefix, ok in (("fig3_value_likelihood", _fig3_sources(col.params)),
-                       ("fig4_implicit_reward", _fig4_sources(col.params))):
+    for prefix, ok in (("fig3_value_likelihood", _fig3_sources(col.grid)),
+                       ("fig4_implicit_reward", _fig4_sources(col.grid))):
         if ok:
             names += [f"{prefix}{_model_suffix(col, m)}.png" for m in col.models]
-    if col.params.get("sweep_thresholds") and col.params.get("ablation_models"):
+    if col.grid.sweep_thresholds and col.grid.ablation_models:
         names.append("fig5_threshold.png")
     return names

@@ -96,7 +96,7 @@ def _paired_arrays(col: Collected, cells_a: list[Cell], cells_b: list[Cell],
 
 
 def _main_cells(col: Collected, setting: str, alg: str, model: str) -> list[Cell]:
-    return [main_cell(col.params, model, s, setting, alg) for s in col.seeds]
+    return [main_cell(col.grid, model, s, setting, alg) for s in col.seeds]
 
 
 def _ablation_cells(col: Collected, ablation: str, model: str) -> list[Cell]:
@@ -150,8 +150,8 @@ def significance(col: Collected, summary: pd.DataFrame | None = None,
             "n_seeds": xa.shape[0], "alternative": alternative, "n_boot": n_boot,
             "p_boot": paired_bootstrap(xa, xb, n_boot, BOOT_SEED, alternative)})
 
-    control = col.params.get("control")
-    for setting, algs in _settings(col.params).items():
+    control = col.grid.control
+    for setting, algs in _settings(col.grid).items():
         pipas = [a for a in algs if a in paper.PIPA_ALGORITHMS]
         others = [a for a in algs if a not in paper.PIPA_ALGORITHMS]
         if not pipas or not others:
@@ -172,14 +172,14 @@ def significance(col: Collected, summary: pd.DataFrame | None = None,
                     add(1, setting, model, bench, name, best_p, other,
                         _main_cells(col, setting, best_p, model),
                         _main_cells(col, setting, other, model), "greater")
-    for name in list(col.params.get("ablations", {})):
-        spec = col.params["ablations"][name]
-        for model in col.params.get("ablation_models", []):
+    for name in list(col.grid.ablations):
+        spec = col.grid.ablations[name]
+        for model in col.grid.ablation_models:
             for bench in col.benchmarks:
-                add(int(spec.get("table", 0)), spec["setting"], model, bench,
-                    f"ablation:{name}", name, spec["baseline"],
+                add(spec.table, spec.setting, model, bench,
+                    f"ablation:{name}", name, spec.baseline,
                     _ablation_cells(col, name, model),
-                    _main_cells(col, spec["setting"], spec["baseline"], model), "two-sided")
+                    _main_cells(col, spec.setting, spec.baseline, model), "two-sided")
     return pd.DataFrame(rows, columns=SIGNIFICANCE_COLUMNS)
 
 
@@ -225,19 +225,19 @@ def detectable_differences(col: Collected) -> pd.DataFrame:
                      "sd_diff": float(d.std(ddof=1)) if d.size > 1 else math.nan,
                      "mdd": min_detectable_difference(xa, xb, two_sided=two_sided)})
 
-    for setting, algs in _settings(col.params).items():
+    for setting, algs in _settings(col.grid).items():
         for model in col.models:
             for bench in col.benchmarks:
                 for a, b in combinations(algs, 2):
                     add(1, setting, model, bench, a, b, _main_cells(col, setting, a, model),
                         _main_cells(col, setting, b, model))
-    for name in list(col.params.get("ablations", {})):
-        spec = col.params["ablations"][name]
-        for model in col.params.get("ablation_models", []):
+    for name in list(col.grid.ablations):
+        spec = col.grid.ablations[name]
+        for model in col.grid.ablation_models:
             for bench in col.benchmarks:
-                add(int(spec.get("table", 0)), spec["setting"], model, bench, name,
-                    spec["baseline"], _ablation_cells(col, name, model),
-                    _main_cells(col, spec["setting"], spec["baseline"], model),
+                add(spec.table, spec.setting, model, bench, name,
+                    spec.baseline, _ablation_cells(col, name, model),
+                    _main_cells(col, spec.setting, spec.baseline, model),
                     two_sided=True)  # as the ablation tables' p_boot
     return pd.DataFrame(rows, columns=POWER_COLUMNS)
 

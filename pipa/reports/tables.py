@@ -10,6 +10,7 @@ import pandas as pd
 
 from pipa import paper_numbers as paper
 from pipa import registry
+from pipa.config_types import Grid
 from pipa.reports.grid import Collected, _settings, _split_setting
 from pipa.reports.stats import (
     ALPHA,
@@ -46,14 +47,14 @@ def _is_world(benchmarks: list[str]) -> bool:
     return "gsm" in benchmarks
 
 
-def benchmark_label(params: dict, benchmarks: list[str], b: str) -> str:
-    labels = (params.get("report") or {}).get("benchmark_labels") or {}
+def benchmark_label(grid: Grid, benchmarks: list[str], b: str) -> str:
+    labels = grid.report.benchmark_labels
     known = registry.BENCHMARKS[registry.WORLD if _is_world(benchmarks) else registry.REAL]
     return labels.get(b) or (known[b].label if b in known else b)
 
 
-def model_label(params: dict, benchmarks: list[str], m: str) -> str:
-    labels = (params.get("report") or {}).get("model_labels") or {}
+def model_label(grid: Grid, benchmarks: list[str], m: str) -> str:
+    labels = grid.report.model_labels
     fallback = WORLD_MODEL_LABELS if _is_world(benchmarks) else REAL_MODEL_LABELS
     return labels.get(m) or fallback.get(m) or m
 
@@ -168,8 +169,8 @@ def _columns(col: Collected, models: list[str]) -> list[tuple[str, str]]:
 
 
 def _col_header(col: Collected, m: str, b: str) -> str:
-    return f"{benchmark_label(col.params, col.benchmarks, b)} · " \
-           f"{model_label(col.params, col.benchmarks, m)}"
+    return f"{benchmark_label(col.grid, col.benchmarks, b)} · " \
+           f"{model_label(col.grid, col.benchmarks, m)}"
 
 
 def _seeds_note(col: Collected) -> str:
@@ -198,7 +199,7 @@ def _power_note(col: Collected, power: pd.DataFrame | None, table: int,
 def table1(col: Collected, summary: pd.DataFrame | None = None,
            sig: pd.DataFrame | None = None, power: pd.DataFrame | None = None) -> Table:
     """Table 1: every algorithm of every setting, with the SFT start and the control."""
-    control = col.params.get("control")
+    control = col.grid.control
     summary = _summary(col) if summary is None else summary
     columns = _columns(col, col.models)
     long_rows, blocks = [], []
@@ -209,7 +210,7 @@ def table1(col: Collected, summary: pd.DataFrame | None = None,
         long_rows.append({"data": "all", "labels": "all", "algorithm": "sft", "model": m,
                           "benchmark": b, "mean": mu, "std": sd, "n_seeds": n,
                           "paper": math.nan})
-    for setting, algs in _settings(col.params).items():
+    for setting, algs in _settings(col.grid).items():
         data, labels = _split_setting(setting)
         stats = {}
         for alg in algs:
@@ -272,16 +273,16 @@ def ablation_table(col: Collected, number: int, summary: pd.DataFrame | None = N
                    sig: pd.DataFrame | None = None,
                    power: pd.DataFrame | None = None) -> Table | None:
     summary = _summary(col) if summary is None else summary
-    names = [n for n in list(col.params.get("ablations", {}))
-             if int(col.params["ablations"][n].get("table", 0)) == number]
+    names = [n for n in list(col.grid.ablations)
+             if col.grid.ablations[n].table == number]
     if not names:
         return None
-    ab_models = list(col.params.get("ablation_models", []))
+    ab_models = list(col.grid.ablation_models)
     columns = _columns(col, ab_models)
     long_rows, blocks = [], []
     for name in names:
-        spec = col.params["ablations"][name]
-        setting, base = spec["setting"], spec["baseline"]
+        spec = col.grid.ablations[name]
+        setting, base = spec.setting, spec.baseline
         data, labels = _split_setting(setting)
         rows = []
         for role in ("baseline", "row"):
@@ -302,8 +303,8 @@ def ablation_table(col: Collected, number: int, summary: pd.DataFrame | None = N
                     "row": paper.display(base) if role == "baseline"
                     else paper.ablation_display(name, spec),
                     "setting": setting, "data": data, "labels": labels,
-                    "algorithm": base if role == "baseline" else spec.get("algorithm", name),
-                    "prior": "sft" if role == "baseline" else spec.get("prior", "sft"),
+                    "algorithm": base if role == "baseline" else spec.algorithm,
+                    "prior": "sft" if role == "baseline" else spec.prior,
                     "model": m, "benchmark": b, "mean": mu, "std": sd, "n_seeds": n,
                     "paper": math.nan if pv is None else pv})
             rows.append(stats)
