@@ -21,7 +21,7 @@ import torch
 
 from pipa import config as C
 from pipa.config_types import Align, Config
-from pipa.evaluation import eval_problems, validation_accuracy
+from pipa.evaluation import eval_problems, evaluate_model
 from pipa.io import read_jsonl, write_json
 from pipa.live import forked_live
 from pipa.loss_terms import LossParams, PairedBatch, Responses, UnpairedBatch
@@ -226,14 +226,34 @@ def train_candidate(cell: Cell, job: tuple[float, str], progress: bool = True) -
     eval_model = copy.deepcopy(model)
     if acfg.lora.enabled:
         eval_model = eval_model.merge_and_unload()
-    acc = validation_accuracy(cell.cfg, cell.model_name, cell.tok, eval_model, cell.val)
+    rows = evaluate_model(cell.cfg, cell.model_name, cell.tok, eval_model, cell.val,
+                          progress=False)
+    acc = sum(r["correct"] for r in rows) / max(1, len(rows))
+    verifier = None if head is None else value_head_as_verifier(cell, eval_model, head, rows)
     if accelerator.is_main_process:
         save_policy(model, head, cell.tok, folder / "model", lora=acfg.lora.enabled,
                     base_dir=cell.sft_dir)
     final = {k: v for k, v in last.items() if k != "tokens_per_s"}  # wall-clock
     print(f"  {cell.algorithm} {cell.model_name} s{cell.seed} lr={lr:g}: "
           f"validation accuracy {acc:.4f}", flush=True)
-    return {"lr": lr, "val_accuracy": acc, "final": final}
+    out = {"lr": lr, "val_accuracy": acc, "final": final}
+    return out if verifier is None else {**out, "verifier": verifier}
+
+
+def value_head_as_verifier(cell: Cell, model, head, rows: list[dict]) -> dict:
+    """AUC of g at the step ends of the candidate's own validation decodes against their
+    final correctness (``pipa.verifier``): solutions the head never trained on."""
+    from pipa.model_io import prompt_formatter
+    from pipa.sampling import split_steps
+    from pipa.value_head import PolicyWithValueHead
+    from pipa.verifier import step_end_values, verifier_metrics
+
+    question = {p["id"]: p["question"] for p in cell.val}
+    solutions = [(question[r["id"]], split_steps(r["output"])) for r in rows]
+    values = step_end_values(PolicyWithValueHead(model, head), cell.tok,
+                             prompt_formatter(cell.cfg, cell.model_name, cell.tok), solutions,
+                             batch_size=cell.cfg.eval.batch_size)
+    return verifier_metrics(values, [r["correct"] for r in rows])
 
 
 def save_policy(model, head, tok, model_dir: Path, *, lora: bool, base_dir: str) -> None:
@@ -302,5 +322,7 @@ def align_cell(cfg: Config, *, algorithm: str, model_name: str, seed: int,
                    "examples": cell.examples, "skipped": cell.skipped, "selected_lr": lr,
                    "val_accuracy": acc, "lr_grid": tried, "precision": cell.precision,
                    "machine": machine()}
+        if "verifier" in tried[best]:  # PIPA: g as a verifier on the validation decodes
+            summary["verifier"] = tried[best]["verifier"]
         write_json(tmp / "train.json", summary)
     return {**summary, "seconds": round(time.perf_counter() - started, 1)}

@@ -4,7 +4,9 @@
 ``cells.csv`` has one row per evaluated cell and seed: its accuracy per benchmark and, for
 an aligned cell, its training direction, the reward margin: the mean implicit reward of
 correct minus incorrect samples over the second half of the selected run's steps
-(``reward_correct`` / ``reward_incorrect``, logged by every loss of ``pipa.losses``).
+(``reward_correct`` / ``reward_incorrect``, logged by every loss of ``pipa.losses``); for a
+cell with a value head, the head as a verifier: the AUC of g at step ends against final
+correctness on the cell's validation decodes (``pipa.verifier``, in ``train.json``).
 ``provenance.json`` lists the precisions and machines recorded in the cells' ``train.json``
 (``pipa.hardware.machine``), so a reader, and the table check, know what computed the numbers.
 """
@@ -48,6 +50,18 @@ def reward_margin(root: Path, cell) -> float:
     return correct - incorrect
 
 
+VERIFIER_COLUMNS = {"value_auc_step": "auc_step", "value_auc_last": "auc_last"}
+
+
+def verifier_aucs(root: Path, cell) -> dict[str, float]:
+    """The cell's value-head AUCs (NaN for a cell without a head, or the SFT start)."""
+    path = root / cell.run_dir / "align" / "train.json"
+    found = json.loads(path.read_text()).get("verifier") or {} \
+        if cell.group != "sft" and path.is_file() else {}
+    return {col: round(float(found.get(key, math.nan)), 6)
+            for col, key in VERIFIER_COLUMNS.items()}
+
+
 def cell_table(col) -> pd.DataFrame:
     """One row per cell of ``col`` (``pipa.reports.Collected``): accuracy per benchmark in
     percent, the reward margin, and the DVC stage that made it."""
@@ -59,7 +73,8 @@ def cell_table(col) -> pd.DataFrame:
             row = {"group": c.group, "setting": c.setting, "algorithm": c.algorithm,
                    "ablation": c.ablation, "threshold": c.threshold, "model": c.model,
                    "seed": c.seed, "stage": c.stage(),
-                   "margin": round(reward_margin(col.root, c), 6)}
+                   "margin": round(reward_margin(col.root, c), 6),
+                   **verifier_aucs(col.root, c)}
             row.update({f"acc_{b}": wide.loc[c, b] for b in col.benchmarks})
             rows.append(row)
     return pd.DataFrame(rows)

@@ -1,5 +1,5 @@
 """Evaluation: decode each benchmark problem with a model, grade it, write predictions and
-metrics; the validation accuracy that picks an alignment cell's learning rate.
+metrics (a cell also decodes its validation problems with it, to pick the lr).
 
 Which problems: the built-in world's tiers (``data.benchmarks``) or the real GSM8K / MATH /
 MATH500 files (``data.benchmark_dir``); which grader follows ``data.source``.
@@ -113,7 +113,3 @@ def evaluate_folder(cfg: Config, model_name: str, model_dir: str | Path,
     write_json(out_dir / "metrics.json", metrics)
     return {"seconds": seconds, **{k: v["accuracy"] for k, v in metrics["benchmarks"].items()}}
 
-
-def validation_accuracy(cfg: Config, model_name: str, tok, model, val: list[dict]) -> float:
-    rows = evaluate_model(cfg, model_name, tok, model, val, progress=False)
-    return sum(r["correct"] for r in rows) / max(1, len(rows))

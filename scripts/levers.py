@@ -71,14 +71,16 @@ def run_cell(cfg: C.Config, cell: str, folder: Path) -> dict:
     chosen = next(t for t in summary["lr_grid"] if t["lr"] == summary["selected_lr"])
     return {"cell": cell, "steps": summary["steps"], "selected_lr": summary["selected_lr"],
             "val_by_lr": {f"{t['lr']:g}": t["val_accuracy"] for t in summary["lr_grid"]},
-            "final": chosen["final"], "test": test, "precision": summary["precision"],
+            "final": chosen["final"], "verifier": summary.get("verifier"), "test": test,
+            "precision": summary["precision"],
             "machine": summary["machine"], "seconds": round(time.perf_counter() - started, 1)}
 
 
 def summary_table(path: Path) -> str:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    header = "| tag | cell | steps | lr | val | test | R correct | R incorrect | g lik. | s |"
-    lines = [header, "|" + "---|" * 10]
+    header = ("| tag | cell | steps | lr | val | test | R correct | R incorrect | g lik. | "
+              "g AUC | s |")
+    lines = [header, "|" + "---|" * 11]
     for r in rows:
         f = r["final"]
         test = " / ".join(f"{100 * v:.1f}" for k, v in r["test"].items() if k != "seconds")
@@ -87,7 +89,8 @@ def summary_table(path: Path) -> str:
             f"{100 * max(r['val_by_lr'].values()):.1f} | {test} | "
             f"{f.get('reward_correct', float('nan')):.3f} | "
             f"{f.get('reward_incorrect', float('nan')):.3f} | "
-            f"{f.get('value_label_likelihood', float('nan')):.4f} | {r['seconds']} |")
+            f"{f.get('value_label_likelihood', float('nan')):.4f} | "
+            f"{(r.get('verifier') or {}).get('auc_step', float('nan')):.3f} | {r['seconds']} |")
     return "\n".join(lines)
 
 

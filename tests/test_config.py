@@ -395,3 +395,61 @@ def test_a_yaml_syntax_error_is_one_line_naming_the_file_and_the_line(tmp_path):
                             text=True, cwd=ROOT)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr and "not valid YAML at line" in result.stderr
+
+
+# ---------------------------------------------------------------- the typed config
+
+
+def test_default_and_presets_type_into_a_frozen_config(default_params):
+    """Every params file the product ships types into a ``Config``; its values are the
+    file's (the types the library computes with), and it cannot be changed in place."""
+    import dataclasses
+
+    from pipa.config import parse
+    from pipa.config_types import Config
+
+    for preset in [None, *sorted((ROOT / "params").glob("*.yaml"))]:
+        params = default_params if preset is None else \
+            merge(default_params, yaml.safe_load(preset.read_text()) or {})
+        cfg = parse(params, str(preset or "params.yaml"), ALGORITHMS)
+        assert isinstance(cfg, Config)
+        assert cfg.align.beta == float(params["align"]["beta"])
+        assert cfg.align.lrs("dpo") == [float(x) for x in params["align"]["lr_grid"].get(
+            "dpo", params["align"]["lr_grid"]["default"])]
+        for name, fam in params["model_families"].items():
+            assert cfg.family(name).arch.max_len == fam["arch"]["max_len"]
+        assert cfg.threshold == params["threshold"]  # as written: it names a folder
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.align.beta = 0.2
+    with pytest.raises(TypeError):
+        cfg.algorithms["paired_answer"] = ("dpo",)
+    changed = dataclasses.replace(cfg, align=dataclasses.replace(cfg.align, reduction="mean"))
+    assert changed.align.reduction == "mean" and cfg.align.reduction != "mean" or \
+        params["align"]["reduction"] == "mean"
+
+
+def test_optional_keys_take_their_defaults_in_the_typed_config(default_params):
+    from pipa.config import parse
+
+    params = copy.deepcopy(default_params)
+    for key in ("decoding", "max_steps", "stop_strings", "answer_fallback"):
+        params["eval"].pop(key, None)
+    for key in ("val_problems", "value_head_lr"):
+        params["align"].pop(key, None)
+    params["sampling"].pop("include_gold", None)
+    params["pretrain"].pop("weight_decay", None)
+    cfg = parse(params, "params.yaml", ALGORITHMS)
+    assert (cfg.eval.decoding, cfg.eval.max_steps, cfg.eval.stop_strings,
+            cfg.eval.answer_fallback) == ("greedy", 16, (), "last_number")
+    assert cfg.align.val_problems is None and cfg.align.value_head_lr is None
+    assert cfg.sampling.include_gold is False and cfg.pretrain.weight_decay == 0.0
+
+
+def test_parse_refuses_what_validate_refuses(default_params):
+    """The typed config exists only for params that passed validation: β <= 0 included."""
+    from pipa.config import parse
+
+    params = copy.deepcopy(default_params)
+    params["align"]["beta"] = 0.0
+    with pytest.raises(ConfigError, match="align.beta=0.0 must be a positive number"):
+        parse(params, "params.yaml", ALGORITHMS)

@@ -58,3 +58,29 @@ def test_reports_never_import_torch_or_training():
 def test_data_knows_no_trainer_and_no_loss(rel):
     closure = _closure(rel)
     assert not closure & TRAINING, sorted(closure & TRAINING)
+
+
+# The modules that read params.yaml as a mapping: the loader and its checks, and the typed
+# config they build. The world generator owns its own knobs (``pipa.world.world_cfg``).
+READS_PARAMS = {"pipa/config.py", "pipa/schema.py", "pipa/config_types.py", "pipa/preset.py"}
+
+
+@pytest.mark.parametrize("rel", sorted(
+    p.relative_to(ROOT).as_posix() for p in [*(ROOT / "pipa").rglob("*.py"),
+                                              *(ROOT / "stages").glob("*.py")]
+    if p.relative_to(ROOT).as_posix() not in READS_PARAMS))
+def test_the_library_and_the_stages_read_the_typed_config_never_params_keys(rel):
+    """Past ``pipa.config.load`` nothing looks a parameter up by its dotted name or loads
+    params.yaml again: ``config.get``, ``load_params`` and ``validate`` stay in the loader."""
+    tree = ast.parse((ROOT / rel).read_text(encoding="utf-8"))
+    banned = {"get", "load_params", "validate", "lr_grid"}
+    aliases = {a.asname or a.name for node in ast.walk(tree)
+               if isinstance(node, ast.ImportFrom) and node.module == "pipa"
+               for a in node.names if a.name == "config"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id in aliases and node.attr in banned:
+            pytest.fail(f"{rel}:{node.lineno}: {node.value.id}.{node.attr}; read the Config")
+        if isinstance(node, ast.ImportFrom) and node.module == "pipa.config":
+            names = {a.name for a in node.names} & banned
+            assert not names, f"{rel}:{node.lineno}: imports {sorted(names)} from pipa.config"

@@ -8,6 +8,7 @@ they take a few minutes on 2 cores.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -115,6 +116,19 @@ def test_micro_pipeline_runs_offline_and_reports(micro):
     assert (micro / "reports/figures/fig5_threshold.png").stat().st_size > 0
     agreement = json.loads((micro / "reports/grader_agreement.json").read_text())
     assert agreement
+    # a cell with a value head scores it as a verifier on its validation decodes; a cell
+    # without one does not
+    model, seed = params["models"][0], params["seeds"][0]
+    pipa = json.loads((micro / f"runs/main/unpaired_step/pipa_m/{model}/seed{seed}/align/"
+                       "train.json").read_text())
+    verifier = pipa["verifier"]
+    assert verifier["solutions"] > 0 and verifier["step_ends"] >= verifier["solutions"]
+    for key in ("auc_step", "auc_last", "auc_min"):
+        assert math.isnan(verifier[key]) or 0.0 <= verifier[key] <= 1.0, key
+    assert all("verifier" in t for t in pipa["lr_grid"])
+    kto = json.loads((micro / f"runs/main/unpaired_step/step_kto/{model}/seed{seed}/align/"
+                      "train.json").read_text())
+    assert "verifier" not in kto
 
 
 def test_second_repro_is_a_no_op(micro):

@@ -87,6 +87,9 @@ def make_tree(root: Path) -> None:
                     if alg in ("pipa_m", "pipa_n"):
                         _write_curve(root, run, "value_label_likelihood",
                                      0.5 + 0.01 * steps + 0.002 * s)
+                        verifier = {"auc_step": 0.6 + 0.01 * s, "auc_last": 0.7, "solutions": N}
+                        (root / run / "align" / "train.json").write_text(
+                            json.dumps({"verifier": verifier}))
                     if alg in ("dpo", "step_dpo"):
                         sign = -1 if alg == "dpo" else 1
                         _write_curve(root, run, "reward_correct", sign * 0.1 * steps)
@@ -283,6 +286,13 @@ def test_figures_readme_and_plots(built):
     # Wall-clock times never enter the report: same params, same bytes.
     assert "1.5 min" not in text and "Report stage time" not in text
     assert "## Table 4" in text
+    # the value head as a verifier: per PIPA cell with a head, from its train.json
+    assert "## The value head as a verifier" in text
+    assert "| paired_answer | PIPA-M | ds | 0.605 ± 0.007 | 0.700 ± 0.000 |" in text
+    cells = pd.read_csv(out / "cells.csv")
+    pipa_rows = cells[cells["algorithm"].isin(["pipa_m", "pipa_n"]) & (cells["group"] == "main")]
+    assert pipa_rows["value_auc_step"].notna().all()
+    assert cells[cells["algorithm"] == "dpo"]["value_auc_step"].isna().all()
 
 
 def test_missing_cells_listed_in_one_error(tmp_path):

@@ -109,10 +109,11 @@ def build(grid: Grid, root: str | Path, out: str | Path) -> dict:
     figures = _expected_figures(col)
     findings = agreement(col, summary, sig, curves3, curves4, sweep)
     # What pipa.compare checks beside the tables: per-cell records and what computed them.
-    _write_csv(cell_table(col), out / "cells.csv")
+    cells = cell_table(col)
+    _write_csv(cells, out / "cells.csv")
     prov = study_provenance(col)
     _write_text(out / "provenance.json", json.dumps(prov, indent=2, sort_keys=True) + "\n")
     _write_text(out / "README.md",
-                readme(col, tables, sig, findings, figures, prov, power))
+                readme(col, tables, sig, findings, figures, prov, power, cells))
     return {"tables": written, "figures": figures, "findings": findings,
             "significance": sig, "power": power}
