@@ -19,7 +19,7 @@ import bisect
 import math
 import random
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from pipa.alphamath import Solution
 from pipa.registry import DATA_KINDS as DATA
@@ -202,12 +202,16 @@ def build_setting(
     seed: int,
     max_chars: int | None = None,
     zero_share_thresholds: Sequence[float] = ZERO_SHARE_THRESHOLDS,
+    exceeds: Callable[[Solution], Sequence[str]] | None = None,
 ) -> tuple[list[dict], dict]:
     """Records of one setting and its statistics.
 
-    Solutions with no step, or whose response is longer than ``max_chars`` characters (when
-    given), are skipped first (counted by reason); then the paired subset is taken (paired)
-    or everything kept (unpaired), and labels applied. Paired records are sorted by pair,
+    Solutions with no step, whose response is longer than ``max_chars`` characters (when
+    given), or that ``exceeds`` the context of some model (it returns the names of the
+    models whose context the solution does not fit: ``pipa.examples.context_check``), are
+    skipped first, counted by reason (``too_long``) and by model (``too_long_by_model``), so
+    a pair forms only from solutions every model can train on; then the paired subset is
+    taken (paired) or everything kept (unpaired), and labels applied. Paired records are sorted by pair,
     correct first; unpaired by (qid, row, sid).
 
     Stats: input and output counts of questions and solutions, positives/negatives, pairs,
@@ -227,11 +231,14 @@ def build_setting(
     sols = list(solutions)
     _check_unique_sids(sols)
     skipped = {"empty_steps": 0, "too_long": 0}
+    by_model: Counter = Counter()
     kept = []
     for s in sols:
+        over = list(exceeds(s)) if exceeds is not None and s.steps else []
+        by_model.update(over)
         if not s.steps:
             skipped["empty_steps"] += 1
-        elif max_chars is not None and sum(len(x) for x in s.steps) > max_chars:
+        elif (max_chars is not None and sum(len(x) for x in s.steps) > max_chars) or over:
             skipped["too_long"] += 1
         else:
             kept.append(s)
@@ -272,6 +279,8 @@ def build_setting(
         "input_questions": len({s.qid for s in sols}),
         "input_solutions": len(sols),
         "skipped_solutions": skipped,
+        **({"too_long_by_model": dict(sorted(by_model.items()))} if exceeds is not None
+           else {}),
         "dropped_questions": dropped,
         "unmatched_solutions": unmatched,
         "questions": len({r["qid"] for r in records}),

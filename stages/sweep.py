@@ -12,6 +12,7 @@ import _boot
 from pipa import alphamath
 from pipa.align import align_cell
 from pipa.config import check_threshold
+from pipa.examples import context_check
 from pipa.evaluation import evaluate_folder
 from pipa.io import atomic_path, write_json, write_jsonl
 from pipa.labels import build_setting
@@ -20,6 +21,8 @@ from pipa.losses import ALGORITHMS
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--threshold", type=float, required=True)
 parser.add_argument("--source", default="data/alphamath/train.json")
+parser.add_argument("--base", default="models/base",
+                    help="folder of the base models (params paths.base_models)")
 parser.add_argument("--out", required=True)
 args = parser.parse_args()
 _boot.outputs(args.out)
@@ -29,7 +32,7 @@ algorithm = cfg.sweep_algorithm
 with atomic_path(args.out) as tmp:
     tmp.mkdir()
     records, stats = build_setting(alphamath.read(args.source), "unpaired", "step", threshold,
-                                   cfg.seed)
+                                   cfg.seed, exceeds=context_check(cfg, args.base))
     write_jsonl(tmp / "labels.jsonl", records)
     write_json(tmp / "labels_stats.json", stats)
     for model in cfg.ablation_models:

@@ -167,6 +167,47 @@ def test_paired_stats_hand_example():
     assert st["dropped_questions"] == {"no_correct": 1, "no_incorrect": 1}
 
 
+def test_a_solution_over_a_models_context_is_dropped_before_pairing():
+    """``exceeds`` names the models whose context a solution does not fit (the labels stage
+    passes pipa.examples.context_check): such a solution never forms a pair, and the stats
+    count it by model, so no pair loses its partner at training time."""
+    too_long = {LONG.sid: ["qw"], I3.sid: ["ds", "qw"], E1.sid: ["ds"]}  # E1: no steps
+    recs, st = labels.build_setting(HAND, "paired", "step", 0.5, seed=0,
+                                    exceeds=lambda s: too_long.get(s.sid, []))
+    _, by_chars = labels.build_setting(HAND, "paired", "step", 0.5, seed=0, max_chars=20)
+    assert LONG.sid not in {r["sid"] for r in recs}
+    assert st["pairs"] == by_chars["pairs"] == 1  # qE's long correct solution: no pair
+    assert st["skipped_solutions"] == {"empty_steps": 1, "too_long": 2}
+    assert st["too_long_by_model"] == {"ds": 1, "qw": 2}
+    _, plain = labels.build_setting(HAND, "paired", "step", 0.5, seed=0)
+    assert "too_long_by_model" not in plain
+
+
+def test_context_check_uses_each_models_tokenizer_and_limit(tmp_path):
+    """A solution fits a model when its prompt + response + EOS, tokenized as training
+    tokenizes it, is at most ``arch.max_len`` tokens."""
+    import dataclasses
+
+    from pipa.config import load
+    from pipa.examples import context_check
+    from pipa.models import encode_example, train_tokenizer
+
+    cfg = load("params.yaml")
+    texts = [world.format_prompt(C1.question) + "".join(C1.steps)] * 10
+    for m in cfg.models:
+        train_tokenizer(texts, 64, tmp_path / m)
+    tok = train_tokenizer(texts, 64, tmp_path / "probe")
+    p, r, _ = encode_example(tok, world.format_prompt(C1.question), "".join(C1.steps))
+    n = len(p) + len(r)
+    fams = dict(cfg.model_families)
+    first, second = cfg.models[0], cfg.models[1]
+    for name, limit in ((first, n), (second, n - 1)):
+        fam = fams[name]
+        fams[name] = dataclasses.replace(fam, arch=dataclasses.replace(fam.arch, max_len=limit))
+    cfg = dataclasses.replace(cfg, model_families=fams)
+    assert context_check(cfg, tmp_path)(C1) == [second]
+
+
 def test_empty_setting_stats_are_json():
     recs, st = labels.build_setting([C2], "paired", "step", 0.5, seed=0)
     assert recs == [] and st["char_zero_share"] is None
