@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -129,6 +130,23 @@ def test_micro_pipeline_runs_offline_and_reports(micro):
     kto = json.loads((micro / f"runs/main/unpaired_step/step_kto/{model}/seed{seed}/align/"
                       "train.json").read_text())
     assert "verifier" not in kto
+
+
+def test_dvc_plots_show_draws_every_curve_file_the_report_writes(micro):
+    """dvc.yaml's plots section names two folders once; every long-form CSV the report
+    writes under them becomes a plot with one line per curve (the series template)."""
+    proc = run(["dvc", "plots", "show", "--json"], micro)
+    shown = json.loads(proc.stdout)
+    files = sorted(p.relative_to(micro).as_posix()
+                   for p in (micro / "reports" / "plots").rglob("*.csv"))
+    assert "reports/plots/curves/training_loss.csv" in files
+    assert "reports/plots/threshold/fig5_threshold.csv" in files
+    for name in files:
+        spec = shown[name][0]["content"]
+        assert spec["encoding"]["color"]["field"] == "curve", name
+        values = spec["data"]["values"]
+        curves = set(pd.read_csv(micro / name)["curve"])
+        assert {v["curve"] for v in values} == curves, name
 
 
 def test_second_repro_is_a_no_op(micro):

@@ -79,6 +79,9 @@ def make_tree(root: Path) -> None:
     steps = np.arange(20)
     for m in PARAMS["models"]:
         _write_eval(root, f"runs/sft/{m}", 15)
+        loss = root / f"runs/sft/{m}/dvclive/plots/metrics/train/loss.tsv"  # no base runs
+        loss.parent.mkdir(parents=True, exist_ok=True)
+        loss.write_text("timestamp\tstep\tloss\n1\t0\t2.5\n2\t1\t1.5\n")
         for setting, algs in reports.grid._settings(GRID).items():
             for alg in algs:
                 for s in PARAMS["seeds"]:
@@ -263,22 +266,27 @@ def test_paired_bootstrap_sanity():
 
 
 def test_figures_readme_and_plots(built):
-    root, out, result = built
+    _, out, result = built
     for name in ("fig3_value_likelihood.png", "fig3_value_likelihood_qw.png",
                  "fig4_implicit_reward.png", "fig4_implicit_reward_qw.png",
                  "fig5_threshold.png"):
         assert (out / "figures" / name).stat().st_size > 1000, name
         assert name in result["figures"]
-    sweep = pd.read_csv(out / "plots" / "fig5_threshold.csv")
+    # the curves dvc.yaml's plots section reads, long (x, curve, value): one folder per x
+    sweep = pd.read_csv(out / "plots" / "threshold" / "fig5_threshold.csv")
+    assert list(sweep.columns) == ["threshold", "curve", "value"]
     assert list(sweep["threshold"]) == [0.0, 0.5, 0.75]  # the default from the main grid
-    assert sweep["mean_ds"].tolist()[1] == pytest.approx(np.mean([21 / 40, 22 / 40]) * 100)
-    f3 = pd.read_csv(out / "plots" / "fig3_value_likelihood_ds.csv")
-    assert "pipa_n_unpaired_step" in f3.columns and len(f3) == 20
-    f4 = pd.read_csv(out / "plots" / "fig4_implicit_reward_ds.csv")
-    assert {"dpo_correct", "step_dpo_incorrect"} <= set(f4.columns)
-    spec = reports.dvc_plots_spec(GRID)
-    ys = [next(iter(v["y"])) for d in spec for v in d.values()]
-    assert all((root / y).exists() for y in ys)
+    assert set(sweep["curve"]) == {"mean_ds"}
+    assert sweep["value"].tolist()[1] == pytest.approx(np.mean([21 / 40, 22 / 40]) * 100)
+    f3 = pd.read_csv(out / "plots" / "curves" / "fig3_value_likelihood_ds.csv")
+    assert list(f3.columns) == ["step", "curve", "value"]
+    assert "pipa_n_unpaired_step" in set(f3["curve"])
+    assert len(f3[f3["curve"] == "pipa_n_unpaired_step"]) == 20
+    f4 = pd.read_csv(out / "plots" / "curves" / "fig4_implicit_reward_ds.csv")
+    assert {"dpo_correct", "step_dpo_incorrect"} <= set(f4["curve"])
+    assert sorted(p.name for p in (out / "plots").iterdir()) == ["curves", "threshold"]
+    loss = pd.read_csv(out / "plots" / "curves" / "training_loss.csv")
+    assert set(loss["curve"]) == {"sft_ds", "sft_qw"} and loss["value"].tolist()[:2] == [2.5, 1.5]
     text = (out / "README.md").read_text()
     assert "## Agreement with the paper" in text and "figures/fig5_threshold.png" in text
     assert "PIPA-M beats DPO in 4 of 4 columns of paired/answer (paper: 4 of 4)" in text

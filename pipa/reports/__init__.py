@@ -6,7 +6,7 @@ error naming every missing file with its DVC stage, and ``build`` writes every o
 
 Modules: ``grid`` (expected cells and files, ``collect``), ``stats`` (means, the paired
 bootstrap, ``significance``), ``tables`` (``table1``, ``ablation_table``), ``figures``
-(Figures 3-5, ``dvc_plots_spec``), ``findings`` (``agreement``, the README); ``build``
+(Figures 3-5 and the long-form curves dvc.yaml's ``plots:`` reads), ``findings`` (``agreement``, the README); ``build``
 here writes them all. The names below are the package's public API.
 """
 
@@ -21,11 +21,12 @@ from pipa.cells import cell_table, study_provenance
 from pipa.config_types import Grid
 from pipa.reports.figures import (
     _write_csv,
-    dvc_plots_spec,
     figure3,
     figure4,
     figure5,
+    long_curves,
     threshold_sweep,
+    training_loss,
 )
 from pipa.reports.findings import _write_text, agreement, readme
 from pipa.reports.grid import (
@@ -58,7 +59,6 @@ __all__ = [
     "build",
     "collect",
     "detectable_differences",
-    "dvc_plots_spec",
     "expected_cells",
     "expected_files",
     "fmt_cell",
@@ -98,14 +98,22 @@ def build(grid: Grid, root: str | Path, out: str | Path) -> dict:
     curves4 = figure4(col, out)
     sweep = threshold_sweep(col, summary) if grid.sweep_thresholds else pd.DataFrame()
     figure5(col, out, sweep)
+    # The curves `dvc plots show` draws (dvc.yaml's plots: one entry per folder, one plot
+    # per file, one line per curve): by training step, and by step-label threshold.
     for model, wide in curves3.items():
-        _write_csv(wide, out / "plots" / f"fig3_value_likelihood_{model}.csv")
+        _write_csv(long_curves(wide, "step"),
+                   out / "plots" / "curves" / f"fig3_value_likelihood_{model}.csv")
     for model, wide in curves4.items():
-        _write_csv(wide, out / "plots" / f"fig4_implicit_reward_{model}.csv")
+        _write_csv(long_curves(wide, "step"),
+                   out / "plots" / "curves" / f"fig4_implicit_reward_{model}.csv")
+    loss = training_loss(col)
+    if len(loss):
+        _write_csv(loss, out / "plots" / "curves" / "training_loss.csv")
     if len(sweep):
         wide = sweep.pivot(index="threshold", columns="model", values="mean")
         wide.columns = [f"mean_{m}" for m in wide.columns]
-        _write_csv(wide.reset_index(), out / "plots" / "fig5_threshold.csv")
+        _write_csv(long_curves(wide.reset_index(), "threshold"),
+                   out / "plots" / "threshold" / "fig5_threshold.csv")
     figures = _expected_figures(col)
     findings = agreement(col, summary, sig, curves3, curves4, sweep)
     # What pipa.compare checks beside the tables: per-cell records and what computed them.

@@ -9,7 +9,6 @@ import pandas as pd
 
 from pipa import paper_numbers as paper
 from pipa.cells import read_curve
-from pipa.config_types import Grid
 from pipa.io import atomic_path
 from pipa.reports.grid import (
     Cell,
@@ -192,32 +191,26 @@ def figure5(col: Collected, out: Path, sweep: pd.DataFrame) -> None:
     plt.close(fig)
 
 
-def dvc_plots_spec(grid: Grid, out: str = "reports") -> list[dict]:
-    """Top-level ``plots:`` entries of dvc.yaml for the curves of Figures 3-5 (they read the
-    CSVs the report stage writes under ``{out}/plots/``)."""
-    models = list(grid.models)
-    specs = []
+def long_curves(wide: pd.DataFrame, x: str) -> pd.DataFrame:
+    """A wide table (``x`` and one column per curve) in the long form the plots section of
+    dvc.yaml reads: ``x, curve, value`` (the ``series`` template draws one line per curve),
+    so that the section is written once, for any models, algorithms or thresholds."""
+    return wide.melt(id_vars=x, var_name="curve", value_name="value")[[x, "curve", "value"]]
 
-    def suffix(m):
-        return "" if m == models[0] else f"_{m}"
 
-    f3 = [f"{a}_{s}" for s, a in _fig3_sources(grid)]
-    f4 = [f"{a}_{w}" for _, a in _fig4_sources(grid) for w in ("correct", "incorrect")]
-    curves = (("fig3_value_likelihood", f3, "Value-head label likelihood during PIPA training",
-               "geometric-mean label likelihood"),
-              ("fig4_implicit_reward", f4, "Implicit reward, DPO vs Step-DPO",
-               "implicit reward R(y) (nats)"))
-    for name, columns, title, y_label in curves:
-        for m in models if columns else []:
-            specs.append({f"{name}{suffix(m)}": {
-                "template": "linear", "x": "step",
-                "y": {f"{out}/plots/{name}_{m}.csv": columns},
-                "title": f"{title} ({m})", "x_label": "training step", "y_label": y_label}})
-    if grid.sweep_thresholds:
-        specs.append({"fig5_threshold": {
-            "template": "linear", "x": "threshold",
-            "y": {f"{out}/plots/fig5_threshold.csv": [
-                f"mean_{m}" for m in grid.ablation_models]},
-            "title": "Accuracy on the MATH column against the step-label threshold",
-            "x_label": "threshold", "y_label": "accuracy (%)"}})
-    return specs
+# The training runs whose dvclive loss curves the report gathers, when they exist (the
+# base models are not trained in the real setting).
+TRAINING_RUNS = (("base", "runs/base/{model}/dvclive"), ("sft", "runs/sft/{model}/dvclive"))
+
+
+def training_loss(col: Collected) -> pd.DataFrame:
+    """Pretraining and SFT loss per model (``x=step, curve=<run>_<model>, value``)."""
+    parts = []
+    for run, folder in TRAINING_RUNS:
+        for model in col.models:
+            path = col.root / folder.format(model=model) / "plots/metrics/train/loss.tsv"
+            if path.is_file():
+                curve = read_curve(path, "loss")
+                parts.append(pd.DataFrame({"step": curve["step"], "curve": f"{run}_{model}",
+                                           "value": curve["value"]}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
