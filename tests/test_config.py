@@ -423,9 +423,10 @@ def test_default_and_presets_type_into_a_frozen_config(default_params):
         cfg.align.beta = 0.2
     with pytest.raises(TypeError):
         cfg.algorithms["paired_answer"] = ("dpo",)
-    changed = dataclasses.replace(cfg, align=dataclasses.replace(cfg.align, reduction="mean"))
-    assert changed.align.reduction == "mean" and cfg.align.reduction != "mean" or \
-        params["align"]["reduction"] == "mean"
+    other = "mean" if cfg.align.reduction == "sum" else "sum"
+    changed = dataclasses.replace(cfg, align=dataclasses.replace(cfg.align, reduction=other))
+    assert changed.align.reduction == other
+    assert cfg.align.reduction == params["align"]["reduction"]  # the original is untouched
 
 
 def test_optional_keys_take_their_defaults_in_the_typed_config(default_params):
