@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 
-from pipa.alphamath import Solution
 from pipa.batching import Example
 from pipa.labels import step_index, token_labels
 from pipa.models import encode_example
@@ -48,29 +46,3 @@ def build_examples(records: list[dict], tokenizer, format_prompt: Callable[[str]
     kept = Counter(e.pair for e in examples if e.pair is not None)
     skipped["pair_partner_too_long"] = sum(1 for p, n in kept.items() if n < pairs[p])
     return examples, skipped
-
-
-def context_check(cfg, base_models: str | Path) -> Callable[[Solution], list[str]]:
-    """``exceeds(solution)``: the models of ``cfg.models`` whose context (``arch.max_len``
-    tokens) the solution's prompt + response + EOS does not fit, tokenized by each model's
-    own tokenizer (``<base_models>/<model>``) and prompt format, as training tokenizes it
-    (``build_examples``). The labels stages drop such solutions before pairing
-    (``pipa.labels.build_setting``), so no pair loses a partner at training time."""
-    from pipa.model_io import prompt_formatter, tokenizer_of
-
-    checks = []
-    for model in cfg.models:
-        tok = tokenizer_of(Path(base_models) / model)
-        checks.append((model, tok, prompt_formatter(cfg, model, tok),
-                       cfg.family(model).arch.max_len))
-
-    def exceeds(solution: Solution) -> list[str]:
-        over = []
-        for model, tok, fmt, max_len in checks:
-            prompt_ids, response_ids, _ = encode_example(tok, fmt(solution.question),
-                                                         "".join(solution.steps))
-            if len(prompt_ids) + len(response_ids) > max_len:
-                over.append(model)
-        return over
-
-    return exceeds

@@ -208,7 +208,7 @@ def build_setting(
 
     Solutions with no step, whose response is longer than ``max_chars`` characters (when
     given), or that ``exceeds`` the context of some model (it returns the names of the
-    models whose context the solution does not fit: ``pipa.examples.context_check``), are
+    models whose context the solution does not fit: ``pipa.context.context_check``), are
     skipped first, counted by reason (``too_long``) and by model (``too_long_by_model``), so
     a pair forms only from solutions every model can train on; then the paired subset is
     taken (paired) or everything kept (unpaired), and labels applied. Paired records are sorted by pair,

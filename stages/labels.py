@@ -6,7 +6,7 @@ import _boot
 
 from pipa import alphamath
 from pipa.config import check_threshold
-from pipa.examples import context_check
+from pipa.context import context_check
 from pipa.io import write_json, write_jsonl
 from pipa.labels import build_setting
 

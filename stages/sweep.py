@@ -12,8 +12,8 @@ import _boot
 from pipa import alphamath
 from pipa.align import align_cell
 from pipa.config import check_threshold
+from pipa.context import context_check
 from pipa.evaluation import evaluate_folder
-from pipa.examples import context_check
 from pipa.io import atomic_path, write_json, write_jsonl
 from pipa.labels import build_setting
 from pipa.losses import ALGORITHMS

@@ -169,7 +169,7 @@ def test_paired_stats_hand_example():
 
 def test_a_solution_over_a_models_context_is_dropped_before_pairing():
     """``exceeds`` names the models whose context a solution does not fit (the labels stage
-    passes pipa.examples.context_check): such a solution never forms a pair, and the stats
+    passes pipa.context.context_check): such a solution never forms a pair, and the stats
     count it by model, so no pair loses its partner at training time."""
     too_long = {LONG.sid: ["qw"], I3.sid: ["ds", "qw"], E1.sid: ["ds"]}  # E1: no steps
     recs, st = labels.build_setting(HAND, "paired", "step", 0.5, seed=0,
@@ -189,7 +189,7 @@ def test_context_check_uses_each_models_tokenizer_and_limit(tmp_path):
     import dataclasses
 
     from pipa.config import load
-    from pipa.examples import context_check
+    from pipa.context import context_check
     from pipa.models import encode_example, train_tokenizer
 
     cfg = load("params.yaml")
