@@ -54,6 +54,18 @@ def test_reports_never_import_torch_or_training():
         assert "torch" not in _third_party(ROOT / rel), rel
 
 
+CONFIG = ("pipa/config.py", "pipa/schema.py", "pipa/config_types.py", "pipa/registry.py")
+
+
+@pytest.mark.parametrize("rel", CONFIG)
+def test_the_config_layer_imports_only_itself_and_no_torch(rel):
+    """Every layer reads the typed config, so it must import none of them."""
+    closure = _closure(rel)
+    assert closure <= {"pipa/__init__.py", *CONFIG}, sorted(closure - set(CONFIG))
+    for path in closure:
+        assert "torch" not in _third_party(ROOT / path), path
+
+
 @pytest.mark.parametrize("rel", DATA)
 def test_data_knows_no_trainer_and_no_loss(rel):
     closure = _closure(rel)

@@ -136,7 +136,7 @@ def test_dvc_plots_show_draws_every_curve_file_the_report_writes(micro):
     """dvc.yaml's plots section names two folders once; every long-form CSV the report
     writes under them becomes a plot with one line per curve (the series template)."""
     proc = run(["dvc", "plots", "show", "--json"], micro)
-    shown = json.loads(proc.stdout)
+    shown = json.loads(proc.stdout)["data"]
     files = sorted(p.relative_to(micro).as_posix()
                    for p in (micro / "reports" / "plots").rglob("*.csv"))
     assert "reports/plots/curves/training_loss.csv" in files

@@ -198,19 +198,15 @@ def long_curves(wide: pd.DataFrame, x: str) -> pd.DataFrame:
     return wide.melt(id_vars=x, var_name="curve", value_name="value")[[x, "curve", "value"]]
 
 
-# The training runs whose dvclive loss curves the report gathers, when they exist (the
-# base models are not trained in the real setting).
-TRAINING_RUNS = (("base", "runs/base/{model}/dvclive"), ("sft", "runs/sft/{model}/dvclive"))
-
-
 def training_loss(col: Collected) -> pd.DataFrame:
-    """Pretraining and SFT loss per model (``x=step, curve=<run>_<model>, value``)."""
+    """The SFT loss per model (``x=step, curve=sft_<model>, value``) from the SFT runs'
+    dvclive logs, where they exist. (The pretraining curves stay in ``runs/base``: the
+    report does not depend on the base stage, which the real setting never runs.)"""
     parts = []
-    for run, folder in TRAINING_RUNS:
-        for model in col.models:
-            path = col.root / folder.format(model=model) / "plots/metrics/train/loss.tsv"
-            if path.is_file():
-                curve = read_curve(path, "loss")
-                parts.append(pd.DataFrame({"step": curve["step"], "curve": f"{run}_{model}",
-                                           "value": curve["value"]}))
+    for model in col.models:
+        path = col.root / f"runs/sft/{model}/dvclive/plots/metrics/train/loss.tsv"
+        if path.is_file():
+            curve = read_curve(path, "loss")
+            parts.append(pd.DataFrame({"step": curve["step"], "curve": f"sft_{model}",
+                                       "value": curve["value"]}))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
