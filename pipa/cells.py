@@ -56,8 +56,9 @@ VERIFIER_COLUMNS = {"value_auc_step": "auc_step", "value_auc_last": "auc_last"}
 def verifier_aucs(root: Path, cell) -> dict[str, float]:
     """The cell's value-head AUCs (NaN for a cell without a head, or the SFT start)."""
     path = root / cell.run_dir / "align" / "train.json"
-    found = json.loads(path.read_text()).get("verifier") or {} \
-        if cell.group != "sft" and path.is_file() else {}
+    found = {}
+    if cell.group != "sft" and path.is_file():
+        found = json.loads(path.read_text()).get("verifier") or {}
     return {col: round(float(found.get(key, math.nan)), 6)
             for col, key in VERIFIER_COLUMNS.items()}
 
