@@ -2,6 +2,12 @@
 
     python -m pipa.compare COMMITTED_DIR NEW_DIR [--bounds configs/table_check.json]
     python -m pipa.compare --measure RUN_A RUN_B [--out configs/table_check.json]
+    python -m pipa.compare --agreement RUN_A RUN_B [--out FILE.json]
+
+``--agreement`` answers another question: of what run A's tables say, how much does run B
+(the same params on another base model: a second pretraining seed, or another CPU type)
+say too? Every ordering of two rows within a Table 1 column, every row's sign of gain over
+its SFT start, and every verdict of ``significance.csv`` at p_boot < 0.05 and < 0.01.
 
 Two runs of the same params agree bit for bit only on the same kind of machine: another CPU
 type (other kernels, bf16 native or not) trains other base models, and everything downstream
@@ -301,6 +307,67 @@ def measure(run_a: Path, run_b: Path) -> dict:
     }
 
 
+# ---------------------------------------------------------------- agreement between runs
+
+def _sign(x: float) -> int:
+    return (x > 0) - (x < 0)
+
+
+def agreement(run_a: Path, run_b: Path) -> dict:
+    """How much of run A's claims run B repeats. Counts, each with its total:
+
+    * ``orderings``: pairs of rows within one Table 1 column (data, labels, model,
+      benchmark; the SFT start left out) whose means compare the same way in both runs
+      (a tie is its own outcome);
+    * ``gain_signs``: rows of every table (the SFT start left out) whose gain over their
+      SFT start has the same sign in both runs;
+    * ``verdicts_05`` / ``verdicts_01``: comparisons of ``significance.csv`` (keyed by what
+      they ask, ``SIG_KEY``) with the same verdict, p_boot below the level or not, in both;
+      ``same_partner`` counts those that compare with the same row b;
+    * ``claims_05`` / ``claims_01``: of A's comparisons below the level, how many are
+      below it in B with the difference pointing the same way (a claim that held), and
+      how many point the other way at all.
+    """
+    a1, b1 = read_table(run_a / "table1.csv"), read_table(run_b / "table1.csv")
+    column = ["data", "labels", "model", "benchmark"]
+    rows_a, rows_b = a1[a1["algorithm"] != "sft"], b1[b1["algorithm"] != "sft"]
+    m = rows_a.merge(rows_b, on=column + ["algorithm"], suffixes=("_a", "_b"))
+    same_order = pairs = 0
+    for _, grp in m.groupby(column):
+        recs = grp.to_dict("records")
+        for i, x in enumerate(recs):
+            for y in recs[i + 1:]:
+                pairs += 1
+                same_order += (_sign(x["mean_a"] - y["mean_a"])
+                               == _sign(x["mean_b"] - y["mean_b"]))
+    same_gain = n_gain = 0
+    starts_a, starts_b = sft_starts(a1), sft_starts(b1)
+    for path in sorted(run_a.glob("table*.csv")):
+        ta, tb = read_table(path), read_table(run_b / path.name)
+        key = table_key(ta)
+        ta = ta.assign(gain=gains(ta, starts_a, path))
+        tb = tb.assign(gain=gains(tb, starts_b, run_b / path.name))
+        g = ta.merge(tb, on=key, suffixes=("_a", "_b"))
+        g = g[g["algorithm"] != "sft"] if "algorithm" in g.columns else g
+        n_gain += len(g)
+        same_gain += int(sum(_sign(x) == _sign(y) for x, y in zip(g["gain_a"], g["gain_b"])))
+    out = {"a": _describe(provenance(run_a)), "b": _describe(provenance(run_b)),
+           "orderings": [same_order, pairs], "gain_signs": [same_gain, n_gain]}
+    sig_a, sig_b = run_a / "significance.csv", run_b / "significance.csv"
+    if sig_a.is_file() and sig_b.is_file():
+        s = pd.read_csv(sig_a).merge(pd.read_csv(sig_b), on=SIG_KEY, suffixes=("_a", "_b"))
+        for level, tag in ((0.05, "05"), (0.01, "01")):
+            va, vb = s["p_boot_a"] < level, s["p_boot_b"] < level
+            same_dir = [_sign(x) == _sign(y) for x, y in zip(s["diff_a"], s["diff_b"])]
+            held = int(sum(a and b and d for a, b, d in zip(va, vb, same_dir)))
+            turned = int(sum(a and not d for a, d in zip(va, same_dir)))
+            out[f"verdicts_{tag}"] = [int((va == vb).sum()), len(s)]
+            out[f"claims_{tag}"] = {"held": held, "turned": turned, "claimed": int(va.sum()),
+                                    "found_in_b": int(vb.sum())}
+        out["same_partner"] = [int((s["b_a"] == s["b_b"]).sum()), len(s)]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -312,16 +379,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--measure", action="store_true",
                         help="measure the variation between the two folders and add it to "
                              "--out as a pair")
-    parser.add_argument("--out", type=Path, default=DEFAULT_BOUNDS)
+    parser.add_argument("--agreement", action="store_true",
+                        help="count how much of the first folder's orderings, gains and "
+                             "verdicts the second repeats (printed; --out FILE.json keeps it)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="--measure: the bounds file to add to (default: --bounds'); "
+                             "--agreement: a JSON file to write")
     parser.add_argument("--label", default="", help="with --measure: how the runs were made")
     args = parser.parse_args(argv)
     try:
+        if args.agreement:
+            found = dict(agreement(args.committed, args.new), label=args.label)
+            if args.out:
+                args.out.write_text(json.dumps(found, indent=2) + "\n")
+            print(json.dumps(found, indent=2))
+            return 0
         if args.measure:
+            out = args.out or args.bounds
             pair = dict(measure(args.committed, args.new), label=args.label)
-            bounds = json.loads(args.out.read_text()) if args.out.is_file() else {
+            bounds = json.loads(out.read_text()) if out.is_file() else {
                 "z": 3.5, "alpha": 0.01, "margin_floor": 0.01, "pairs": []}
             bounds["pairs"].append(pair)
-            args.out.write_text(json.dumps(bounds, indent=2) + "\n")
+            out.write_text(json.dumps(bounds, indent=2) + "\n")
             print(json.dumps(pair, indent=2))
             return 0
         ok, lines = compare(args.committed, args.new, load_bounds(args.bounds))

@@ -167,3 +167,34 @@ def test_a_claim_holds_when_the_best_baseline_it_beats_changes(tmp_path, bounds,
     b = _report(tmp_path / "b", sig=other)
     code, out = _run(a, b, bounds, capsys)
     assert code == 0, out
+
+
+def _two_rows(dpo: float, kto: float) -> list[dict]:
+    rows = _table1(dpo_gain=dpo - 46.0)[:2]             # tier 1: the SFT start 46, DPO
+    rows.append(dict(rows[1], algorithm="kto", mean=kto))
+    return rows
+
+
+def test_agreement_counts_orderings_gains_and_verdicts_that_another_run_repeats(tmp_path,
+                                                                                capsys):
+    # Run A: DPO 44 > KTO 43, both below the SFT start 46; its one claim at p 0.001.
+    run_a = _report(tmp_path / "a", table1=_two_rows(44.0, 43.0),
+                    sig=_significance(diff=3.0, p=0.001))
+    # Run B: the order turns (KTO 47 > DPO 45: KTO now gains), the claim weakens to p 0.03.
+    run_b = _report(tmp_path / "b", table1=_two_rows(45.0, 47.0),
+                    sig=_significance(diff=1.0, p=0.03))
+    out = tmp_path / "agreement.json"
+    assert main(["--agreement", str(run_a), str(run_b), "--out", str(out)]) == 0
+    found = json.loads(out.read_text())
+    assert found["orderings"] == [0, 1]
+    assert found["gain_signs"] == [1, 2]
+    assert found["verdicts_05"] == [1, 1] and found["verdicts_01"] == [0, 1]
+    assert found["claims_05"] == {"held": 1, "turned": 0, "claimed": 1, "found_in_b": 1}
+    assert found["claims_01"] == {"held": 0, "turned": 0, "claimed": 1, "found_in_b": 0}
+    assert found["same_partner"] == [1, 1]
+    capsys.readouterr()
+    # A run agrees with itself in everything.
+    assert main(["--agreement", str(run_a), str(run_a)]) == 0
+    itself = json.loads(capsys.readouterr().out)
+    assert itself["orderings"] == [1, 1] and itself["gain_signs"] == [2, 2]
+    assert itself["claims_01"]["held"] == itself["claims_01"]["claimed"] == 1
