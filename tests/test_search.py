@@ -1,0 +1,149 @@
+"""Search with a step scorer (pipa.search): the oracle lifts a step beam far above one sample
+in the world and chance does not; majority vote and best-of-N pick what they should; every
+mode counts the tokens it samples; the LM proposer is reproducible and, greedy at width 1,
+is the greedy decode."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from test_generation import char_tokenizer, tiny_model
+
+from pipa import search
+from pipa.generation import generate
+from pipa.world import extract_answer, format_prompt, gold_values, parse_question, split_steps
+
+QUESTIONS = [f"Max {10 + i} toys +{3 + i % 5} *{2 + i % 3} -{1 + i % 4} ?" for i in range(200)]
+
+
+def noisy_solver(questions, p_right: float, seed: int = 0) -> search.Proposer:
+    """A scripted policy in the world: each next step writes the right value with
+    probability ``p_right`` (else one more); after the last operation, the answer line with
+    the value it wrote last. A step's tokens: its characters."""
+    problems = [parse_question(q) for q in questions]
+
+    def propose(requests, round_):
+        out = []
+        for k, (p, prefix) in enumerate(requests):
+            rng = random.Random(f"{seed}:{round_}:{k}:{p}:{prefix}")
+            start, ops = problems[p]
+            done_steps = prefix.count("\n")
+            last = int(prefix.rsplit("=", 1)[1].split()[0]) if done_steps else start
+            if done_steps == len(ops):
+                text = f"Answer: {last}\n"
+                out.append(search.Step(text, len(text), True))
+                continue
+            op, b = ops[done_steps]
+            value = gold_values(last, [(op, b)])[1]
+            if rng.random() >= p_right:
+                value += 1
+            text = f"{last}{op}{b}={value}\n"
+            out.append(search.Step(text, len(text), False))
+        return out
+    return propose
+
+
+def accuracy(results, questions) -> float:
+    golds = [gold_values(*parse_question(q))[-1] for q in questions]
+    return sum(extract_answer(r.text) == str(g) for r, g in zip(results, golds)) / len(golds)
+
+
+def test_the_oracle_lifts_the_beam_far_above_one_sample_and_chance_does_not():
+    propose = noisy_solver(QUESTIONS, p_right=0.5)
+    n = len(QUESTIONS)
+    oracle, chance = search.world_oracle(QUESTIONS), search.random_scorer(0, QUESTIONS)
+    one = search.value_beam(n, propose, chance, beam_width=1, n_samples=1, max_steps=8)
+    guided = search.value_beam(n, propose, oracle, beam_width=2, n_samples=4, max_steps=8)
+    blind = search.value_beam(n, propose, chance, beam_width=2, n_samples=4, max_steps=8)
+    assert accuracy(one, QUESTIONS) < 0.25            # 0.5^3 per solution
+    assert accuracy(guided, QUESTIONS) > 0.8          # a wrong step survives ~1 in 16
+    assert abs(accuracy(blind, QUESTIONS) - accuracy(one, QUESTIONS)) < 0.12
+    # tokens: width 1 samples one solution; (2, 4) samples 4 then 8 steps per round
+    assert all(r.tokens == len(r.text) for r in one)
+    assert all(r.tokens > 4 * len(r.text) for r in guided)
+
+
+def test_the_oracle_scores_every_step_so_far_and_the_answer_line():
+    q = "Max 20 toys *3 -8 +85 ?"            # 20 -> 60 -> 52 -> 137
+    oracle = search.world_oracle([q])
+    right = ["20*3=60\n", "60-8=52\n", "52+85=137\n", "Answer: 137\n"]
+    wrong_then_lucky = ["20*3=61\n", "61-8=52\n", "52+85=137\n", "Answer: 137\n"]
+    styled = ["20*3=60 (times)\n", "60-8=52 (minus)\n", "52+85=137 (plus)\n",
+              "So the answer is 137.\n"]
+    extra = ["20*3=60\n", "60-8=52\n", "52+85=137\n", "137+1=138\n"]
+    assert oracle([0] * 4, [right, wrong_then_lucky, styled, extra]) == [
+        [1, 1, 1, 1], [0, 0, 0, 0], [1, 1, 1, 1], [1, 1, 1, 0]]
+    assert oracle([0], [["20*3=60\n", "Answer: 52\n"]]) == [[1, 0]]
+
+
+def test_the_random_scorer_is_a_fixed_function_of_the_prefix():
+    a, b = search.random_scorer(0, ["q"]), search.random_scorer(1, ["q"])
+    steps = [["x\n", "y\n"], ["x\n", "z\n"]]
+    first = a([0, 0], steps)
+    assert first == a([0, 0], steps) and first != b([0, 0], steps)
+    assert first[0][0] == first[1][0] != first[1][1]     # same prefix, same score
+    assert all(0 <= v < 1 for row in first for v in row)
+
+
+def test_majority_vote_counts_answers_and_every_samples_tokens():
+    samples = [("1+1=2\nAnswer: 2\n", 10), ("garbled", 4), ("Answer: 3\n", 6),
+               ("So the answer is 3.\n", 7), ("Answer: 2\n", 5)]
+    picked = search.majority_vote(samples, extract_answer)
+    assert picked.text == "1+1=2\nAnswer: 2\n" and picked.tokens == 32   # 2 and 3 tie: first
+    assert search.majority_vote(samples[2:], extract_answer).text == "Answer: 3\n"
+    assert search.majority_vote([("none", 3)], extract_answer) == search.Searched("none", 3)
+
+
+def test_best_of_n_ranks_by_the_minimum_or_the_last_step_end():
+    q = "Max 20 toys *3 ?"                    # 60
+    samples = [("20*3=61\nAnswer: 60\n", 9), ("20*3=60\nAnswer: 60\n", 9), ("", 1)]
+    values = search.step_scores([samples], search.world_oracle([q]), split_steps)[0]
+    assert values == [[0.0, 0.0], [1.0, 1.0], []]
+    assert search.best_of_n(samples, values, "min") == search.Searched(samples[1][0], 19)
+    made_up = [[0.9, 0.1], [0.5, 0.6], []]
+    assert search.best_of_n(samples, made_up, "min").text == samples[1][0]
+    assert search.best_of_n(samples, [[0.9, 0.7], [0.5, 0.6], []], "last").text == samples[0][0]
+    with pytest.raises(ValueError, match="reduce"):
+        search.best_of_n(samples, values, "mean")
+
+
+@pytest.fixture(scope="module")
+def lm():
+    tok = char_tokenizer()
+    return tiny_model(len(tok), seed=3), tok
+
+
+PROMPTS = [format_prompt(q) for q in QUESTIONS[:6]]
+
+
+def test_greedy_width_one_beam_is_the_greedy_decode_and_counts_its_tokens(lm):
+    model, tok = lm
+    propose = search.lm_proposer(model, tok, PROMPTS, max_step_tokens=12, temperature=0.0,
+                                 seed=0, is_final=lambda s: extract_answer(s) is not None)
+    beam = search.value_beam(len(PROMPTS), propose, search.random_scorer(0, QUESTIONS),
+                             beam_width=1, n_samples=1, max_steps=40)
+    # the same tokens drawn step by step: at most 40 steps of 12, so compare that far
+    greedy = generate(model, tok, PROMPTS, max_new_tokens=40 * 12, batch_size=8)
+    for got, want in zip(beam, greedy):
+        assert got.text and (want.startswith(got.text) or got.text.startswith(want))
+        assert got.tokens >= len(tok(got.text, add_special_tokens=False)["input_ids"])
+
+
+def test_sampled_modes_are_reproducible_from_their_seed(lm):
+    model, tok = lm
+    def run(seed):
+        sample = search.lm_sampler(model, tok, PROMPTS, max_new_tokens=30, temperature=1.0,
+                                   seed=seed)
+        drawn = search.sample_n(len(PROMPTS), sample, 3)
+        propose = search.lm_proposer(model, tok, PROMPTS, max_step_tokens=10, temperature=1.0,
+                                     seed=seed)
+        beam = search.value_beam(len(PROMPTS), propose, search.random_scorer(seed, QUESTIONS),
+                                 beam_width=2, n_samples=2, max_steps=3)
+        return drawn, beam
+    first, again, other = run(5), run(5), run(6)
+    assert first == again and first != other
+    drawn, beam = first
+    assert all(len(d) == 3 and all(t >= 1 for _, t in d) for d in drawn)
+    assert all(len({text for text, _ in d}) > 1 for d in drawn[:3])   # independent samples
+    assert all(r.tokens >= 1 for r in beam)
