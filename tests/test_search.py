@@ -119,12 +119,12 @@ PROMPTS = [format_prompt(q) for q in QUESTIONS[:6]]
 
 def test_greedy_width_one_beam_is_the_greedy_decode_and_counts_its_tokens(lm):
     model, tok = lm
-    propose = search.lm_proposer(model, tok, PROMPTS, max_step_tokens=12, temperature=0.0,
+    propose = search.lm_proposer(model, tok, PROMPTS, max_step_tokens=8, temperature=0.0,
                                  seed=0, is_final=lambda s: extract_answer(s) is not None)
     beam = search.value_beam(len(PROMPTS), propose, search.random_scorer(0, QUESTIONS),
-                             beam_width=1, n_samples=1, max_steps=40)
-    # the same tokens drawn step by step: at most 40 steps of 12, so compare that far
-    greedy = generate(model, tok, PROMPTS, max_new_tokens=40 * 12, batch_size=8)
+                             beam_width=1, n_samples=1, max_steps=6)
+    # the same tokens drawn step by step: at most 6 steps of 8, so compare that far
+    greedy = generate(model, tok, PROMPTS, max_new_tokens=6 * 8, batch_size=8)
     for got, want in zip(beam, greedy):
         assert got.text and (want.startswith(got.text) or got.text.startswith(want))
         assert got.tokens >= len(tok(got.text, add_special_tokens=False)["input_ids"])
@@ -133,13 +133,13 @@ def test_greedy_width_one_beam_is_the_greedy_decode_and_counts_its_tokens(lm):
 def test_sampled_modes_are_reproducible_from_their_seed(lm):
     model, tok = lm
     def run(seed):
-        sample = search.lm_sampler(model, tok, PROMPTS, max_new_tokens=30, temperature=1.0,
+        sample = search.lm_sampler(model, tok, PROMPTS, max_new_tokens=16, temperature=1.0,
                                    seed=seed)
         drawn = search.sample_n(len(PROMPTS), sample, 3)
-        propose = search.lm_proposer(model, tok, PROMPTS, max_step_tokens=10, temperature=1.0,
+        propose = search.lm_proposer(model, tok, PROMPTS, max_step_tokens=6, temperature=1.0,
                                      seed=seed)
         beam = search.value_beam(len(PROMPTS), propose, search.random_scorer(seed, QUESTIONS),
-                                 beam_width=2, n_samples=2, max_steps=3)
+                                 beam_width=2, n_samples=2, max_steps=2)
         return drawn, beam
     first, again, other = run(5), run(5), run(6)
     assert first == again and first != other
@@ -147,3 +147,55 @@ def test_sampled_modes_are_reproducible_from_their_seed(lm):
     assert all(len(d) == 3 and all(t >= 1 for _, t in d) for d in drawn)
     assert all(len({text for text, _ in d}) > 1 for d in drawn[:3])   # independent samples
     assert all(r.tokens >= 1 for r in beam)
+
+
+def test_the_policy_scorer_is_the_log_probability_the_decoder_drew_the_step_with(lm):
+    from pipa.generation import _run
+    from pipa.search_eval import logprob_scorer
+
+    model, tok = lm
+    drawn = _run(model, tok, PROMPTS, max_new_tokens=12, batch_size=8, temperature=0.0,
+                 top_p=1.0, stop_strings=("\n",), row_seeds=None, progress=False,
+                 want_logprobs=True)
+    # rows whose text re-encodes to the drawn tokens (a random model may draw <pad>, which
+    # decoding drops)
+    kept = [(i, r) for i, r in enumerate(drawn) if r.finish != "eos" and r.text
+            and tok(r.text, add_special_tokens=False)["input_ids"] == r.token_ids]
+    assert len(kept) >= 3
+    score = logprob_scorer(model, tok, format_prompt, QUESTIONS)
+    values = score([i for i, _ in kept], [[r.text] for _, r in kept])
+    for (_, r), v in zip(kept, values):
+        assert v[-1] == pytest.approx(r.logprob, abs=1e-3)
+
+
+def test_every_mode_runs_on_world_problems_and_counts_the_samples_it_shares(lm):
+    from pipa.search_eval import search_modes
+    from pipa.value_head import ValueHead
+
+    model, tok = lm
+    problems = [{"benchmark": "gsm" if i % 2 else "math", "id": f"p{i}", "question": q,
+                 "answer": str(gold_values(*parse_question(q))[-1])}
+                for i, q in enumerate(QUESTIONS[:4])]
+    found = search_modes(model, ValueHead(32), tok, problems, format_prompt=format_prompt,
+                         is_final=lambda s: extract_answer(s) is not None, setting="world",
+                         fallback="none", budgets=[2, 4], beam_width=2, temperature=1.0,
+                         max_step_tokens=8, max_new_tokens=24, max_steps=3, seed=0)
+    modes = {(r["mode"], r["budget"], r["scorer"]): r for r in found["modes"]}
+    for n in (2, 4):
+        assert {("majority", n, None), ("best_of_n_min", n, "g"), ("best_of_n_last", n, "g"),
+                ("best_of_n_min", n, "oracle"), ("step_beam", n, "g"),
+                ("step_beam", n, "policy"), ("step_beam", n, "random"),
+                ("step_beam", n, "oracle")} <= set(modes)
+    # majority and best-of-N read the same samples: the same tokens; twice N, twice the tokens
+    assert modes[("majority", 4, None)]["tokens_per_problem"] == \
+        modes[("best_of_n_min", 4, "g")]["tokens_per_problem"]
+    assert modes[("majority", 4, None)]["tokens_per_problem"] > \
+        modes[("majority", 2, None)]["tokens_per_problem"] > \
+        modes[("greedy", 1, None)]["tokens_per_problem"] * 0.5
+    assert all(set(r["accuracy"]) == {"gsm", "math"} for r in found["modes"])
+    assert found["verifier"]["solutions"] <= 4 * 4
+    with pytest.raises(ValueError, match="multiple of beam_width"):
+        search_modes(model, ValueHead(32), tok, problems, format_prompt=format_prompt,
+                     is_final=lambda s: False, setting="world", fallback="none",
+                     budgets=[3], beam_width=2, temperature=1.0, max_step_tokens=8,
+                     max_new_tokens=24, max_steps=3, seed=0)

@@ -1,0 +1,153 @@
+"""One model with a value head, every decoding mode of ``pipa.search``, graded on the same
+problems: Table 5's cell (issue #20).
+
+For each budget N: majority@N and best-of-N (by g: the minimum and the last step end) on the
+same N samples; the step beam with B1 = ``beam_width`` and B2 = N / B1 scored by g (the value
+beam), by the policy's cumulative log-probability (the paper's beam, sampled here so that it
+spends the same tokens), and, as references that say whether the search itself works, by the
+world's exact oracle and by chance. Greedy decoding is the budget-1 row. Every mode reports
+its accuracy per benchmark and the tokens it sampled per problem; equal-compute comparisons
+read the tokens, not N.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+
+from pipa import search
+from pipa.batching import device_of
+from pipa.grading import grade_predictions
+from pipa.models import encode_example, token_logps
+from pipa.sampling import split_steps
+from pipa.verifier import step_end_tokens, verifier_metrics
+
+
+def logprob_scorer(model, tokenizer, format_prompt: Callable[[str], str],
+                   questions: Sequence[str], batch_size: int = 32) -> search.StepScorer:
+    """The policy's log-probability of the solution so far (summed over its tokens,
+    untempered) at each step end: what the paper's step beam ranks by."""
+    @torch.no_grad()
+    def score(indices: Sequence[int], steps: Sequence[Sequence[str]]) -> list[list[float]]:
+        model.eval()
+        encoded = []
+        for p, solution in zip(indices, steps):
+            prompt_ids, response_ids, offsets = encode_example(
+                tokenizer, format_prompt(questions[p]), "".join(solution), add_eos=False)
+            ends = step_end_tokens(offsets, solution) if solution else []
+            encoded.append((prompt_ids + response_ids, len(prompt_ids), ends))
+        pad, device, out = tokenizer.pad_token_id, device_of(model), []
+        for start in range(0, len(encoded), batch_size):
+            chunk = encoded[start:start + batch_size]
+            length = max(len(ids) for ids, _, _ in chunk)
+            ids = torch.full((len(chunk), length), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), length), dtype=torch.long)
+            for row, (seq, _, _) in enumerate(chunk):
+                ids[row, :len(seq)] = torch.tensor(seq)
+                mask[row, :len(seq)] = 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            logps = token_logps(logits.float(), ids.to(device)).cpu()
+            for row, (_, n_prompt, ends) in enumerate(chunk):
+                running = logps[row, n_prompt:].cumsum(0)
+                out.append([float(running[t]) for t in ends])
+        return out
+    return score
+
+
+def _accuracy(problems: list[dict], texts: list[str], setting: str, fallback: str) -> dict:
+    rows = grade_predictions(problems, texts, setting=setting, fallback=fallback)
+    by: dict[str, list[bool]] = {}
+    for row in rows:
+        by.setdefault(row["benchmark"], []).append(bool(row["correct"]))
+    return {bench: 100.0 * sum(c) / len(c) for bench, c in sorted(by.items())}
+
+
+def _graded_samples(problems: list[dict], samples: list[list[tuple[str, int]]],
+                    setting: str, fallback: str) -> list[list[dict]]:
+    """Each sample's prediction row (``grade_predictions``), in the samples' own order."""
+    copies = [dict(p, id=f"{p['id']}#{k}") for p, s in zip(problems, samples)
+              for k in range(len(s))]
+    rows = grade_predictions(copies, [text for s in samples for text, _ in s],
+                             setting=setting, fallback=fallback)
+    by_id = {(r["benchmark"], r["id"]): r for r in rows}
+    return [[by_id[(p["benchmark"], f"{p['id']}#{k}")] for k in range(len(s))]
+            for p, s in zip(problems, samples)]
+
+
+def search_modes(model, head, tokenizer, problems: list[dict], *,
+                 format_prompt: Callable[[str], str], is_final: Callable[[str], bool],
+                 setting: str, fallback: str, budgets: Sequence[int], beam_width: int,
+                 temperature: float, max_step_tokens: int, max_new_tokens: int,
+                 max_steps: int, seed: int, batch_size: int = 64) -> dict:
+    """Every mode on ``problems`` (the common schema; the oracle needs the world's).
+    ``model`` is the policy, ``head`` its ``ValueHead``; ``is_final`` tells a step that
+    gives the final answer. Returns ``{"modes": [...], "verifier": ..., "seconds": ...}``:
+    one row per mode and budget (accuracy per benchmark, mean sampled tokens per problem;
+    a beam's seconds), g's AUC as a verifier on the N sampled solutions of each problem,
+    and the seconds spent sampling and scoring them (shared by majority and best-of-N)."""
+    from pipa.value_head import PolicyWithValueHead
+
+    for n in budgets:
+        if n < beam_width or n % beam_width:
+            raise ValueError(f"search: budget {n} is not a multiple of beam_width {beam_width}")
+    questions = [p["question"] for p in problems]
+    prompts = [format_prompt(q) for q in questions]
+    n_problems = len(problems)
+    value = search.value_scorer(PolicyWithValueHead(model, head), tokenizer, format_prompt,
+                                questions, batch_size=batch_size)
+    scorers = {"g": value,
+               "policy": logprob_scorer(model, tokenizer, format_prompt, questions, batch_size),
+               "random": search.random_scorer(seed, questions)}
+    if setting == "world":
+        scorers["oracle"] = search.world_oracle(questions)
+    rows = []
+
+    def record(mode: str, budget: int, scorer: str | None, found: list[search.Searched],
+               seconds: float | None = None) -> None:
+        rows.append({"mode": mode, "budget": budget, "scorer": scorer,
+                     "accuracy": _accuracy(problems, [f.text for f in found], setting,
+                                           fallback),
+                     "tokens_per_problem": sum(f.tokens for f in found) / n_problems,
+                     "seconds": None if seconds is None else round(seconds, 1)})
+
+    started = time.perf_counter()
+    greedy = search.lm_sampler(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                               temperature=0.0, seed=seed, batch_size=batch_size)
+    found = [search.Searched(*drawn[0]) for drawn in search.sample_n(n_problems, greedy, 1)]
+    record("greedy", 1, None, found, time.perf_counter() - started)
+
+    started = time.perf_counter()
+    sampler = search.lm_sampler(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                temperature=temperature, seed=seed, batch_size=batch_size)
+    samples = search.sample_n(n_problems, sampler, max(budgets))
+    graded = _graded_samples(problems, samples, setting, fallback)
+    values = {name: search.step_scores(samples, scorers[name], split_steps)
+              for name in ("g", "oracle") if name in scorers}
+    sampling_seconds = round(time.perf_counter() - started, 1)
+    for n in budgets:
+        majority = []
+        for drawn, rows_p in zip(samples, graded):
+            answer_of = {text: row["extracted"] for (text, _), row in zip(drawn, rows_p)}
+            majority.append(search.majority_vote(drawn[:n], answer_of.get))
+        record("majority", n, None, majority)
+        for name, per_problem in values.items():
+            for reduce in ("min", "last"):
+                record(f"best_of_n_{reduce}", n, name,
+                       [search.best_of_n(d[:n], v[:n], reduce)
+                        for d, v in zip(samples, per_problem)])
+        for name, scorer in scorers.items():
+            started = time.perf_counter()
+            propose = search.lm_proposer(model, tokenizer, prompts,
+                                         max_step_tokens=max_step_tokens,
+                                         temperature=temperature, seed=seed + n,
+                                         batch_size=batch_size, is_final=is_final)
+            found = search.value_beam(n_problems, propose, scorer, beam_width=beam_width,
+                                      n_samples=n // beam_width, max_steps=max_steps)
+            record("step_beam", n, name, found, time.perf_counter() - started)
+
+    flat_values = [v for per in values["g"] for v in per]
+    flat_correct = [bool(r["correct"]) for per in graded for r in per]
+    return {"modes": rows, "verifier": verifier_metrics(flat_values, flat_correct),
+            "sampling_seconds": sampling_seconds}

@@ -1,0 +1,102 @@
+"""Search with PIPA's value head on one trained cell of the default run, outside DVC: every
+mode of ``pipa.search_eval`` on a subset of the test problems (issue #20's measurements
+before Table 5 has stages of its own).
+
+    python scripts/search_probe.py --cell unpaired_step/pipa_m/ds/0 --problems 100
+    python scripts/search_probe.py --summary
+
+Reads the cell's ``align/model`` (policy + value head) from the default run, draws
+``--problems`` test problems per benchmark (``pipa.world.subsample`` with the data seed),
+and runs greedy, majority@N, best-of-N by g (minimum and last step end), and the step beam
+scored by g, the policy's log-probability, chance and the world's oracle, for each budget N
+(``--budgets``, beam width ``--beam-width``). One JSON line per run goes to
+``runs/levers/search.jsonl``; ``--summary`` prints that file as a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "stages"))
+import _boot  # noqa: F401  (the repo root on sys.path, the offline guards)
+
+from pipa import config as C
+
+RESULTS = ROOT / "runs" / "levers" / "search.jsonl"
+
+
+def summary() -> None:
+    print("| cell | problems / tier | mode | N | scorer | tier 1 / tier 2 | tokens / problem "
+          "| s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for line in RESULTS.read_text().splitlines():
+        run = json.loads(line)
+        for row in run["modes"]:
+            acc = " / ".join(f"{v:.1f}" for v in row["accuracy"].values())
+            print(f"| {run['cell']} | {run['problems']} | {row['mode']} | {row['budget']} | "
+                  f"{row['scorer'] or ''} | {acc} | {row['tokens_per_problem']:.0f} | "
+                  f"{row['seconds'] if row['seconds'] is not None else ''} |")
+        v = run["verifier"]
+        print(f"| {run['cell']} | | g as a verifier on the samples | | | AUC every / last / "
+              f"min step end {v['auc_step']:.3f} / {v['auc_last']:.3f} / {v['auc_min']:.3f} "
+              f"| | {run['sampling_seconds']} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cell", help="SETTING/ALGORITHM/MODEL/SEED of a cell with a value head")
+    ap.add_argument("--problems", type=int, default=100, help="test problems per benchmark")
+    ap.add_argument("--budgets", type=int, nargs="+", default=[4, 8])
+    ap.add_argument("--beam-width", type=int, default=2)
+    ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--summary", action="store_true")
+    args = ap.parse_args()
+    if args.summary:
+        summary()
+        return
+    if not args.cell:
+        ap.error("--cell is required (or --summary)")
+
+    from pipa.evaluation import eval_problems, grading_setting
+    from pipa.hardware import machine, setup_runtime
+    from pipa.model_io import load_policy_model, prompt_formatter
+    from pipa.search_eval import search_modes
+    from pipa.value_head import load_value_head
+    from pipa.world import extract_answer, subsample
+
+    setting, algorithm, model_name, seed = args.cell.split("/")
+    folder = ROOT / "runs/main" / setting / algorithm / model_name / f"seed{seed}" / "align"
+    cfg = C.load(ROOT / "params.yaml")
+    setup_runtime(cfg.runtime.threads, cfg.seed)
+    tok, model = load_policy_model(cfg, model_name, folder / "model")
+    head = load_value_head(folder / "model")
+    test = eval_problems(cfg, ROOT / "data/world", "test")
+    problems = [p for bench in cfg.data.benchmarks
+                for p in subsample([q for q in test if q["benchmark"] == bench],
+                                   args.problems, cfg.seed)]
+    started = time.perf_counter()
+    found = search_modes(model, head, tok, problems,
+                         format_prompt=prompt_formatter(cfg, model_name, tok),
+                         is_final=lambda step: extract_answer(step) is not None,
+                         setting=grading_setting(cfg), fallback=cfg.eval.answer_fallback,
+                         budgets=args.budgets, beam_width=args.beam_width,
+                         temperature=args.temperature, max_step_tokens=48,
+                         max_new_tokens=cfg.eval.max_new_tokens, max_steps=cfg.eval.max_steps,
+                         seed=int(seed), batch_size=cfg.eval.batch_size)
+    record = {"cell": args.cell, "problems": args.problems, "budgets": args.budgets,
+              "beam_width": args.beam_width, "temperature": args.temperature, **found,
+              "machine": machine(), "seconds": round(time.perf_counter() - started, 1)}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS, "a") as fh:
+        fh.write(json.dumps(record, sort_keys=True) + "\n")
+    print(json.dumps(record, indent=1, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
