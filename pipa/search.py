@@ -73,9 +73,10 @@ def lm_proposer(model, tokenizer, prompts: Sequence[str], *, max_step_tokens: in
                 step_delimiter: str = "\n", is_final: Callable[[str], bool] = lambda s: False,
                 ) -> Proposer:
     """Next steps from ``model``: each request continues ``prompts[p] + prefix`` up to and
-    including ``step_delimiter`` (or EOS, or ``max_step_tokens``). A step is final when the
-    model stops with EOS, draws nothing more, or writes a line ``is_final`` accepts (the
-    world's answer line), so no round is spent waiting for the EOS after an answer.
+    including ``step_delimiter``. A step is final when the model stops with EOS, draws
+    nothing more, runs out of ``max_step_tokens`` (the step is cut and the solution ends
+    there), or writes a line ``is_final`` accepts (the world's answer line), so no round is
+    spent waiting for the EOS after an answer.
     Request k of round r samples with the row seed of (seed, r * 2^20 + k): reproducible,
     independent across rounds."""
     def propose(requests: Sequence[tuple[int, str]], round_: int) -> list[Step]:
