@@ -56,6 +56,21 @@ def logprob_scorer(model, tokenizer, format_prompt: Callable[[str], str],
     return score
 
 
+def reliability(values: Sequence[float], correct: Sequence[bool], n_bins: int = 10) -> list[dict]:
+    """g's reliability diagram: the step-end values in ``n_bins`` equal-width bins of [0, 1],
+    each with its mean g, the share of those step ends whose solution is correct, and the
+    count (empty bins left out). A calibrated g lies on the diagonal."""
+    if len(values) != len(correct):
+        raise ValueError(f"reliability: {len(values)} values but {len(correct)} labels")
+    bins: list[list[tuple[float, bool]]] = [[] for _ in range(n_bins)]
+    for g, c in zip(values, correct):
+        bins[min(int(g * n_bins), n_bins - 1)].append((g, bool(c)))
+    return [{"low": k / n_bins, "high": (k + 1) / n_bins,
+             "mean_g": sum(g for g, _ in b) / len(b),
+             "correct": sum(c for _, c in b) / len(b), "count": len(b)}
+            for k, b in enumerate(bins) if b]
+
+
 def _accuracy(problems: list[dict], texts: list[str], setting: str, fallback: str) -> dict:
     rows = grade_predictions(problems, texts, setting=setting, fallback=fallback)
     by: dict[str, list[bool]] = {}
@@ -149,5 +164,7 @@ def search_modes(model, head, tokenizer, problems: list[dict], *,
 
     flat_values = [v for per in values["g"] for v in per]
     flat_correct = [bool(r["correct"]) for per in graded for r in per]
+    pooled = [(g, c) for v, c in zip(flat_values, flat_correct) for g in v]
     return {"modes": rows, "verifier": verifier_metrics(flat_values, flat_correct),
+            "reliability": reliability([g for g, _ in pooled], [c for _, c in pooled]),
             "sampling_seconds": sampling_seconds}

@@ -199,3 +199,12 @@ def test_every_mode_runs_on_world_problems_and_counts_the_samples_it_shares(lm):
                      is_final=lambda s: False, setting="world", fallback="none",
                      budgets=[3], beam_width=2, temperature=1.0, max_step_tokens=8,
                      max_new_tokens=24, max_steps=3, seed=0)
+
+
+def test_the_reliability_diagram_bins_g_against_final_correctness():
+    from pipa.search_eval import reliability
+
+    bins = reliability([0.05, 0.15, 0.12, 0.95, 1.0], [False, True, False, True, True], 10)
+    assert [(b["low"], b["count"]) for b in bins] == [(0.0, 1), (0.1, 2), (0.9, 2)]
+    assert bins[1]["correct"] == 0.5 and bins[1]["mean_g"] == pytest.approx(0.135)
+    assert bins[2]["correct"] == 1.0          # g = 1.0 falls in the last bin
