@@ -97,9 +97,15 @@ def lock_outs(repo: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory) -> Path:
+    """The micro pipeline reproduced the main job's way (scripts/parallel_repro.py: two DVC
+    processes on two cores, half the wall time of one); test_same_seed_same_numbers runs
+    plain `dvc repro` against it."""
     repo = make_micro_repo(tmp_path_factory.mktemp("micro"))
-    proc = run(["dvc", "repro"], repo, timeout=1500)
+    proc = run([sys.executable, "scripts/parallel_repro.py", "--jobs", "2"], repo,
+               timeout=1500)
+    assert re.search(r"^\[2\] Running stage '", proc.stdout, re.MULTILINE), proc.stdout[-3000:]
     assert "Running stage 'report'" in proc.stdout
+    assert "Data and pipelines are up to date" in proc.stdout  # the closing `dvc repro`
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "repro"], repo)
     return repo
@@ -190,8 +196,9 @@ def test_threshold_change_reruns_only_step_level_cells(micro, tmp_path):
 
 def test_same_seed_same_numbers(micro, tmp_path):
     """A second, independent repro of two cells from scratch gives identical files, though
-    it runs differently: through scripts/parallel_repro.py (the main job's way), two DVC
-    processes at once, each stage's jobs inline instead of in forked workers.
+    it runs differently: plain `dvc repro`, one stage at a time, each stage's jobs in forked
+    workers, where the fixture ran scripts/parallel_repro.py (the main job's way: two DVC
+    processes at once, each stage's jobs inline).
 
     Compared: every artifact that carries numbers (weights, sampled data, labels, prior
     log-probs, predictions, metrics, loss curves), and then every output of every stage
@@ -199,13 +206,10 @@ def test_same_seed_same_numbers(micro, tmp_path):
     """
     repo = make_micro_repo(tmp_path / "again")
     cells = ["runs/main/paired_answer/dpo/ds/seed0", "runs/main/unpaired_step/pipa_m/qw/seed0"]
-    proc = run([sys.executable, "scripts/parallel_repro.py", "--jobs", "2",
-                "align_paired_answer@dpo-ds-0", "align_unpaired_step@pipa_m-qw-0"],
-               repo, timeout=1200)
-    # The two cells (and the two SFT models) ran side by side, in two DVC processes.
-    assert re.search(r"^\[2\] Running stage 'align_", proc.stdout, re.MULTILINE), proc.stdout[-3000:]
-    assert re.search(r"^\[2\] Running stage 'sft@", proc.stdout, re.MULTILINE), proc.stdout[-3000:]
-    assert "Data and pipelines are up to date" in proc.stdout  # the closing `dvc repro`
+    proc = run(["dvc", "repro", "align_paired_answer@dpo-ds-0",
+                "align_unpaired_step@pipa_m-qw-0"], repo, timeout=1200)
+    assert "Running stage 'align_paired_answer@dpo-ds-0'" in proc.stdout, proc.stdout[-3000:]
+    assert "Running stage 'sft@qw'" in proc.stdout, proc.stdout[-3000:]
     assert run(["dvc", "status", "align_paired_answer@dpo-ds-0",
                 "align_unpaired_step@pipa_m-qw-0"], repo).stdout.strip().endswith(
         "Data and pipelines are up to date.")
