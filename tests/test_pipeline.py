@@ -160,17 +160,22 @@ def test_second_repro_is_a_no_op(micro):
     assert stages_ran(proc.stdout) == set()
 
 
-def test_threshold_change_reruns_only_step_level_cells(micro, tmp_path):
-    """`dvc exp run -S threshold=...` re-runs the step-level labels, cells and report only.
-
-    The micro world's untrained sampler gives every intermediate step Q = -1, so only a
-    threshold of -1 changes its step labels; at 0.3 the labels come out identical and DVC
-    rightly re-runs nothing between the label stage and the report (checked first).
-    """
+def test_threshold_change_that_keeps_the_labels_reruns_only_the_label_stages(micro, tmp_path):
+    """`dvc exp run -S threshold=0.3` works on the params file DVC rewrites, and re-runs the
+    step-level label stages and the report only: the micro world's untrained sampler gives
+    every intermediate step Q = -1, so at 0.3 the labels come out identical and DVC rightly
+    re-runs nothing between the label stages and the report."""
     repo = copy_repo(micro, tmp_path / "exp")
-    params = yaml.safe_load((repo / "params.yaml").read_text())
     same = run(["dvc", "exp", "run", "-S", "threshold=0.3"], repo, timeout=1200)
     assert stages_ran(same.stdout) == {"labels_step@paired", "labels_step@unpaired", "report"}
+
+
+@pytest.mark.slow  # 3.5 min on the AVX2 type: every step-level cell re-runs, one at a time
+def test_threshold_change_reruns_only_step_level_cells(micro, tmp_path):
+    """`dvc exp run -S threshold=-1` (the one threshold that changes the micro world's step
+    labels) re-runs the step-level labels, cells, ablations and report, nothing else."""
+    repo = copy_repo(micro, tmp_path / "exp")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
     proc = run(["dvc", "exp", "run", "-S", "threshold=-1"], repo, timeout=1200)
     ran = stages_ran(proc.stdout)
     step_cells = {f"align_{s}@{a}-{m}-{seed}"
@@ -194,6 +199,24 @@ def test_threshold_change_reruns_only_step_level_cells(micro, tmp_path):
     assert ran <= allowed, f"unexpected stages re-ran: {sorted(ran - allowed)}"
 
 
+def test_a_cell_rerun_the_other_way_gives_the_same_bytes(micro, tmp_path):
+    """Two cells forced again with plain `dvc repro` (each stage's jobs in forked workers),
+    where the fixture ran them through scripts/parallel_repro.py (jobs inline, two DVC
+    processes): every output byte-identical, as DVC hashes them. The from-scratch version,
+    upstream stages included, is test_same_seed_same_numbers (slow)."""
+    repo = copy_repo(micro, tmp_path / "rerun")
+    cells = ["align_paired_answer@dpo-ds-0", "align_unpaired_step@pipa_m-qw-0"]
+    proc = run(["dvc", "repro", "-s", "-f", *cells], repo, timeout=900)
+    assert stages_ran(proc.stdout) == set(cells), proc.stdout[-3000:]
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    again = {o["path"]: o["md5"] for name in cells for o in lock[name]["outs"]}
+    first = lock_outs(micro)
+    assert len(again) >= 4, again  # per cell: the align folder, predictions, metrics
+    assert not [path for path in again if again[path] != first[path]]
+
+
+@pytest.mark.slow  # 2 min on the AVX2 type; test_a_cell_rerun_the_other_way_gives_the_same_bytes
+# is its default-run version
 def test_same_seed_same_numbers(micro, tmp_path):
     """A second, independent repro of two cells from scratch gives identical files, though
     it runs differently: plain `dvc repro`, one stage at a time, each stage's jobs in forked
