@@ -38,7 +38,7 @@ def summary() -> None:
         run = json.loads(line)
         for row in run["modes"]:
             acc = " / ".join(f"{v:.1f}" for v in row["accuracy"].values())
-            print(f"| {run['cell']} | {run['problems']} | {row['mode']} | {row['budget']} | "
+            print(f"| {run['cell']}{' (' + run['align_dir'] + ')' if 'levers' in run.get('align_dir', '') else ''} | {run['problems']} | {row['mode']} | {row['budget']} | "
                   f"{row['scorer'] or ''} | {acc} | {row['tokens_per_problem']:.0f} | "
                   f"{row['seconds'] if row['seconds'] is not None else ''} |")
         v = run["verifier"]
@@ -51,6 +51,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cell", help="SETTING/ALGORITHM/MODEL/SEED of a cell with a value head")
+    ap.add_argument("--align-dir", type=Path, default=None,
+                    help="read the policy from this align folder instead of the cell's in the "
+                         "default run (e.g. runs/levers/<tag>/<cell>/align from levers.py)")
     ap.add_argument("--problems", type=int, default=100, help="test problems per benchmark")
     ap.add_argument("--budgets", type=int, nargs="+", default=[4, 8])
     ap.add_argument("--beam-width", type=int, default=2)
@@ -71,7 +74,8 @@ def main() -> None:
     from pipa.world import extract_answer, subsample
 
     setting, algorithm, model_name, seed = args.cell.split("/")
-    folder = ROOT / "runs/main" / setting / algorithm / model_name / f"seed{seed}" / "align"
+    folder = args.align_dir or (ROOT / "runs/main" / setting / algorithm / model_name
+                                / f"seed{seed}" / "align")
     cfg = C.load(ROOT / "params.yaml")
     setup_runtime(cfg.runtime.threads, cfg.seed)
     tok, model = load_policy_model(cfg, model_name, folder / "model")
@@ -89,7 +93,8 @@ def main() -> None:
                          temperature=args.temperature, max_step_tokens=48,
                          max_new_tokens=cfg.eval.max_new_tokens, max_steps=cfg.eval.max_steps,
                          seed=int(seed), batch_size=cfg.eval.batch_size)
-    record = {"cell": args.cell, "problems": args.problems, "budgets": args.budgets,
+    record = {"cell": args.cell, "align_dir": str(folder.relative_to(ROOT)) if
+              folder.is_relative_to(ROOT) else str(folder), "problems": args.problems, "budgets": args.budgets,
               "beam_width": args.beam_width, "temperature": args.temperature, **found,
               "machine": machine(), "seconds": round(time.perf_counter() - started, 1)}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
