@@ -277,6 +277,21 @@ def compare(committed: Path, new: Path, bounds: dict) -> tuple[bool, list[str]]:
 
 # ---------------------------------------------------------------- measuring the bounds
 
+def merged_gains(run_a: Path, run_b: Path) -> list[pd.DataFrame]:
+    """Per table of ``run_a``, its rows joined with ``run_b``'s (suffixes ``_a``, ``_b``),
+    each with its ``gain`` over its own run's SFT start; the SFT start rows left out."""
+    starts_a = sft_starts(read_table(run_a / "table1.csv"))
+    starts_b = sft_starts(read_table(run_b / "table1.csv"))
+    out = []
+    for path in sorted(run_a.glob("table*.csv")):
+        a, b = read_table(path), read_table(run_b / path.name)
+        a = a.assign(gain=gains(a, starts_a, path))
+        b = b.assign(gain=gains(b, starts_b, run_b / path.name))
+        m = a.merge(b, on=table_key(a), suffixes=("_a", "_b"))
+        out.append(m[m["algorithm"] != "sft"] if "algorithm" in m.columns else m)
+    return out
+
+
 def measure(run_a: Path, run_b: Path) -> dict:
     """The variation between two runs of the same params on different machines: the SFT
     starts' root mean square difference, and that of the gains beyond seed noise."""
@@ -284,13 +299,7 @@ def measure(run_a: Path, run_b: Path) -> dict:
     starts_a, starts_b = sft_starts(a1), sft_starts(b1)
     start_d = [starts_b[k] - v for k, v in starts_a.items() if k in starts_b]
     excess, n_cells = [], 0
-    for path in sorted(run_a.glob("table*.csv")):
-        a, b = read_table(path), read_table(run_b / path.name)
-        key = table_key(a)
-        a = a.assign(gain=gains(a, starts_a, path))
-        b = b.assign(gain=gains(b, starts_b, run_b / path.name))
-        m = a.merge(b, on=key, suffixes=("_a", "_b"))
-        m = m[m["algorithm"] != "sft"] if "algorithm" in m.columns else m
+    for m in merged_gains(run_a, run_b):
         for row in m.to_dict("records"):
             seed = (_seed_var(row.get("std_a"), row.get("n_seeds_a"))
                     + _seed_var(row.get("std_b"), row.get("n_seeds_b")))
@@ -341,14 +350,7 @@ def agreement(run_a: Path, run_b: Path) -> dict:
                 same_order += (_sign(x["mean_a"] - y["mean_a"])
                                == _sign(x["mean_b"] - y["mean_b"]))
     same_gain = n_gain = 0
-    starts_a, starts_b = sft_starts(a1), sft_starts(b1)
-    for path in sorted(run_a.glob("table*.csv")):
-        ta, tb = read_table(path), read_table(run_b / path.name)
-        key = table_key(ta)
-        ta = ta.assign(gain=gains(ta, starts_a, path))
-        tb = tb.assign(gain=gains(tb, starts_b, run_b / path.name))
-        g = ta.merge(tb, on=key, suffixes=("_a", "_b"))
-        g = g[g["algorithm"] != "sft"] if "algorithm" in g.columns else g
+    for g in merged_gains(run_a, run_b):
         n_gain += len(g)
         same_gain += int(sum(_sign(x) == _sign(y) for x, y in zip(g["gain_a"], g["gain_b"])))
     out = {"a": _describe(provenance(run_a)), "b": _describe(provenance(run_b)),

@@ -93,8 +93,10 @@ def main() -> None:
                          temperature=args.temperature, max_step_tokens=48,
                          max_new_tokens=cfg.eval.max_new_tokens, max_steps=cfg.eval.max_steps,
                          seed=int(seed), batch_size=cfg.eval.batch_size)
-    record = {"cell": args.cell, "align_dir": str(folder.relative_to(ROOT)) if
-              folder.is_relative_to(ROOT) else str(folder), "problems": args.problems, "budgets": args.budgets,
+    where = folder.resolve()
+    record = {"cell": args.cell,
+              "align_dir": str(where.relative_to(ROOT) if where.is_relative_to(ROOT) else where),
+              "problems": args.problems, "budgets": args.budgets,
               "beam_width": args.beam_width, "temperature": args.temperature, **found,
               "machine": machine(), "seconds": round(time.perf_counter() - started, 1)}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
