@@ -277,11 +277,10 @@ def compare(committed: Path, new: Path, bounds: dict) -> tuple[bool, list[str]]:
 
 # ---------------------------------------------------------------- measuring the bounds
 
-def merged_gains(run_a: Path, run_b: Path) -> list[pd.DataFrame]:
+def merged_gains(run_a: Path, run_b: Path, starts_a: dict, starts_b: dict) -> list[pd.DataFrame]:
     """Per table of ``run_a``, its rows joined with ``run_b``'s (suffixes ``_a``, ``_b``),
-    each with its ``gain`` over its own run's SFT start; the SFT start rows left out."""
-    starts_a = sft_starts(read_table(run_a / "table1.csv"))
-    starts_b = sft_starts(read_table(run_b / "table1.csv"))
+    each with its ``gain`` over its own run's SFT start (``sft_starts`` of each run's
+    Table 1); the SFT start rows left out."""
     out = []
     for path in sorted(run_a.glob("table*.csv")):
         a, b = read_table(path), read_table(run_b / path.name)
@@ -299,7 +298,7 @@ def measure(run_a: Path, run_b: Path) -> dict:
     starts_a, starts_b = sft_starts(a1), sft_starts(b1)
     start_d = [starts_b[k] - v for k, v in starts_a.items() if k in starts_b]
     excess, n_cells = [], 0
-    for m in merged_gains(run_a, run_b):
+    for m in merged_gains(run_a, run_b, starts_a, starts_b):
         for row in m.to_dict("records"):
             seed = (_seed_var(row.get("std_a"), row.get("n_seeds_a"))
                     + _seed_var(row.get("std_b"), row.get("n_seeds_b")))
@@ -350,7 +349,7 @@ def agreement(run_a: Path, run_b: Path) -> dict:
                 same_order += (_sign(x["mean_a"] - y["mean_a"])
                                == _sign(x["mean_b"] - y["mean_b"]))
     same_gain = n_gain = 0
-    for g in merged_gains(run_a, run_b):
+    for g in merged_gains(run_a, run_b, sft_starts(a1), sft_starts(b1)):
         n_gain += len(g)
         same_gain += int(sum(_sign(x) == _sign(y) for x, y in zip(g["gain_a"], g["gain_b"])))
     out = {"a": _describe(provenance(run_a)), "b": _describe(provenance(run_b)),

@@ -141,12 +141,12 @@ def search_modes(model, head, tokenizer, problems: list[dict], *,
     values = {name: search.step_scores(samples, scorers[name], split_steps)
               for name in ("g", "oracle") if name in scorers}
     sampling_seconds = round(time.perf_counter() - started, 1)
+    # each sample's answer as its grader extracted it: what majority vote counts
+    answers = [{text: row["extracted"] for (text, _), row in zip(drawn, rows_p)}
+               for drawn, rows_p in zip(samples, graded)]
     for n in budgets:
-        majority = []
-        for drawn, rows_p in zip(samples, graded):
-            answer_of = {text: row["extracted"] for (text, _), row in zip(drawn, rows_p)}
-            majority.append(search.majority_vote(drawn[:n], answer_of.get))
-        record("majority", n, None, majority)
+        record("majority", n, None, [search.majority_vote(drawn[:n], answer_of.get)
+                                     for drawn, answer_of in zip(samples, answers)])
         for name, per_problem in values.items():
             for reduce in ("min", "last"):
                 record(f"best_of_n_{reduce}", n, name,
