@@ -82,8 +82,11 @@ def cell_table(col) -> pd.DataFrame:
 
 
 def study_provenance(col) -> dict:
-    """Precisions and machines recorded by the cells that trained (their ``train.json``)."""
+    """Precisions and machines recorded by the cells that trained (their ``train.json``),
+    with the learning rates they chose on validation and their optimizer steps."""
     precisions, machines, recorded, cells = set(), [], 0, 0
+    chosen: dict[str, int] = {}
+    steps: list[int] = []
     for group in ("main", "ablation", "threshold"):
         for c in col.cells[group]:
             cells += 1
@@ -91,6 +94,11 @@ def study_provenance(col) -> dict:
             if not path.is_file():
                 continue
             info = json.loads(path.read_text())
+            if "selected_lr" in info:
+                lr = f"{float(info['selected_lr']):g}"
+                chosen[lr] = chosen.get(lr, 0) + 1
+            if "steps" in info:
+                steps.append(int(info["steps"]))
             if "precision" not in info:
                 continue
             recorded += 1
@@ -98,4 +106,6 @@ def study_provenance(col) -> dict:
             if info.get("machine") not in machines:
                 machines.append(info.get("machine"))
     return {"precision": sorted(precisions), "machines": machines,
-            "cells": cells, "cells_recorded": recorded}
+            "cells": cells, "cells_recorded": recorded,
+            "selected_lr": dict(sorted(chosen.items(), key=lambda kv: float(kv[0]))),
+            "steps": [min(steps), max(steps)] if steps else []}

@@ -200,13 +200,16 @@ class Pretrain:
     warmup: int
     min_lr_ratio: float
     weight_decay: float
+    seed: int | None = None  # the base model's own seed (init, batch order); None: `seed`
 
     @classmethod
     def from_mapping(cls, m: Mapping) -> Pretrain:
+        seed = m.get("seed")
         return cls(steps=int(m["steps"]), batch_size=int(m["batch_size"]),
                    seq_len=int(m["seq_len"]), lr=float(m["lr"]), warmup=int(m["warmup"]),
                    min_lr_ratio=float(m["min_lr_ratio"]),
-                   weight_decay=float(m.get("weight_decay", 0.0)))
+                   weight_decay=float(m.get("weight_decay", 0.0)),
+                   seed=None if seed is None else int(seed))
 
 
 @dataclass(frozen=True)

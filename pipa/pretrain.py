@@ -51,7 +51,10 @@ def pretrain_base(cfg: Config, model_name: str, world_dir: str | Path, out_dir: 
     from pipa.models import build_model, count_parameters, train_tokenizer
     from pipa.training import fit, make_accelerator
 
-    fam, pcfg, seed = cfg.family(model_name), cfg.pretrain, cfg.seed
+    fam, pcfg = cfg.family(model_name), cfg.pretrain
+    # A base model of its own seed (pretrain.seed) measures the base model's variation
+    # while the data (world, sampling, pairing) stays that of `seed`.
+    seed = cfg.seed if pcfg.seed is None else pcfg.seed
     setup_runtime(threads or cfg.runtime.threads, seed)
     docs = (Path(world_dir) / f"corpus_{model_name}.txt").read_text().split("\x00")
     started = time.perf_counter()
@@ -88,7 +91,7 @@ def pretrain_base(cfg: Config, model_name: str, world_dir: str | Path, out_dir: 
         model.save_pretrained(tmp)
         summary = {
             "model": model_name, "family": fam.family, "parameters": count_parameters(model),
-            "vocab_size": len(tok), "corpus_tokens": len(stream), "steps": n_steps,
+            "vocab_size": len(tok), "corpus_tokens": len(stream), "steps": n_steps, "seed": seed,
             "final_loss": last["loss"], "precision": precision, "machine": machine(),
         }
         # No wall-clock time in the cached folder: a re-run with the same numbers then has

@@ -201,6 +201,7 @@ RULES: dict[str, Check] = {
     "pretrain.warmup": integer(0),
     "pretrain.min_lr_ratio": PROBABILITY,
     "pretrain.weight_decay": number(0),
+    "pretrain.seed": optional(integer(0)),
     "sampling.model": text(),
     "sampling.n_problems": optional(integer(1)),
     "sampling.samples_per_problem": integer(1),

@@ -439,11 +439,13 @@ def test_optional_keys_take_their_defaults_in_the_typed_config(default_params):
         params["align"].pop(key, None)
     params["sampling"].pop("include_gold", None)
     params["pretrain"].pop("weight_decay", None)
+    params["pretrain"].pop("seed", None)
     cfg = parse(params, "params.yaml", ALGORITHMS)
     assert (cfg.eval.decoding, cfg.eval.max_steps, cfg.eval.stop_strings,
             cfg.eval.answer_fallback) == ("greedy", 16, (), "last_number")
     assert cfg.align.val_problems is None and cfg.align.value_head_lr is None
     assert cfg.sampling.include_gold is False and cfg.pretrain.weight_decay == 0.0
+    assert cfg.pretrain.seed is None
 
 
 def test_parse_refuses_what_validate_refuses(default_params):

@@ -194,7 +194,20 @@ def _provenance_words(prov: dict) -> str:
             f"{', '.join(prov['precision']) or 'not recorded'} (`runtime.mixed_precision: "
             f"{{auto, fp32, bf16}}`; {prov['cells_recorded']} of {prov['cells']} aligned "
             "cells recorded it). Another CPU type gives other numbers: "
-            "`python -m pipa.compare` checks a rerun within measured bounds.")
+            "`python -m pipa.compare` checks a rerun within measured bounds."
+            + _training_words(prov))
+
+
+def _training_words(prov: dict) -> str:
+    """What the cells trained with, as their train.json recorded it."""
+    chosen, steps = prov.get("selected_lr") or {}, prov.get("steps") or []
+    if not chosen:
+        return ""
+    lrs = ", ".join(f"{lr} in {n}" for lr, n in chosen.items())
+    span = "" if not steps else (f"; {steps[0]}" if steps[0] == steps[1]
+                                 else f"; {steps[0]}-{steps[1]}") + " optimizer steps per cell"
+    return (f"\n- Learning rate each aligned cell chose on validation (`align.lr_grid`): "
+            f"{lrs} of {sum(chosen.values())} cells{span}.")
 
 
 def power_words(power: pd.DataFrame | None, tables: list[Table]) -> list[str]:
