@@ -91,8 +91,9 @@ def make_tree(root: Path) -> None:
                         _write_curve(root, run, "value_label_likelihood",
                                      0.5 + 0.01 * steps + 0.002 * s)
                         verifier = {"auc_step": 0.6 + 0.01 * s, "auc_last": 0.7, "solutions": N}
-                        (root / run / "align" / "train.json").write_text(
-                            json.dumps({"verifier": verifier}))
+                        (root / run / "align" / "train.json").write_text(json.dumps(
+                            {"verifier": verifier, "selected_lr": 2e-5 if s == 0 else 2e-4,
+                             "steps": 21 if setting.startswith("paired") else 50}))
                     if alg in ("dpo", "step_dpo"):
                         sign = -1 if alg == "dpo" else 1
                         _write_curve(root, run, "reward_correct", sign * 0.1 * steps)
@@ -301,6 +302,18 @@ def test_figures_readme_and_plots(built):
     pipa_rows = cells[cells["algorithm"].isin(["pipa_m", "pipa_n"]) & (cells["group"] == "main")]
     assert pipa_rows["value_auc_step"].notna().all()
     assert cells[cells["algorithm"] == "dpo"]["value_auc_step"].isna().all()
+
+
+def test_readme_states_the_lr_each_cell_chose_and_its_steps(built):
+    """From the cells' train.json, not from params: what ran, not what was asked."""
+    _, out, _ = built
+    prov = json.loads((out / "provenance.json").read_text())
+    # PIPA-M and PIPA-N cells of the tree: 6 per model and seed, 12 per seed over 2 models
+    assert prov["selected_lr"] == {"2e-05": 12, "0.0002": 12}
+    assert prov["steps"] == [21, 50]
+    text = (out / "README.md").read_text()
+    assert ("chose on validation (`align.lr_grid`): 2e-05 in 12, 0.0002 in 12 of 24 cells; "
+            "21-50 optimizer steps per cell.") in text
 
 
 def test_missing_cells_listed_in_one_error(tmp_path):
