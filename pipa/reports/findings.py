@@ -204,8 +204,11 @@ def _training_words(prov: dict) -> str:
     if not chosen:
         return ""
     lrs = ", ".join(f"{lr} in {n}" for lr, n in chosen.items())
-    span = "" if not steps else (f"; {steps[0]}" if steps[0] == steps[1]
-                                 else f"; {steps[0]}-{steps[1]}") + " optimizer steps per cell"
+    span = ""
+    if steps:
+        low, high = steps
+        count = str(low) if low == high else f"{low}-{high}"
+        span = f"; {count} optimizer steps per cell"
     return (f"\n- Learning rate each aligned cell chose on validation (`align.lr_grid`): "
             f"{lrs} of {sum(chosen.values())} cells{span}.")
 
