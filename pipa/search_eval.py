@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -71,11 +73,17 @@ def reliability(values: Sequence[float], correct: Sequence[bool], n_bins: int = 
             for k, b in enumerate(bins) if b]
 
 
-def _accuracy(problems: list[dict], texts: list[str], setting: str, fallback: str) -> dict:
+def _correct(problems: list[dict], texts: list[str], setting: str, fallback: str) -> list[int]:
+    """1/0 per problem, in ``problems``' order: is ``texts[i]`` right?"""
     rows = grade_predictions(problems, texts, setting=setting, fallback=fallback)
-    by: dict[str, list[bool]] = {}
-    for row in rows:
-        by.setdefault(row["benchmark"], []).append(bool(row["correct"]))
+    by_id = {(r["benchmark"], r["id"]): int(bool(r["correct"])) for r in rows}
+    return [by_id[(p["benchmark"], p["id"])] for p in problems]
+
+
+def _accuracy(problems: list[dict], correct: list[int]) -> dict:
+    by: dict[str, list[int]] = {}
+    for p, c in zip(problems, correct):
+        by.setdefault(p["benchmark"], []).append(c)
     return {bench: 100.0 * sum(c) / len(c) for bench, c in sorted(by.items())}
 
 
@@ -95,13 +103,17 @@ def search_modes(model, head, tokenizer, problems: list[dict], *,
                  format_prompt: Callable[[str], str], is_final: Callable[[str], bool],
                  setting: str, fallback: str, budgets: Sequence[int], beam_width: int,
                  temperature: float, max_step_tokens: int, max_new_tokens: int,
-                 max_steps: int, seed: int, batch_size: int = 64) -> dict:
+                 max_steps: int, seed: int, batch_size: int = 64,
+                 references: bool = True) -> dict:
     """Every mode on ``problems`` (the common schema; the oracle needs the world's).
     ``model`` is the policy, ``head`` its ``ValueHead``; ``is_final`` tells a step that
-    gives the final answer. Returns ``{"modes": [...], "verifier": ..., "seconds": ...}``:
-    one row per mode and budget (accuracy per benchmark, mean sampled tokens per problem;
-    a beam's seconds), g's AUC as a verifier on the N sampled solutions of each problem,
-    and the seconds spent sampling and scoring them (shared by majority and best-of-N)."""
+    gives the final answer; ``references``: also the beams scored by chance and by the
+    world's oracle (and best-of-N by the oracle). Returns ``{"problems", "modes",
+    "verifier", "reliability", "sampling_seconds"}``: the problems' (benchmark, id) in order;
+    one row per mode and budget (accuracy per benchmark, ``correct``: 1/0 per problem in
+    that order, mean sampled tokens per problem, a beam's seconds); g's AUC as a verifier
+    on the N sampled solutions of each problem and its reliability bins; and the seconds
+    spent sampling and scoring them (shared by majority and best-of-N)."""
     from pipa.value_head import PolicyWithValueHead
 
     for n in budgets:
@@ -113,17 +125,18 @@ def search_modes(model, head, tokenizer, problems: list[dict], *,
     value = search.value_scorer(PolicyWithValueHead(model, head), tokenizer, format_prompt,
                                 questions, batch_size=batch_size)
     scorers = {"g": value,
-               "policy": logprob_scorer(model, tokenizer, format_prompt, questions, batch_size),
-               "random": search.random_scorer(seed, questions)}
-    if setting == "world":
-        scorers["oracle"] = search.world_oracle(questions)
+               "policy": logprob_scorer(model, tokenizer, format_prompt, questions, batch_size)}
+    if references:  # they judge the search, not the cell: Table 5 runs them on some cells
+        scorers["random"] = search.random_scorer(seed, questions)
+        if setting == "world":
+            scorers["oracle"] = search.world_oracle(questions)
     rows = []
 
     def record(mode: str, budget: int, scorer: str | None, found: list[search.Searched],
                seconds: float | None = None) -> None:
+        correct = _correct(problems, [f.text for f in found], setting, fallback)
         rows.append({"mode": mode, "budget": budget, "scorer": scorer,
-                     "accuracy": _accuracy(problems, [f.text for f in found], setting,
-                                           fallback),
+                     "accuracy": _accuracy(problems, correct), "correct": correct,
                      "tokens_per_problem": sum(f.tokens for f in found) / n_problems,
                      "seconds": None if seconds is None else round(seconds, 1)})
 
@@ -165,6 +178,68 @@ def search_modes(model, head, tokenizer, problems: list[dict], *,
     flat_values = [v for per in values["g"] for v in per]
     flat_correct = [bool(r["correct"]) for per in graded for r in per]
     pooled = [(g, c) for v, c in zip(flat_values, flat_correct) for g in v]
-    return {"modes": rows, "verifier": verifier_metrics(flat_values, flat_correct),
+    return {"problems": [{"benchmark": p["benchmark"], "id": p["id"]} for p in problems],
+            "modes": rows, "verifier": verifier_metrics(flat_values, flat_correct),
             "reliability": reliability([g for g, _ in pooled], [c for _, c in pooled]),
             "sampling_seconds": sampling_seconds}
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """What Table 5 searches with (issue #20): ``problems`` test problems per benchmark (a
+    fixed subsample drawn with the data seed, the same for every cell), the budgets N, the
+    beam width B1 (B2 = N / B1), the sampling temperature, the longest step, and whether the
+    cell also runs the reference scorers (chance and the world's oracle)."""
+
+    problems: int | None = 100
+    budgets: tuple[int, ...] = (4, 8)
+    beam_width: int = 2
+    temperature: float = 0.8
+    max_step_tokens: int = 48
+    references: bool = True
+
+
+def final_step_test(setting: str) -> Callable[[str], bool]:
+    """Does a step give the final answer? The world's answer line, or a ``\\boxed{}``."""
+    if setting == "world":
+        from pipa.world import extract_answer
+
+        return lambda step: extract_answer(step) is not None
+    return lambda step: "\\boxed" in step
+
+
+def search_cell(cfg, spec: SearchSpec, *, model_name: str, seed: int, align_dir: str | Path,
+                world_dir: str | Path) -> dict:
+    """Every mode of ``search_modes`` on one trained cell with a value head (its
+    ``align/model``), on ``spec.problems`` test problems per benchmark; the record Table 5
+    reads, with the spec, the machine and the seconds. Threads are the caller's to set
+    (``pipa.hardware.setup_runtime``, or a ``pipa.parallel.fork_map`` worker)."""
+    from pipa.evaluation import eval_problems, grading_setting
+    from pipa.hardware import machine
+    from pipa.model_io import load_policy_model, prompt_formatter
+    from pipa.value_head import VALUE_HEAD_WEIGHTS, load_value_head
+    from pipa.world import subsample
+
+    model_dir = Path(align_dir) / "model"
+    tok, model = load_policy_model(cfg, model_name, model_dir)
+    if not (model_dir / VALUE_HEAD_WEIGHTS).is_file():
+        raise ValueError(f"{model_dir}: no value head ({VALUE_HEAD_WEIGHTS}); Table 5 "
+                         "searches the cells of algorithms that train one (PIPA)")
+    head = load_value_head(model_dir)
+    test = eval_problems(cfg, world_dir, "test")
+    problems = [p for bench in cfg.data.benchmarks
+                for p in subsample([q for q in test if q["benchmark"] == bench],
+                                   spec.problems, cfg.seed)]
+    setting = grading_setting(cfg)
+    started = time.perf_counter()
+    found = search_modes(model, head, tok, problems,
+                         format_prompt=prompt_formatter(cfg, model_name, tok),
+                         is_final=final_step_test(setting), setting=setting,
+                         fallback=cfg.eval.answer_fallback, budgets=spec.budgets,
+                         beam_width=spec.beam_width, temperature=spec.temperature,
+                         max_step_tokens=spec.max_step_tokens,
+                         max_new_tokens=cfg.eval.max_new_tokens,
+                         max_steps=cfg.eval.max_steps, seed=seed,
+                         batch_size=cfg.eval.batch_size, references=spec.references)
+    return {**found, "spec": asdict(spec), "seed": seed, "machine": machine(),
+            "seconds": round(time.perf_counter() - started, 1)}

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,39 +65,23 @@ def main() -> None:
     if not args.cell:
         ap.error("--cell is required (or --summary)")
 
-    from pipa.evaluation import eval_problems, grading_setting
-    from pipa.hardware import machine, setup_runtime
-    from pipa.model_io import load_policy_model, prompt_formatter
-    from pipa.search_eval import search_modes
-    from pipa.value_head import load_value_head
-    from pipa.world import extract_answer, subsample
+    from pipa.hardware import setup_runtime
+    from pipa.search_eval import SearchSpec, search_cell
 
     setting, algorithm, model_name, seed = args.cell.split("/")
     folder = args.align_dir or (ROOT / "runs/main" / setting / algorithm / model_name
                                 / f"seed{seed}" / "align")
     cfg = C.load(ROOT / "params.yaml")
     setup_runtime(cfg.runtime.threads, cfg.seed)
-    tok, model = load_policy_model(cfg, model_name, folder / "model")
-    head = load_value_head(folder / "model")
-    test = eval_problems(cfg, ROOT / "data/world", "test")
-    problems = [p for bench in cfg.data.benchmarks
-                for p in subsample([q for q in test if q["benchmark"] == bench],
-                                   args.problems, cfg.seed)]
-    started = time.perf_counter()
-    found = search_modes(model, head, tok, problems,
-                         format_prompt=prompt_formatter(cfg, model_name, tok),
-                         is_final=lambda step: extract_answer(step) is not None,
-                         setting=grading_setting(cfg), fallback=cfg.eval.answer_fallback,
-                         budgets=args.budgets, beam_width=args.beam_width,
-                         temperature=args.temperature, max_step_tokens=48,
-                         max_new_tokens=cfg.eval.max_new_tokens, max_steps=cfg.eval.max_steps,
-                         seed=int(seed), batch_size=cfg.eval.batch_size)
+    spec = SearchSpec(problems=args.problems, budgets=tuple(args.budgets),
+                      beam_width=args.beam_width, temperature=args.temperature)
+    found = search_cell(cfg, spec, model_name=model_name, seed=int(seed), align_dir=folder,
+                        world_dir=ROOT / "data/world")
     where = folder.resolve()
     record = {"cell": args.cell,
               "align_dir": str(where.relative_to(ROOT) if where.is_relative_to(ROOT) else where),
               "problems": args.problems, "budgets": args.budgets,
-              "beam_width": args.beam_width, "temperature": args.temperature, **found,
-              "machine": machine(), "seconds": round(time.perf_counter() - started, 1)}
+              "beam_width": args.beam_width, "temperature": args.temperature, **found}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with open(RESULTS, "a") as fh:
         fh.write(json.dumps(record, sort_keys=True) + "\n")

@@ -168,7 +168,7 @@ def test_the_policy_scorer_is_the_log_probability_the_decoder_drew_the_step_with
         assert v[-1] == pytest.approx(r.logprob, abs=1e-3)
 
 
-def test_every_mode_runs_on_world_problems_and_counts_the_samples_it_shares(lm):
+def test_every_mode_runs_on_world_problems_and_counts_the_samples_it_shares(lm, tmp_path):
     from pipa.search_eval import search_modes
     from pipa.value_head import ValueHead
 
@@ -194,6 +194,38 @@ def test_every_mode_runs_on_world_problems_and_counts_the_samples_it_shares(lm):
         modes[("greedy", 1, None)]["tokens_per_problem"] * 0.5
     assert all(set(r["accuracy"]) == {"gsm", "math"} for r in found["modes"])
     assert found["verifier"]["solutions"] <= 4 * 4
+    # per-problem verdicts in the problems' order, the accuracy their mean per benchmark
+    assert [p["id"] for p in found["problems"]] == [p["id"] for p in problems]
+    for row in found["modes"]:
+        assert len(row["correct"]) == 4 and set(row["correct"]) <= {0, 1}
+        assert row["accuracy"]["gsm"] == 100 * (row["correct"][1] + row["correct"][3]) / 2
+    # without the references: no beam by chance or by the oracle; the rest unchanged
+    bare = search_modes(model, ValueHead(32), tok, problems, format_prompt=format_prompt,
+                        is_final=lambda s: extract_answer(s) is not None, setting="world",
+                        fallback="none", budgets=[2, 4], beam_width=2, temperature=1.0,
+                        max_step_tokens=8, max_new_tokens=24, max_steps=3, seed=0,
+                        references=False)
+    assert {r["scorer"] for r in bare["modes"]} == {None, "g", "policy"}
+    assert [r for r in found["modes"] if r["scorer"] in (None, "g", "policy")] == \
+        [dict(r, seconds=f["seconds"]) for r, f in zip(
+            bare["modes"], [m for m in found["modes"] if m["scorer"] in (None, "g", "policy")])]
+    # the records Table 5 reads, from the real modes: the table builds from them
+    from pipa.reports.search_table import build
+
+    spec = {"problems": 2, "budgets": [2, 4], "beam_width": 2, "temperature": 1.0,
+            "max_step_tokens": 8, "references": True}
+    records = [{**found, "spec": spec, "setting": "unpaired_step", "algorithm": "pipa_m",
+                "model": "ds", "seed": 0},
+               {**bare, "spec": {**spec, "references": False}, "setting": "unpaired_step",
+                "algorithm": "pipa_m", "model": "ds", "seed": 1}]
+    built = build(records, tmp_path)
+    assert {f.name for f in tmp_path.iterdir()} == {
+        "table5.md", "table5.tex", "table5.csv", "verifier.csv", "reliability.csv",
+        "reliability.png"}
+    long = built["table"].long
+    assert set(long[long["reference"]]["scorer"]) == {"oracle", "random"}
+    assert (long[~long["reference"]]["n_seeds"] == 2).all()
+    assert (long[long["reference"]]["n_seeds"] == 1).all()
     with pytest.raises(ValueError, match="multiple of beam_width"):
         search_modes(model, ValueHead(32), tok, problems, format_prompt=format_prompt,
                      is_final=lambda s: False, setting="world", fallback="none",
@@ -208,3 +240,75 @@ def test_the_reliability_diagram_bins_g_against_final_correctness():
     assert [(b["low"], b["count"]) for b in bins] == [(0.0, 1), (0.1, 2), (0.9, 2)]
     assert bins[1]["correct"] == 0.5 and bins[1]["mean_g"] == pytest.approx(0.135)
     assert bins[2]["correct"] == 1.0          # g = 1.0 falls in the last bin
+
+
+def _record(seed: int, model: str, beam_right: list[int], maj_right: list[int]) -> dict:
+    """A cell record as ``search_cell`` writes it, with scripted verdicts on 40 problems of
+    one benchmark: the value beam right where ``beam_right``, majority where ``maj_right``."""
+    n = len(maj_right)
+    rows = [{"mode": "greedy", "budget": 1, "scorer": None, "correct": maj_right},
+            {"mode": "majority", "budget": 4, "scorer": None, "correct": maj_right},
+            {"mode": "step_beam", "budget": 4, "scorer": "g", "correct": beam_right},
+            {"mode": "best_of_n_min", "budget": 4, "scorer": "g", "correct": maj_right},
+            {"mode": "step_beam", "budget": 4, "scorer": "oracle", "correct": [1] * n}]
+    for r in rows:
+        r.update(accuracy={"gsm": 100 * sum(r["correct"]) / n}, tokens_per_problem=10.0 * r["budget"],
+                 seconds=None)
+    return {"setting": "unpaired_step", "algorithm": "pipa_m", "model": model, "seed": seed,
+            "problems": [{"benchmark": "gsm", "id": f"p{i}"} for i in range(n)],
+            "modes": rows, "spec": {"problems": n, "budgets": [4], "beam_width": 2,
+                                    "temperature": 0.8, "max_step_tokens": 48,
+                                    "references": True},
+            "verifier": {"auc_step": 0.5 + 0.1 * seed, "auc_last": 0.6, "auc_min": 0.55,
+                         "solutions": 4 * n},
+            "reliability": [{"low": 0.4, "high": 0.5, "mean_g": 0.45, "correct": 0.25,
+                             "count": 10 + seed}]}
+
+
+def test_table5_tests_the_value_beam_against_majority_at_the_same_budget():
+    from pipa.reports.search_table import (
+        SearchRecordError,
+        pooled_reliability,
+        table5,
+        verifier_table,
+    )
+
+    maj = [1] * 16 + [0] * 24                       # majority: 40%
+    better = [1] * 32 + [0] * 8                     # the value beam: 80%, on a superset
+    worse = [1] * 4 + [0] * 36                      # the value beam: 10%, on a subset
+    records = [_record(s, "ds", better, maj) for s in (0, 1)] + \
+        [_record(s, "qw", worse, maj) for s in (0, 1)]
+    t = table5(records, benchmark_labels={"gsm": "Tier 1"})
+    long = t.long.set_index(["model", "mode", "scorer", "budget"])
+    assert long.loc[("ds", "step_beam", "g", 4), "p_vs_majority"] < 0.001
+    assert long.loc[("qw", "step_beam", "g", 4), "p_vs_majority"] > 0.99
+    assert long.loc[("ds", "step_beam", "g", 4), "mean"] == 80.0
+    # best-of-N equal to majority everywhere: no evidence either way
+    assert long.loc[("ds", "best_of_n_min", "g", 4), "p_vs_majority"] == 1.0
+    # majority itself and greedy carry no p; the oracle is a reference row
+    assert t.long[t.long["mode"].isin(["majority", "greedy"])]["p_vs_majority"].isna().all()
+    assert t.long.set_index("scorer").loc["oracle", "reference"].all()
+    md = t.markdown()
+    assert "**80.00 ± 0.00 (p" in md and "oracle beam N=4: 100.0" in md
+    assert "Power: the smallest difference" in md
+    assert "Tier 1" in md and "tokens / problem" in md
+    v = verifier_table(records).set_index("model")
+    assert v.loc["ds", "auc_step"] == pytest.approx(0.55) and v.loc["ds", "n_seeds"] == 2
+    pooled = pooled_reliability(records)
+    assert list(pooled["count"]) == [21, 21] and list(pooled["correct"]) == [0.25, 0.25]
+    # cells that searched other problems cannot be paired: a clear error naming the cell
+    other = _record(1, "ds", better, maj)
+    other["problems"] = other["problems"][::-1]
+    with pytest.raises(SearchRecordError, match="unpaired_step/pipa_m/ds/seed1: searched "
+                                                 "other problems"):
+        table5([records[0], other])
+    with pytest.raises(SearchRecordError, match="no searched cell"):
+        table5([])
+
+
+def test_table5_names_every_missing_cell_record(tmp_path):
+    from pipa.reports.search_table import SearchRecordError, read_records
+
+    with pytest.raises(SearchRecordError, match=r"2 searched cell\(s\) missing: .*a.json, "
+                                                 r".*b.json; run their search stages"):
+        read_records([({"seed": 0}, tmp_path / "a.json"), ({"seed": 1}, tmp_path / "b.json")])
