@@ -171,16 +171,23 @@ class _Beam:
     steps: tuple[str, ...]
     score: float
     done: bool
+    tokens: int = 0  # drawn for this path's own steps
 
 
 def value_beam(n_problems: int, propose: Proposer, score: StepScorer, *, beam_width: int,
-               n_samples: int, max_steps: int) -> list[Searched]:
+               n_samples: int, max_steps: int, max_tokens: int | None = None) -> list[Searched]:
     """Step-level beam search with B1 = ``beam_width`` beams and B2 = ``n_samples`` next steps
     per beam, scored by ``score`` at the new step's end. Each round every unfinished beam of
     every problem is extended (one batched ``propose`` call); the pool (new candidates and
     the solutions already finished) keeps its ``beam_width`` best by score, ties to the
     earlier candidate. After ``max_steps`` rounds, or when every beam is finished, the best
-    finished solution is the answer (the best partial one if none finished)."""
+    finished solution is the answer (the best partial one if none finished).
+
+    ``max_tokens``: a path whose own steps have drawn that many tokens is finished, as a
+    whole-solution sample stops at its ``max_new_tokens`` (so the beam may not write longer
+    solutions than the samples it is compared with). A proposal that drew only an EOS adds
+    no step: its path ends as it was, with the score it had (-inf for an empty solution,
+    which the scorer cannot score)."""
     if beam_width < 1 or n_samples < 1 or max_steps < 1:
         raise ValueError("value_beam: beam_width, n_samples and max_steps must be >= 1")
     beams = [[_Beam((), 0.0, False)] for _ in range(n_problems)]
@@ -191,12 +198,20 @@ def value_beam(n_problems: int, propose: Proposer, score: StepScorer, *, beam_wi
         if not requests:
             break
         steps = propose([(p, "".join(beam.steps)) for p, beam in requests], round_)
-        grown = [beam.steps + (step.text,) for (_, beam), step in zip(requests, steps)]
-        values = score([p for p, _ in requests], grown)
+        grown = [beam.steps + (step.text,) if step.text else beam.steps
+                 for (_, beam), step in zip(requests, steps)]
+        new = [k for k, step in enumerate(steps) if step.text]
+        scored = dict(zip(new, score([requests[k][0] for k in new], [grown[k] for k in new])))
         pools = [[b for b in plist if b.done] for plist in beams]
-        for (p, _), step, path, value in zip(requests, steps, grown, values):
+        for k, ((p, beam), step, path) in enumerate(zip(requests, steps, grown)):
             tokens[p] += step.tokens
-            pools[p].append(_Beam(path, value[-1], step.done))
+            used = beam.tokens + step.tokens
+            if k in scored:
+                value = scored[k][-1]
+            else:  # nothing new to score: the path keeps its score, or has none
+                value = beam.score if path else float("-inf")
+            done = step.done or (max_tokens is not None and used >= max_tokens)
+            pools[p].append(_Beam(path, value, done, used))
         # sorted() is stable: equal scores keep the order they were proposed in
         beams = [sorted(pool, key=lambda b: -b.score)[:beam_width] for pool in pools]
     out = []

@@ -1,17 +1,19 @@
 """One model with a value head, every decoding mode of ``pipa.search``, graded on the same
 problems: Table 5's cell (issue #20).
 
-For each budget N: majority@N and best-of-N (by g: the minimum and the last step end) on the
-same N samples; the step beam with B1 = ``beam_width`` and B2 = N / B1 scored by g (the value
+For each budget N: best-of-N (by g: the minimum and the last step end) on N samples; the step beam with B1 = ``beam_width`` and B2 = N / B1 scored by g (the value
 beam), by the policy's cumulative log-probability (the paper's beam, sampled here so that it
 spends the same tokens), and, as references that say whether the search itself works, by the
-world's exact oracle and by chance. Greedy decoding is the budget-1 row. Every mode reports
-its accuracy per benchmark and the tokens it sampled per problem; equal-compute comparisons
-read the tokens, not N.
+world's exact oracle and by chance. Majority vote at every m = 1 .. max(N) (the samples are
+nested, so each m is free): the baseline each mode is compared with at the tokens it spent.
+Greedy decoding is the budget-1 row. Every mode reports its accuracy per benchmark and the
+tokens it sampled for each problem; equal-compute comparisons read the tokens, not N.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -111,9 +113,11 @@ def search_modes(model, head, tokenizer, problems: list[dict], *,
     world's oracle (and best-of-N by the oracle). Returns ``{"problems", "modes",
     "verifier", "reliability", "sampling_seconds"}``: the problems' (benchmark, id) in order;
     one row per mode and budget (accuracy per benchmark, ``correct``: 1/0 per problem in
-    that order, mean sampled tokens per problem, a beam's seconds); g's AUC as a verifier
+    that order, ``tokens``: sampled per problem in that order, and their mean, a beam's
+    seconds; majority at every budget 1 .. max(budgets)); g's AUC as a verifier
     on the N sampled solutions of each problem and its reliability bins; and the seconds
     spent sampling and scoring them (shared by majority and best-of-N)."""
+    from pipa.generation import _row_seed
     from pipa.value_head import PolicyWithValueHead
 
     for n in budgets:
@@ -137,6 +141,7 @@ def search_modes(model, head, tokenizer, problems: list[dict], *,
         correct = _correct(problems, [f.text for f in found], setting, fallback)
         rows.append({"mode": mode, "budget": budget, "scorer": scorer,
                      "accuracy": _accuracy(problems, correct), "correct": correct,
+                     "tokens": [f.tokens for f in found],
                      "tokens_per_problem": sum(f.tokens for f in found) / n_problems,
                      "seconds": None if seconds is None else round(seconds, 1)})
 
@@ -157,9 +162,10 @@ def search_modes(model, head, tokenizer, problems: list[dict], *,
     # each sample's answer as its grader extracted it: what majority vote counts
     answers = [{text: row["extracted"] for (text, _), row in zip(drawn, rows_p)}
                for drawn, rows_p in zip(samples, graded)]
-    for n in budgets:
-        record("majority", n, None, [search.majority_vote(drawn[:n], answer_of.get)
+    for m in range(1, max(budgets) + 1):
+        record("majority", m, None, [search.majority_vote(drawn[:m], answer_of.get)
                                      for drawn, answer_of in zip(samples, answers)])
+    for n in budgets:
         for name, per_problem in values.items():
             for reduce in ("min", "last"):
                 record(f"best_of_n_{reduce}", n, name,
@@ -169,10 +175,12 @@ def search_modes(model, head, tokenizer, problems: list[dict], *,
             started = time.perf_counter()
             propose = search.lm_proposer(model, tokenizer, prompts,
                                          max_step_tokens=max_step_tokens,
-                                         temperature=temperature, seed=seed + n,
+                                         temperature=temperature,
+                                         seed=_row_seed(seed, 0xBEA0 + n),
                                          batch_size=batch_size, is_final=is_final)
             found = search.value_beam(n_problems, propose, scorer, beam_width=beam_width,
-                                      n_samples=n // beam_width, max_steps=max_steps)
+                                      n_samples=n // beam_width, max_steps=max_steps,
+                                      max_tokens=max_new_tokens)
             record("step_beam", n, name, found, time.perf_counter() - started)
 
     flat_values = [v for per in values["g"] for v in per]
@@ -227,9 +235,14 @@ def search_cell(cfg, spec: SearchSpec, *, model_name: str, seed: int, align_dir:
                          "searches the cells of algorithms that train one (PIPA)")
     head = load_value_head(model_dir)
     test = eval_problems(cfg, world_dir, "test")
-    problems = [p for bench in cfg.data.benchmarks
-                for p in subsample([q for q in test if q["benchmark"] == bench],
-                                   spec.problems, cfg.seed)]
+    problems = []
+    for bench in cfg.data.benchmarks:
+        mine = [q for q in test if q["benchmark"] == bench]
+        if not mine:
+            raise ValueError(f"{world_dir}: no test problem of benchmark {bench!r} (params "
+                             "data.benchmarks); re-run the stages that write it (world, "
+                             "download)")
+        problems += subsample(mine, spec.problems, cfg.seed)
     setting = grading_setting(cfg)
     started = time.perf_counter()
     found = search_modes(model, head, tok, problems,
@@ -242,4 +255,38 @@ def search_cell(cfg, spec: SearchSpec, *, model_name: str, seed: int, align_dir:
                          max_steps=cfg.eval.max_steps, seed=seed,
                          batch_size=cfg.eval.batch_size, references=spec.references)
     return {**found, "spec": asdict(spec), "seed": seed, "machine": machine(),
+            "fingerprint": cell_fingerprint(cfg, align_dir),
             "seconds": round(time.perf_counter() - started, 1)}
+
+
+def cell_fingerprint(cfg, align_dir: str | Path) -> str:
+    """What a cell's search depends on besides its ``SearchSpec``: the bytes of the trained
+    model (``align/model``: weights, head, tokenizer) and the params the search reads
+    (decoding lengths, answer fallback, batch size, data seed, benchmarks). A cached record
+    with another fingerprint is stale."""
+    model_dir = Path(align_dir) / "model"
+    digest = hashlib.sha256()
+    for path in sorted(q for q in model_dir.rglob("*") if q.is_file()):
+        digest.update(str(path.relative_to(model_dir)).encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    used = {"max_new_tokens": cfg.eval.max_new_tokens, "max_steps": cfg.eval.max_steps,
+            "answer_fallback": cfg.eval.answer_fallback, "batch_size": cfg.eval.batch_size,
+            "seed": cfg.seed, "benchmarks": list(cfg.data.benchmarks)}
+    digest.update(json.dumps(used, sort_keys=True).encode())
+    return digest.hexdigest()[:20]
+
+
+def record_is_fresh(path: str | Path, spec: SearchSpec, fingerprint: str) -> bool:
+    """Can the record at ``path`` be reused for a search with ``spec`` of a cell whose
+    ``cell_fingerprint`` is ``fingerprint``? False when it is missing or stale; a file that
+    is not a record is an error naming it (delete it to search the cell again)."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        record = json.loads(path.read_text())
+        return (record["spec"] == json.loads(json.dumps(asdict(spec)))
+                and record.get("fingerprint") == fingerprint)
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a search record ({err}); delete it to search the "
+                         "cell again") from err

@@ -35,9 +35,11 @@ def summary() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for line in RESULTS.read_text().splitlines():
         run = json.loads(line)
+        where = run.get("align_dir", "")
+        cell = run["cell"] + (f" ({where})" if "levers" in where else "")
         for row in run["modes"]:
             acc = " / ".join(f"{v:.1f}" for v in row["accuracy"].values())
-            print(f"| {run['cell']}{' (' + run['align_dir'] + ')' if 'levers' in run.get('align_dir', '') else ''} | {run['problems']} | {row['mode']} | {row['budget']} | "
+            print(f"| {cell} | {run['problems']} | {row['mode']} | {row['budget']} | "
                   f"{row['scorer'] or ''} | {acc} | {row['tokens_per_problem']:.0f} | "
                   f"{row['seconds'] if row['seconds'] is not None else ''} |")
         v = run["verifier"]
@@ -81,7 +83,10 @@ def main() -> None:
     record = {"cell": args.cell,
               "align_dir": str(where.relative_to(ROOT) if where.is_relative_to(ROOT) else where),
               "problems": args.problems, "budgets": args.budgets,
-              "beam_width": args.beam_width, "temperature": args.temperature, **found}
+              "beam_width": args.beam_width, "temperature": args.temperature, **found,
+              # the log keeps each mode's summary; per-problem lists are Table 5's to keep
+              "modes": [{k: v for k, v in row.items() if k not in ("correct", "tokens")}
+                        for row in found["modes"]]}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with open(RESULTS, "a") as fh:
         fh.write(json.dumps(record, sort_keys=True) + "\n")

@@ -21,7 +21,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +50,7 @@ def main() -> None:
     from pipa.hardware import setup_runtime
     from pipa.parallel import fork_map
     from pipa.reports.search_table import build, read_records
-    from pipa.search_eval import SearchSpec, search_cell
+    from pipa.search_eval import SearchSpec, cell_fingerprint, record_is_fresh, search_cell
 
     run = args.run_dir.resolve()
     cfg = C.load(run / "params.yaml")
@@ -68,17 +67,19 @@ def main() -> None:
         s, a, m, seed = cell
         return run / "runs/search" / s / a / m / f"seed{seed}" / "search.json"
 
+    def align_dir(cell) -> Path:
+        s, a, m, seed = cell
+        return run / "runs/main" / s / a / m / f"seed{seed}" / "align"
+
     def fresh(cell) -> bool:
-        path = record_path(cell)
-        return path.is_file() and json.loads(path.read_text())["spec"] == json.loads(
-            json.dumps(asdict(spec_of(cell[3]))))
+        return record_is_fresh(record_path(cell), spec_of(cell[3]),
+                               cell_fingerprint(cfg, align_dir(cell)))
 
     def one(cell) -> str:
-        s, a, m, seed = cell
+        _, _, m, seed = cell
         started = time.perf_counter()
         found = search_cell(cfg, spec_of(seed), model_name=m, seed=seed,
-                            align_dir=run / "runs/main" / s / a / m / f"seed{seed}" / "align",
-                            world_dir=run / "data/world")
+                            align_dir=align_dir(cell), world_dir=run / "data/world")
         path = record_path(cell)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:

@@ -181,6 +181,11 @@ def test_every_mode_runs_on_world_problems_and_counts_the_samples_it_shares(lm, 
                          fallback="none", budgets=[2, 4], beam_width=2, temperature=1.0,
                          max_step_tokens=8, max_new_tokens=24, max_steps=3, seed=0)
     modes = {(r["mode"], r["budget"], r["scorer"]): r for r in found["modes"]}
+    # majority at every m up to the largest N (nested samples: each m is free)
+    assert {m for mode, m, _ in modes if mode == "majority"} == {1, 2, 3, 4}
+    for m in (1, 2, 3):
+        assert all(a < b for a, b in zip(modes[("majority", m, None)]["tokens"],
+                                         modes[("majority", m + 1, None)]["tokens"]))
     for n in (2, 4):
         assert {("majority", n, None), ("best_of_n_min", n, "g"), ("best_of_n_last", n, "g"),
                 ("best_of_n_min", n, "oracle"), ("step_beam", n, "g"),
@@ -193,7 +198,11 @@ def test_every_mode_runs_on_world_problems_and_counts_the_samples_it_shares(lm, 
         modes[("majority", 2, None)]["tokens_per_problem"] > \
         modes[("greedy", 1, None)]["tokens_per_problem"] * 0.5
     assert all(set(r["accuracy"]) == {"gsm", "math"} for r in found["modes"])
-    assert found["verifier"]["solutions"] <= 4 * 4
+    # g judged the samples that wrote at least one step, of 4 problems x the largest N
+    assert 0 < found["verifier"]["solutions"] <= 4 * 4
+    for row in found["modes"]:
+        assert len(row["tokens"]) == 4
+        assert row["tokens_per_problem"] == sum(row["tokens"]) / 4
     # per-problem verdicts in the problems' order, the accuracy their mean per benchmark
     assert [p["id"] for p in found["problems"]] == [p["id"] for p in problems]
     for row in found["modes"]:
@@ -242,65 +251,95 @@ def test_the_reliability_diagram_bins_g_against_final_correctness():
     assert bins[2]["correct"] == 1.0          # g = 1.0 falls in the last bin
 
 
-def _record(seed: int, model: str, beam_right: list[int], maj_right: list[int]) -> dict:
-    """A cell record as ``search_cell`` writes it, with scripted verdicts on 40 problems of
-    one benchmark: the value beam right where ``beam_right``, majority where ``maj_right``."""
+def _record(seed: int, model: str, beam_right: list[int], maj_right: list[int],
+            beam_tokens: int = 25) -> dict:
+    """A cell record as ``search_cell`` writes it, with scripted verdicts on the problems of
+    two benchmarks (the first half gsm, the rest math): the value beam right where
+    ``beam_right`` and sampling ``beam_tokens`` per problem; majority@m right where
+    ``maj_right`` at 10 * m tokens, m = 1..4; best-of-N as majority."""
     n = len(maj_right)
-    rows = [{"mode": "greedy", "budget": 1, "scorer": None, "correct": maj_right},
-            {"mode": "majority", "budget": 4, "scorer": None, "correct": maj_right},
-            {"mode": "step_beam", "budget": 4, "scorer": "g", "correct": beam_right},
-            {"mode": "best_of_n_min", "budget": 4, "scorer": "g", "correct": maj_right},
-            {"mode": "step_beam", "budget": 4, "scorer": "oracle", "correct": [1] * n}]
+    rows = [{"mode": "greedy", "budget": 1, "scorer": None, "correct": maj_right,
+             "tokens": [9] * n}]
+    rows += [{"mode": "majority", "budget": m, "scorer": None, "correct": maj_right,
+              "tokens": [10 * m] * n} for m in range(1, 5)]
+    rows += [{"mode": "step_beam", "budget": 4, "scorer": "g", "correct": beam_right,
+              "tokens": [beam_tokens] * n},
+             {"mode": "best_of_n_min", "budget": 4, "scorer": "g", "correct": maj_right,
+              "tokens": [40] * n},
+             {"mode": "step_beam", "budget": 4, "scorer": "oracle", "correct": [1] * n,
+              "tokens": [30] * n}]
+    problems = [{"benchmark": "gsm" if i < n // 2 else "math", "id": f"p{i}"} for i in range(n)]
     for r in rows:
-        r.update(accuracy={"gsm": 100 * sum(r["correct"]) / n}, tokens_per_problem=10.0 * r["budget"],
-                 seconds=None)
+        r.update(accuracy={}, tokens_per_problem=sum(r["tokens"]) / n, seconds=None)
     return {"setting": "unpaired_step", "algorithm": "pipa_m", "model": model, "seed": seed,
-            "problems": [{"benchmark": "gsm", "id": f"p{i}"} for i in range(n)],
-            "modes": rows, "spec": {"problems": n, "budgets": [4], "beam_width": 2,
-                                    "temperature": 0.8, "max_step_tokens": 48,
-                                    "references": True},
+            "problems": problems, "modes": rows,
+            "spec": {"problems": n // 2, "budgets": [4], "beam_width": 2, "temperature": 0.8,
+                     "max_step_tokens": 48, "references": True},
             "verifier": {"auc_step": 0.5 + 0.1 * seed, "auc_last": 0.6, "auc_min": 0.55,
                          "solutions": 4 * n},
             "reliability": [{"low": 0.4, "high": 0.5, "mean_g": 0.45, "correct": 0.25,
                              "count": 10 + seed}]}
 
 
-def test_table5_tests_the_value_beam_against_majority_at_the_same_budget():
+def test_table5_tests_the_value_beam_against_majority_at_matched_compute():
     from pipa.reports.search_table import (
         SearchRecordError,
         pooled_reliability,
         table5,
         verifier_table,
     )
+    from pipa.reports.stats import min_detectable_difference
 
-    maj = [1] * 16 + [0] * 24                       # majority: 40%
-    better = [1] * 32 + [0] * 8                     # the value beam: 80%, on a superset
-    worse = [1] * 4 + [0] * 36                      # the value beam: 10%, on a subset
+    # 40 gsm problems, then 40 math ones; majority 40% on gsm, 50% on math
+    maj = [1] * 16 + [0] * 24 + [1] * 20 + [0] * 20
+    better = [1] * 32 + [0] * 8 + [1] * 20 + [0] * 20   # gsm 80% on a superset; math = maj
+    worse = [1] * 4 + [0] * 36 + [1] * 20 + [0] * 20    # gsm 10% on a subset
     records = [_record(s, "ds", better, maj) for s in (0, 1)] + \
-        [_record(s, "qw", worse, maj) for s in (0, 1)]
+        [_record(s, "qw", worse, maj, beam_tokens=45) for s in (0, 1)]
     t = table5(records, benchmark_labels={"gsm": "Tier 1"})
-    long = t.long.set_index(["model", "mode", "scorer", "budget"])
-    assert long.loc[("ds", "step_beam", "g", 4), "p_vs_majority"] < 0.001
-    assert long.loc[("qw", "step_beam", "g", 4), "p_vs_majority"] > 0.99
-    assert long.loc[("ds", "step_beam", "g", 4), "mean"] == 80.0
+    long = t.long.set_index(["model", "benchmark", "mode", "scorer", "budget"])
+    ds_beam, qw_beam = long.loc[("ds", "gsm", "step_beam", "g", 4)], \
+        long.loc[("qw", "gsm", "step_beam", "g", 4)]
+    assert ds_beam["p_vs_majority"] < 0.001 and qw_beam["p_vs_majority"] > 0.99
+    assert ds_beam["mean"] == 80.0 and ds_beam["tokens_per_problem"] == 25.0
+    # matched compute: 25 tokens -> maj@3 (30 tokens), the smallest vote that spent as many;
+    # 45 tokens, more than the largest vote: maj@4, and the notes say so
+    assert (ds_beam["majority_m"], ds_beam["majority_tokens"]) == (3, 30.0)
+    assert (qw_beam["majority_m"], qw_beam["majority_tokens"]) == (4, 40.0)
+    assert long.loc[("ds", "gsm", "best_of_n_min", "g", 4), "majority_m"] == 4
+    assert "in 2 of 8 cells the row spent more than the largest vote" in t.markdown()
+    # the benchmarks are kept apart: on math the beam equals the vote
+    assert long.loc[("ds", "math", "step_beam", "g", 4), "mean"] == 50.0
+    assert long.loc[("ds", "math", "step_beam", "g", 4), "p_vs_majority"] == 1.0
+    assert ds_beam["mdd"] == pytest.approx(min_detectable_difference(
+        [better[:40]] * 2, [maj[:40]] * 2))
     # best-of-N equal to majority everywhere: no evidence either way
-    assert long.loc[("ds", "best_of_n_min", "g", 4), "p_vs_majority"] == 1.0
+    assert long.loc[("ds", "gsm", "best_of_n_min", "g", 4), "p_vs_majority"] == 1.0
     # majority itself and greedy carry no p; the oracle is a reference row
     assert t.long[t.long["mode"].isin(["majority", "greedy"])]["p_vs_majority"].isna().all()
     assert t.long.set_index("scorer").loc["oracle", "reference"].all()
     md = t.markdown()
-    assert "**80.00 ± 0.00 (p" in md and "oracle beam N=4: 100.0" in md
+    assert "**80.00 ± 0.00 (vs maj@3: p" in md and "oracle beam N=4: 100.0 / 100.0" in md
+    assert "greedy on the same cells: ds 40.0 / 50.0; qw 40.0 / 50.0" in md
+    assert "8 such tests, uncorrected for their number: about 0.4" in md
     assert "Power: the smallest difference" in md
     assert "Tier 1" in md and "tokens / problem" in md
+    # majority is shown at the spec's budgets only (m = 1..3 serve the matching)
+    assert md.count("| majority@N |") == 2
     v = verifier_table(records).set_index("model")
     assert v.loc["ds", "auc_step"] == pytest.approx(0.55) and v.loc["ds", "n_seeds"] == 2
     pooled = pooled_reliability(records)
     assert list(pooled["count"]) == [21, 21] and list(pooled["correct"]) == [0.25, 0.25]
-    # cells that searched other problems cannot be paired: a clear error naming the cell
+    # cells that searched other problems or another spec cannot be paired: errors naming them
     other = _record(1, "ds", better, maj)
     other["problems"] = other["problems"][::-1]
     with pytest.raises(SearchRecordError, match="unpaired_step/pipa_m/ds/seed1: searched "
                                                  "other problems"):
+        table5([records[0], other])
+    other = _record(1, "ds", better, maj)
+    other["spec"] = {**other["spec"], "temperature": 1.0}
+    with pytest.raises(SearchRecordError, match="seed1: search spec .* differs from "
+                                                 "unpaired_step/pipa_m/ds/seed0's"):
         table5([records[0], other])
     with pytest.raises(SearchRecordError, match="no searched cell"):
         table5([])
@@ -312,3 +351,62 @@ def test_table5_names_every_missing_cell_record(tmp_path):
     with pytest.raises(SearchRecordError, match=r"2 searched cell\(s\) missing: .*a.json, "
                                                  r".*b.json; run their search stages"):
         read_records([({"seed": 0}, tmp_path / "a.json"), ({"seed": 1}, tmp_path / "b.json")])
+
+
+def test_a_broken_record_is_an_error_naming_it(tmp_path):
+    from pipa.reports.search_table import SearchRecordError, read_records
+
+    (tmp_path / "a.json").write_text("{not json")
+    with pytest.raises(SearchRecordError, match=r"a.json: not a search record .*delete it"):
+        read_records([({"seed": 0}, tmp_path / "a.json")])
+
+
+def test_a_cached_search_is_reused_only_for_the_same_spec_model_and_params(tmp_path):
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    import yaml
+
+    from pipa import config as C
+    from pipa.search_eval import SearchSpec, cell_fingerprint, record_is_fresh
+
+    cfg = C.load("params.yaml")
+    model = tmp_path / "align" / "model"
+    model.mkdir(parents=True)
+    (model / "model.safetensors").write_bytes(b"weights")
+    spec, path = SearchSpec(problems=10), tmp_path / "search.json"
+    assert not record_is_fresh(path, spec, "x")                     # nothing cached yet
+    fp = cell_fingerprint(cfg, tmp_path / "align")
+    path.write_text(json.dumps({"spec": asdict(spec), "fingerprint": fp}))
+    assert record_is_fresh(path, spec, fp)
+    assert not record_is_fresh(path, SearchSpec(problems=20), fp)   # another spec
+    (model / "model.safetensors").write_bytes(b"retrained")         # the cell re-trained
+    assert cell_fingerprint(cfg, tmp_path / "align") != fp
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["eval"]["max_new_tokens"] += 1                           # a search param moved
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    longer = C.load(tmp_path / "params.yaml")
+    assert cell_fingerprint(longer, tmp_path / "align") != \
+        cell_fingerprint(cfg, tmp_path / "align")
+    path.write_text("{")
+    with pytest.raises(ValueError, match="search.json: not a search record"):
+        record_is_fresh(path, spec, fp)
+
+
+def test_the_beam_survives_an_empty_first_step_and_stops_a_path_at_max_tokens():
+    def propose(requests, round_):
+        # request 0 of round 0 draws only an EOS; every other step is 5 tokens, never final
+        return [search.Step("" if (round_, k) == (0, 0) else f"s{round_}\n",
+                            1 if (round_, k) == (0, 0) else 5, (round_, k) == (0, 0))
+                for k in range(len(requests))]
+
+    def score(indices, steps):
+        assert all(steps) and all(all(s) for s in steps)   # never asked to score nothing
+        return [[0.5] * len(s) for s in steps]
+
+    found = search.value_beam(1, propose, score, beam_width=2, n_samples=2, max_steps=10,
+                              max_tokens=12)
+    # the empty candidate scores -inf and drops out; the others stop after 3 steps (15 >= 12)
+    assert found[0].text == "s0\ns1\ns2\n"
+    assert found[0].tokens == 1 + 5 + 2 * 5 + 4 * 5   # rounds of 2, 2, then 4 requests

@@ -7,11 +7,14 @@ what ``search_cell`` returned (``problems``, ``modes`` with per-problem ``correc
 ``pipa.reports.tables.Table``, a long CSV), ``verifier_table`` g's AUC per cell, and
 ``reliability_figure`` g's reliability diagram. ``build`` writes them all.
 
-Each value-guided row (the value beam, best-of-N by g) is tested against majority@N at the
-same N with the paired bootstrap over problems and seeds (``pipa.reports.stats``,
-one-sided: is the value-guided mode better?). A row's tokens are the mean sampled per
-problem: a beam that spends fewer tokens than majority@N and still beats it wins at less
-compute. The references (the world's oracle, chance) run on the seeds that ``spec``
+Each value-guided row (the value beam, best-of-N by g) is tested against majority vote at
+matched compute: majority@m with the smallest m whose sampled tokens per problem reach the
+row's own on that benchmark (the records hold majority at every m up to the largest N), so a
+mode is never compared with a vote that spent less. The test is the paired bootstrap over
+problems (``pipa.reports.stats``: each problem's 0/1 averaged over seeds, problems
+resampled; one-sided: is the value-guided mode better?), with its minimum detectable
+difference beside it. No correction for the number of comparisons: the notes say how many
+would read significant by chance alone. The references (the world's oracle, chance) run on the seeds that ``spec``
 asked them on; they are shown apart, as a check on the search, not as rows to compare.
 """
 
@@ -30,7 +33,7 @@ from pipa.reports.tables import Table, fmt_cell, fmt_p
 
 LONG_COLUMNS = ["setting", "algorithm", "model", "benchmark", "mode", "scorer", "budget",
                 "reference", "mean", "std", "n_seeds", "n_problems", "tokens_per_problem",
-                "p_vs_majority"]
+                "majority_m", "majority_tokens", "p_vs_majority", "mdd"]
 VERIFIER_COLUMNS = ["setting", "algorithm", "model", "auc_step", "auc_step_std", "auc_last",
                     "auc_last_std", "auc_min", "auc_min_std", "n_seeds", "n_samples"]
 
@@ -64,11 +67,10 @@ def _blocks(records: Sequence[Mapping]) -> dict[tuple, list[Mapping]]:
         blocks.setdefault((r["setting"], r["algorithm"], r["model"]), []).append(r)
     first = records[0] if records else None
     for r in records:
-        for key in ("problems",):
-            if r[key] != first[key]:
-                raise SearchRecordError(
-                    f"{_name(r)}: searched other problems than {_name(first)}; re-run the "
-                    "search stage of every cell with the same search params")
+        if r["problems"] != first["problems"]:
+            raise SearchRecordError(
+                f"{_name(r)}: searched other problems than {_name(first)}; re-run the "
+                "search of every cell with the same search params")
         spec = {k: v for k, v in r["spec"].items() if k != "references"}
         if spec != {k: v for k, v in first["spec"].items() if k != "references"}:
             raise SearchRecordError(f"{_name(r)}: search spec {r['spec']} differs from "
@@ -96,9 +98,34 @@ def _correct(cells: Sequence[Mapping], key: tuple, bench: str) -> np.ndarray | N
     return np.asarray(out, dtype=float)
 
 
+def _tokens(cells: Sequence[Mapping], key: tuple, bench: str) -> float:
+    """Tokens row ``key`` sampled per problem of ``bench``, mean over problems and seeds."""
+    per_seed = []
+    for r in cells:
+        row = _rows_of(r)[key]
+        mask = [p["benchmark"] == bench for p in r["problems"]]
+        mine = [t for t, m in zip(row["tokens"], mask) if m]
+        per_seed.append(sum(mine) / len(mine))
+    return float(np.mean(per_seed))
+
+
+def matched_majority(cells: Sequence[Mapping], tokens: float, bench: str) -> int:
+    """The m of majority@m at matched compute for a row that sampled ``tokens`` per problem
+    of ``bench``: the smallest m whose vote spent at least as many, else the largest m the
+    records hold (the row then spent more than any vote: its note says so)."""
+    ms = sorted({k[2] for k in _rows_of(cells[0]) if k[0] == "majority"})
+    if not ms:
+        raise SearchRecordError(f"{_name(cells[0])}: no majority-vote rows; re-run its search")
+    for m in ms:
+        if _tokens(cells, ("majority", None, m), bench) >= tokens:
+            return m
+    return ms[-1]
+
+
 def search_long(records: Sequence[Mapping]) -> pd.DataFrame:
     """Every row of every block, per benchmark: mean and std over seeds, tokens per problem
-    (mean over seeds), and for the value-guided rows p_boot against majority@N."""
+    (mean over problems and seeds); for the value-guided rows the majority@m at matched
+    compute, p_boot against it and the minimum detectable difference."""
     rows = []
     for (setting, alg, model), cells in _blocks(records).items():
         keys = list(dict.fromkeys(k for r in cells for k in _rows_of(r)))
@@ -110,50 +137,42 @@ def search_long(records: Sequence[Mapping]) -> pd.DataFrame:
                 mine = [r for r in cells if (mode, scorer, budget) in _rows_of(r)]
                 x = _correct(mine, (mode, scorer, budget), bench)
                 mean, std, n = mean_std(100 * x.mean(axis=1))
-                tokens = float(np.mean([_rows_of(r)[(mode, scorer, budget)]
-                                        ["tokens_per_problem"] for r in mine]))
-                p = math.nan
+                tokens = _tokens(mine, (mode, scorer, budget), bench)
+                m = p = mdd = maj_tokens = math.nan
                 if (mode, scorer) in VALUE_GUIDED:
-                    maj = _correct(mine, ("majority", None, budget), bench)
-                    if maj is not None:
-                        p = paired_bootstrap(x, maj, alternative="greater")
+                    m = matched_majority(mine, tokens, bench)
+                    maj = _correct(mine, ("majority", None, m), bench)
+                    maj_tokens = _tokens(mine, ("majority", None, m), bench)
+                    p = paired_bootstrap(x, maj, alternative="greater")
+                    mdd = min_detectable_difference(x, maj)
                 rows.append({"setting": setting, "algorithm": alg, "model": model,
                              "benchmark": bench, "mode": mode, "scorer": scorer or "",
                              "budget": budget, "reference": reference, "mean": mean,
                              "std": std, "n_seeds": n, "n_problems": x.shape[1],
-                             "tokens_per_problem": tokens, "p_vs_majority": p})
+                             "tokens_per_problem": tokens, "majority_m": m,
+                             "majority_tokens": maj_tokens, "p_vs_majority": p, "mdd": mdd})
     return pd.DataFrame(rows, columns=LONG_COLUMNS)
-
-
-def _detectable(records: Sequence[Mapping]) -> list[float]:
-    """The minimum detectable difference (alpha, power as Table 1's) of every value-guided
-    row against majority@N at the same N, per block and benchmark."""
-    out = []
-    for cells in _blocks(records).values():
-        budgets = sorted({k[2] for r in cells for k in _rows_of(r) if k[0] == "majority"})
-        for bench in _benchmarks(cells[0]):
-            for budget in budgets:
-                maj = _correct(cells, ("majority", None, budget), bench)
-                for mode, scorer in sorted(VALUE_GUIDED):
-                    x = _correct(cells, (mode, scorer, budget), bench)
-                    if x is not None and maj is not None:
-                        out.append(min_detectable_difference(x, maj))
-    return [v for v in out if not math.isnan(v)]
 
 
 def table5(records: Sequence[Mapping], model_labels: Mapping[str, str] | None = None,
            benchmark_labels: Mapping[str, str] | None = None) -> Table:
+    """Table 5: one block per (setting, algorithm, model); greedy, then each budget N's
+    majority@N, policy beam and value-guided rows, each value-guided cell with its p_boot
+    against majority at matched compute (``search_long``)."""
     if not records:
         raise SearchRecordError("Table 5: no searched cell; run the search stages first")
     model_labels, benchmark_labels = model_labels or {}, benchmark_labels or {}
     long = search_long(records)
     benches = _benchmarks(records[0])
     spec = records[0]["spec"]
+    budgets = set(spec["budgets"])
     columns = [benchmark_labels.get(b, b) for b in benches] + ["tokens / problem"]
     blocks = []
     main = long[~long["reference"]]
-    for (setting, alg, model), g in main.groupby(["setting", "algorithm", "model"],
-                                                 sort=False):
+    # majority at every m is kept for matching; the table shows it at the budgets
+    shown = main[(main["mode"] != "majority") | main["budget"].isin(budgets)]
+    for (setting, alg, model), g in shown.groupby(["setting", "algorithm", "model"],
+                                                  sort=False):
         block = []
         order = sorted({(r.mode, r.scorer or None, r.budget) for r in g.itertuples()},
                        key=lambda k: (k[2] > 1, k[2], list(ROWS).index(k[:2])))
@@ -165,11 +184,11 @@ def table5(records: Sequence[Mapping], model_labels: Mapping[str, str] | None = 
                 r = sel.loc[b]
                 text = fmt_cell(r["mean"], r["std"], int(r["n_seeds"]))
                 if (mode, scorer) in VALUE_GUIDED:
-                    text += f" (p {fmt_p(r['p_vs_majority'])})"
+                    text += f" (vs maj@{int(r['majority_m'])}: p {fmt_p(r['p_vs_majority'])})"
                 cells.append(text)
                 bold.append(bool((mode, scorer) in VALUE_GUIDED
                                  and r["p_vs_majority"] < ALPHA))
-            cells.append(f"{sel['tokens_per_problem'].mean():.0f}")
+            cells.append(" / ".join(f"{sel.loc[b, 'tokens_per_problem']:.0f}" for b in benches))
             bold.append(False)
             lead = [setting, alg, model_labels.get(model, model),
                     "1" if mode == "greedy" else str(budget), ROWS[(mode, scorer)]]
@@ -177,25 +196,35 @@ def table5(records: Sequence[Mapping], model_labels: Mapping[str, str] | None = 
         blocks.append(block)
     n_problems = "/".join(str(v) for v in sorted(set(long["n_problems"])))
     n_seeds = "/".join(str(v) for v in sorted(set(main["n_seeds"])))
-    mdd = _detectable(records)
+    tested = main[main["p_vs_majority"].notna()]
+    outspent = tested[tested["tokens_per_problem"] > tested["majority_tokens"]]
+    mdd = tested["mdd"].dropna()
     notes = [
         (f"{n_problems} test problems per benchmark (the same subsample for every cell) x "
-        f"{n_seeds} seed(s): mean ± std over seeds of accuracy (%). N: samples for "
-        f"majority@N and best-of-N; the beams keep B1 = {spec['beam_width']} partial "
-        f"solutions and sample N / B1 next steps from each, at temperature "
-        f"{spec['temperature']} (a step ends at a line break, at most "
-        f"{spec['max_step_tokens']} tokens)."),
-        ("tokens / problem: tokens sampled per problem (mean over the benchmarks and seeds); "
-        "the scorers' own forward passes sample nothing and are not counted. A beam that "
-        "beats majority@N with fewer tokens wins at less compute."),
-        ("p: paired bootstrap over problems and seeds (one-sided: the value-guided mode "
-        f"better than majority@N at the same N; bold: p < {ALPHA:g})."),
+         f"{n_seeds} seed(s): mean ± std over seeds of accuracy (%). N: samples for "
+         f"majority@N and best-of-N; the beams keep B1 = {spec['beam_width']} partial "
+         f"solutions and sample N / B1 next steps from each, at temperature "
+         f"{spec['temperature']} (a step ends at a line break, at most "
+         f"{spec['max_step_tokens']} tokens; a path at most as long as a sample)."),
+        ("tokens / problem: tokens sampled per problem of each benchmark (mean over problems "
+         "and seeds); the scorers' own forward passes sample nothing and are not counted."),
+        ("Matched compute: each value-guided row is tested against maj@m, majority vote over "
+         "the first m of the same samples with the smallest m that spent at least the row's "
+         "tokens on that benchmark"
+         + (f" (in {len(outspent)} of {len(tested)} cells the row spent more than the "
+            "largest vote, maj@" + str(max(budgets)) + ", which is then its comparison)"
+            if len(outspent) else "") + "."),
+        ("p: paired bootstrap over problems (each problem's 0/1 averaged over the seeds, "
+         f"problems resampled; one-sided: the value-guided mode better; bold: p < {ALPHA:g}). "
+         f"{len(tested)} such tests, uncorrected for their number: about "
+         f"{ALPHA * len(tested):.1f} would read bold by chance alone."),
     ]
-    if mdd:
+    if len(mdd):
         notes.append(
-            f"Power: the smallest difference from majority@N these rows could detect "
-            f"(alpha {ALPHA:g}, power {POWER:.0%}, from the per-problem disagreements) is "
-            f"{min(mdd):.1f}-{max(mdd):.1f} points; a smaller true gain reads as noise.")
+            f"Power: the smallest difference from its matched vote that these rows could "
+            f"detect (alpha {ALPHA:g}, power {POWER:.0%}, from the per-problem disagreements; "
+            f"column mdd of table5.csv) is {mdd.min():.1f}-{mdd.max():.1f} points; a smaller "
+            f"true gain reads as noise.")
     refs = long[long["reference"]]
     if len(refs):
         parts = []
@@ -204,18 +233,26 @@ def table5(records: Sequence[Mapping], model_labels: Mapping[str, str] | None = 
             accs = " / ".join(f"{g[g['benchmark'] == b]['mean'].mean():.1f}" for b in benches)
             parts.append(f"{model_labels.get(model, model)} {REFERENCES[(mode, scorer)]} "
                          f"N={budget}: {accs}")
-        greedy = main[main["mode"] == "greedy"]
-        g_accs = " / ".join(f"{greedy[greedy['benchmark'] == b]['mean'].mean():.1f}"
-                            for b in benches)
+        ref_seeds = sorted({r["seed"] for r in records if r["spec"].get("references")})
+        greedy = []
+        for model in sorted(set(refs["model"])):
+            accs = []
+            for b in benches:
+                x = [100 * np.mean([c for c, q in zip(_rows_of(r)[("greedy", None, 1)]
+                                                      ["correct"], r["problems"])
+                                    if q["benchmark"] == b])
+                     for r in records if r["model"] == model and r["seed"] in ref_seeds]
+                accs.append(f"{np.mean(x):.1f}")
+            greedy.append(f"{model_labels.get(model, model)} " + " / ".join(accs))
         notes.append(
-            "References, the check on the search itself (on the seeds the search spec ran "
-            "them on; accuracy per benchmark, mean over the algorithms' cells; greedy "
-            f"over all cells {g_accs}): " + "; ".join(parts) + ". The oracle (the world's "
-            "checker on the prefix) must lift the beam far above greedy and chance must "
-            "not; if they do, a value beam at greedy's level says g carries no usable "
-            "signal.")
+            "References, the check on the search itself (on the cells of seed(s) "
+            f"{', '.join(map(str, ref_seeds))}; accuracy per benchmark, mean over the "
+            "algorithms' cells; greedy on the same cells: " + "; ".join(greedy) + "): "
+            + "; ".join(parts) + ". The oracle (the world's checker on the prefix) must lift "
+            "the beam far above greedy and chance must not; if they do, a value beam at "
+            "greedy's level says g carries no usable signal.")
     return Table(number=5, caption="Search at inference with PIPA's value head g against "
-                 "majority vote at the same budget (beyond the paper).",
+                 "majority vote at matched compute (beyond the paper).",
                  long=long, lead=["setting", "algorithm", "model", "N", "mode"],
                  columns=columns, blocks=blocks, notes=notes)
 
@@ -286,6 +323,23 @@ def reliability_figure(pooled: pd.DataFrame, path: Path,
     plt.close(fig)
 
 
+def verifier_markdown(verifier: pd.DataFrame, n_samples: int,
+                      model_labels: Mapping[str, str] | None = None) -> str:
+    """``verifier_table``'s rows as the markdown section under Table 5."""
+    labels = model_labels or {}
+    title = (f"**g as a verifier** on the sampled test solutions ({n_samples} per problem; "
+             "AUC against final correctness; mean ± std over seeds):")
+    header = "| setting | algorithm | model | every step end | last step end | min over steps |"
+    lines = [title, "", header, "|---|---|---|---|---|---|"]
+    for r in verifier.itertuples():
+        lines.append(f"| {r.setting} | {r.algorithm} | {labels.get(r.model, r.model)} | "
+                     f"{fmt_cell(r.auc_step, r.auc_step_std, r.n_seeds)} | "
+                     f"{fmt_cell(r.auc_last, r.auc_last_std, r.n_seeds)} | "
+                     f"{fmt_cell(r.auc_min, r.auc_min_std, r.n_seeds)} |")
+    lines += ["", "Reliability diagram: `reliability.png` (bins in `reliability.csv`)."]
+    return "\n".join(lines) + "\n"
+
+
 def build(records: Sequence[Mapping], out: str | Path,
           model_labels: Mapping[str, str] | None = None,
           benchmark_labels: Mapping[str, str] | None = None) -> dict:
@@ -298,20 +352,13 @@ def build(records: Sequence[Mapping], out: str | Path,
     table = table5(records, model_labels, benchmark_labels)
     verifier = verifier_table(records)
     pooled = pooled_reliability(records)
-    md = table.markdown() + "\n**g as a verifier** on the N sampled test solutions of each " \
-        "problem (AUC against final correctness; mean ± std over seeds):\n\n" \
-        "| setting | algorithm | model | every step end | last step end | min over steps |\n" \
-        "|---|---|---|---|---|---|\n" + "".join(
-            f"| {r.setting} | {r.algorithm} | {(model_labels or {}).get(r.model, r.model)} | "
-            f"{fmt_cell(r.auc_step, r.auc_step_std, r.n_seeds)} | "
-            f"{fmt_cell(r.auc_last, r.auc_last_std, r.n_seeds)} | "
-            f"{fmt_cell(r.auc_min, r.auc_min_std, r.n_seeds)} |\n"
-            for r in verifier.itertuples()) + \
-        "\nReliability diagram: `reliability.png` (bins in `reliability.csv`).\n"
+    md = table.markdown() + "\n" + verifier_markdown(
+        verifier, max(records[0]["spec"]["budgets"]), model_labels)
     _write_text(out / "table5.md", md)
     _write_text(out / "table5.tex", table.latex())
     _write_csv(table.long.round({"mean": 4, "std": 4, "tokens_per_problem": 2,
-                                 "p_vs_majority": 4}), out / "table5.csv")
+                                 "majority_tokens": 2, "p_vs_majority": 4, "mdd": 4}),
+               out / "table5.csv")
     _write_csv(verifier.round(4), out / "verifier.csv")
     _write_csv(pooled.round(4), out / "reliability.csv")
     reliability_figure(pooled, out / "reliability.png", model_labels)
@@ -327,4 +374,11 @@ def read_records(paths: Sequence[tuple[Mapping, Path]]) -> list[dict]:
         raise SearchRecordError(f"Table 5: {len(missing)} searched cell(s) missing: "
                                 + ", ".join(missing[:6]) + ("..." if len(missing) > 6 else "")
                                 + "; run their search stages")
-    return [{**json.loads(Path(p).read_text()), **keys} for keys, p in paths]
+    records = []
+    for keys, path in paths:
+        try:
+            records.append({**json.loads(Path(path).read_text()), **keys})
+        except json.JSONDecodeError as err:
+            raise SearchRecordError(f"{path}: not a search record ({err}); delete it and "
+                                    "search the cell again") from err
+    return records
