@@ -202,3 +202,34 @@ def test_generate_two_prompts(tok_model, params, records) -> None:
         ref = model.generate(**enc, max_new_tokens=8, do_sample=False)
     want = tok.decode(ref[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     assert outs[1] == want
+
+
+def test_every_search_mode_runs_on_the_real_lm_with_a_value_head(tok_model, params,
+                                                                 records) -> None:
+    """Table 5's modes (issue #20) on SmolLM2 with a value head: the same engine (batched, KV
+    cache, chat-template prompts), every mode counting its tokens, majority at every m."""
+    from pipa.search_eval import final_step_test, search_modes
+
+    tok, model = tok_model
+    fmt = prompt_formatter(params, "ds", tok)
+    problems = [{"benchmark": "gsm", "id": r["qid"], "question": r["question"],
+                 "answer": r["steps"][-1].split(":")[-1].strip()}
+                for r in records if r["correct"]][:2]
+    torch.manual_seed(0)
+    found = search_modes(model, ValueHead(model.config.hidden_size), tok, problems,
+                         format_prompt=fmt, is_final=final_step_test("world"), setting="world",
+                         fallback=params.eval.answer_fallback, budgets=[2], beam_width=2,
+                         temperature=1.0, max_step_tokens=12, max_new_tokens=32, max_steps=3,
+                         seed=0, batch_size=4)
+    modes = {(r["mode"], r["budget"], r["scorer"]): r for r in found["modes"]}
+    assert {("greedy", 1, None), ("majority", 1, None), ("majority", 2, None),
+            ("best_of_n_min", 2, "g"), ("best_of_n_last", 2, "g"), ("step_beam", 2, "g"),
+            ("step_beam", 2, "policy"), ("step_beam", 2, "random"),
+            ("step_beam", 2, "oracle")} <= set(modes)
+    for row in found["modes"]:
+        assert len(row["tokens"]) == 2 and all(t > 0 for t in row["tokens"])
+        assert len(row["correct"]) == 2
+    # 3 rounds of at most B1 = 2 proposals of at most 12 tokens each
+    assert all(t <= 3 * 2 * 12 for t in modes[("step_beam", 2, "g")]["tokens"])
+    assert modes[("majority", 2, None)]["tokens"] == modes[("best_of_n_min", 2, "g")]["tokens"]
+    assert 0 <= found["verifier"]["solutions"] <= 4
