@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The tests: set up .venv (first run only), lint, then pytest (unit + micro-pipeline
 # integration tests; `slow` ones - a real pretrained LM, whole-file grader runs - are opt-in:
-# scripts/test.sh -m slow). Extra arguments go to pytest.
+# scripts/test.sh -m slow). Extra arguments go to pytest instead of the default's.
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 ruff check .
-if [ "$#" -eq 0 ]; then set -- -m "not slow"; fi
+# No arguments: the default run, one pytest-xdist worker per core, each test file on one
+# worker (--dist loadfile: test_pipeline.py's module fixture, the micro pipeline, is built
+# once and its tests run beside the other files).
+if [ "$#" -eq 0 ]; then set -- -m "not slow" -n auto --dist loadfile; fi
 python -m pytest -q -p no:cacheprovider "$@"
