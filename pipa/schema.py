@@ -249,6 +249,7 @@ RULES: dict[str, Check] = {
     "eval.answer_fallback": choice(*registry.ANSWER_FALLBACKS),
     "report.benchmark_labels.*": text(),
     "report.model_labels.*": text(),
+    "report.second_base_model": optional(text()),
 }
 
 

@@ -360,3 +360,44 @@ def test_stage_script_names_missing_cells(tmp_path):
     assert proc.returncode != 0
     assert "missing" in proc.stderr and "(stage sft_eval@" in proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_a_second_base_model_marks_which_claims_held(built, tmp_path):
+    """params report.second_base_model: the README says which comparisons beyond noise held
+    on the second base model's report folder, which fell back into noise and which turned
+    round, with pipa.compare's counts; a folder without the files is an error naming it."""
+    import dataclasses
+
+    from pipa.compare import SIG_KEY
+
+    root, out, _ = built
+    second = root / "second"
+    shutil.copytree(out, second)
+    sig = pd.read_csv(second / "significance.csv")
+    claims = sig[sig["p_boot"] < 0.05].sort_values(SIG_KEY).index
+    assert len(claims) >= 3
+    noise, turned = claims[0], claims[1]
+    sig.loc[noise, "p_boot"] = 0.4                       # still the same way, not beyond noise
+    sig.loc[turned, "diff"] = -sig.loc[turned, "diff"]   # the other way round
+    sig.to_csv(second / "significance.csv", index=False)
+    grid = dataclasses.replace(GRID, report=dataclasses.replace(
+        GRID.report, second_base_model="second"))
+    again = root / "again"
+    reports.build(grid, root, again)
+    readme = (again / "README.md").read_text()
+    section = readme.split("## On a second base model", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    verdicts = [line.rsplit("|", 2)[-2].strip() for line in rows[1:]]
+    assert len(verdicts) == len(claims)
+    assert verdicts.count("not beyond noise") == 1 and verdicts.count("turned round") == 1
+    assert verdicts.count("held") == len(claims) - 2
+    assert f"Verdicts at p_boot < 0.05 (beyond noise or not): {len(sig) - 1} of {len(sig)}" \
+        in section
+    assert "Orderings of two rows within a Table 1 column:" in section
+    # without the param: no such section (the default report above)
+    assert "## On a second base model" not in (out / "README.md").read_text()
+    grid = dataclasses.replace(GRID, report=dataclasses.replace(
+        GRID.report, second_base_model="nowhere"))
+    with pytest.raises(ValueError, match=r"nowhere/table1.csv: missing; params "
+                                         r"report.second_base_model"):
+        reports.build(grid, root, root / "third")

@@ -28,7 +28,7 @@ from pipa.reports.figures import (
     threshold_sweep,
     training_loss,
 )
-from pipa.reports.findings import _write_text, agreement, readme
+from pipa.reports.findings import _write_text, agreement, readme, second_base_words
 from pipa.reports.grid import (
     Cell,
     Collected,
@@ -121,7 +121,11 @@ def build(grid: Grid, root: str | Path, out: str | Path) -> dict:
     _write_csv(cells, out / "cells.csv")
     prov = study_provenance(col)
     _write_text(out / "provenance.json", json.dumps(prov, indent=2, sort_keys=True) + "\n")
+    second = None
+    if grid.report.second_base_model:
+        second = second_base_words(out, Path(root) / grid.report.second_base_model,
+                                   grid.report.second_base_model)
     _write_text(out / "README.md",
-                readme(col, tables, sig, findings, figures, prov, power, cells))
+                readme(col, tables, sig, findings, figures, prov, power, cells, second))
     return {"tables": written, "figures": figures, "findings": findings,
             "significance": sig, "power": power}
