@@ -308,8 +308,6 @@ class Tokenizer:
 class Report:
     benchmark_labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     model_labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    # the report folder of the same params on another base model (relative to the root)
-    second_base_model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -346,8 +344,7 @@ class Grid:
             "sweep_thresholds": tuple(p.get("sweep_thresholds") or ()),
             "sweep_algorithm": p.get("sweep_algorithm"),
             "report": Report(frozen(report.get("benchmark_labels") or {}),
-                             frozen(report.get("model_labels") or {}),
-                             report.get("second_base_model"))}
+                             frozen(report.get("model_labels") or {}))}
 
     @classmethod
     def from_params(cls, p: Mapping) -> Grid:

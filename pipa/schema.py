@@ -249,7 +249,6 @@ RULES: dict[str, Check] = {
     "eval.answer_fallback": choice(*registry.ANSWER_FALLBACKS),
     "report.benchmark_labels.*": text(),
     "report.model_labels.*": text(),
-    "report.second_base_model": optional(text()),
 }
 
 

@@ -17,10 +17,14 @@ parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--params", default="params.yaml")
 parser.add_argument("--root", default=".", help="folder that holds runs/")
 parser.add_argument("--out", default="reports")
+parser.add_argument("--second-base-model", default=None, metavar="FOLDER",
+                    help="report folder of the same params on base models of another "
+                         "pretraining seed: the README says which claims held there")
 args = parser.parse_args()
 _boot.outputs(*(Path(args.out) / name for name in OUTPUTS))
 try:
-    result = build(_boot.config(args.params), args.root, args.out)
+    result = build(_boot.config(args.params), args.root, args.out,
+                   second_base_model=args.second_base_model)
 except (MissingCellsError, ValueError) as err:
     sys.exit(f"error: {err}")
 print(f"report: wrote {len(result['tables'])} table files and {len(result['figures'])} "

@@ -363,11 +363,10 @@ def test_stage_script_names_missing_cells(tmp_path):
 
 
 def test_a_second_base_model_marks_which_claims_held(built, tmp_path):
-    """params report.second_base_model: the README says which comparisons beyond noise held
-    on the second base model's report folder, which fell back into noise and which turned
-    round, with pipa.compare's counts; a folder without the files is an error naming it."""
-    import dataclasses
-
+    """--second-base-model: the README says which comparisons beyond noise held on the
+    second base model's report folder, which fell back into noise and which turned round,
+    with pipa.compare's counts; a folder of another grid is not compared, and a folder
+    without the files is an error naming it."""
     from pipa.compare import SIG_KEY
 
     root, out, _ = built
@@ -380,10 +379,8 @@ def test_a_second_base_model_marks_which_claims_held(built, tmp_path):
     sig.loc[noise, "p_boot"] = 0.4                       # still the same way, not beyond noise
     sig.loc[turned, "diff"] = -sig.loc[turned, "diff"]   # the other way round
     sig.to_csv(second / "significance.csv", index=False)
-    grid = dataclasses.replace(GRID, report=dataclasses.replace(
-        GRID.report, second_base_model="second"))
     again = root / "again"
-    reports.build(grid, root, again)
+    reports.build(GRID, root, again, second_base_model="second")
     readme = (again / "README.md").read_text()
     section = readme.split("## On a second base model", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
@@ -394,10 +391,14 @@ def test_a_second_base_model_marks_which_claims_held(built, tmp_path):
     assert f"Verdicts at p_boot < 0.05 (beyond noise or not): {len(sig) - 1} of {len(sig)}" \
         in section
     assert "Orderings of two rows within a Table 1 column:" in section
-    # without the param: no such section (the default report above)
+    # without it: no such section (the default report above)
     assert "## On a second base model" not in (out / "README.md").read_text()
-    grid = dataclasses.replace(GRID, report=dataclasses.replace(
-        GRID.report, second_base_model="nowhere"))
-    with pytest.raises(ValueError, match=r"nowhere/table1.csv: missing; params "
-                                         r"report.second_base_model"):
-        reports.build(grid, root, root / "third")
+    # a folder of another grid: said, not compared
+    other = root / "other"
+    shutil.copytree(second, other)
+    t1 = pd.read_csv(other / "table1.csv")
+    t1[t1["model"] != "qw"].to_csv(other / "table1.csv", index=False)
+    reports.build(GRID, root, root / "fourth", second_base_model="other")
+    assert "holds the report of another grid" in (root / "fourth" / "README.md").read_text()
+    with pytest.raises(ValueError, match=r"nowhere/table1.csv: missing"):
+        reports.build(GRID, root, root / "third", second_base_model="nowhere")

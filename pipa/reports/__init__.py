@@ -70,8 +70,11 @@ __all__ = [
 ]
 
 
-def build(grid: Grid, root: str | Path, out: str | Path) -> dict:
-    """Collect the grid under ``root`` and write every report file under ``out``."""
+def build(grid: Grid, root: str | Path, out: str | Path,
+          second_base_model: str | Path | None = None) -> dict:
+    """Collect the grid under ``root`` and write every report file under ``out``;
+    ``second_base_model``: the report folder of the same params on another base model
+    (relative to ``root``), whose repeats of this report's claims the README counts."""
     col = collect(grid, root)
     out = Path(out)
     summary = _summary(col)
@@ -122,9 +125,8 @@ def build(grid: Grid, root: str | Path, out: str | Path) -> dict:
     prov = study_provenance(col)
     _write_text(out / "provenance.json", json.dumps(prov, indent=2, sort_keys=True) + "\n")
     second = None
-    if grid.report.second_base_model:
-        second = second_base_words(out, Path(root) / grid.report.second_base_model,
-                                   grid.report.second_base_model)
+    if second_base_model:
+        second = second_base_words(out, Path(root) / second_base_model, str(second_base_model))
     _write_text(out / "README.md",
                 readme(col, tables, sig, findings, figures, prov, power, cells, second))
     return {"tables": written, "figures": figures, "findings": findings,

@@ -240,14 +240,23 @@ def second_base_words(out: Path, second: Path, label: str) -> list[str]:
     ``table1.csv`` and ``significance.csv``, already written), how much the report folder
     ``second`` (the same params on base models pretrained with another seed) repeats, counted
     by ``pipa.compare.agreement``, and each comparison found beyond noise here, with what
-    became of it there. ``label``: ``second`` as params name it."""
+    became of it there. ``label``: ``second`` as the stage's command names it. A folder of
+    another grid (other Table 1 rows) is not compared; the section says so."""
     from pipa.compare import SIG_KEY, agreement
 
     for name in ("table1.csv", "significance.csv"):
         if not (second / name).is_file():
-            raise ValueError(f"{second / name}: missing; params report.second_base_model "
-                             f"({label}) must name the report folder of a finished run of "
-                             "the same params on another base model, or be null")
+            raise ValueError(f"{second / name}: missing; the report stage's "
+                             f"--second-base-model ({label}) must name the report folder of "
+                             "a finished run of the same params on another base model")
+    rows = ["data", "labels", "algorithm", "model", "benchmark"]
+    here, there = (set(map(tuple, pd.read_csv(folder / "table1.csv")[rows].to_numpy()))
+                   for folder in (out, second))
+    if here != there:  # another grid (the micro preset against the default's folder)
+        return ["## On a second base model", "",
+                (f"`{label}` holds the report of another grid ({len(here & there)} of "
+                 f"{len(here)} Table 1 rows in common): not compared. Name the report folder "
+                 "of these params on another base model."), ""]
     found = agreement(out, second)
     sig = pd.read_csv(out / "significance.csv").merge(
         pd.read_csv(second / "significance.csv"), on=SIG_KEY, suffixes=("", "_2"))
