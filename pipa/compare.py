@@ -356,17 +356,36 @@ def agreement(run_a: Path, run_b: Path) -> dict:
            "orderings": [same_order, pairs], "gain_signs": [same_gain, n_gain]}
     sig_a, sig_b = run_a / "significance.csv", run_b / "significance.csv"
     if sig_a.is_file() and sig_b.is_file():
-        s = pd.read_csv(sig_a).merge(pd.read_csv(sig_b), on=SIG_KEY, suffixes=("_a", "_b"))
+        s = merged_significance(run_a, run_b)
         for level, tag in ((0.05, "05"), (0.01, "01")):
             va, vb = s["p_boot_a"] < level, s["p_boot_b"] < level
-            same_dir = [_sign(x) == _sign(y) for x, y in zip(s["diff_a"], s["diff_b"])]
-            held = int(sum(a and b and d for a, b, d in zip(va, vb, same_dir)))
-            turned = int(sum(a and not d for a, d in zip(va, same_dir)))
+            fates = claim_fates(s, level)
             out[f"verdicts_{tag}"] = [int((va == vb).sum()), len(s)]
-            out[f"claims_{tag}"] = {"held": held, "turned": turned, "claimed": int(va.sum()),
-                                    "found_in_b": int(vb.sum())}
+            out[f"claims_{tag}"] = {"held": fates.count("held"),
+                                    "turned": fates.count("turned round"),
+                                    "claimed": int(va.sum()), "found_in_b": int(vb.sum())}
         out["same_partner"] = [int((s["b_a"] == s["b_b"]).sum()), len(s)]
     return out
+
+
+def merged_significance(run_a: Path, run_b: Path) -> pd.DataFrame:
+    """The two runs' ``significance.csv`` side by side (suffixes ``_a``, ``_b``), matched by
+    what each comparison asks (``SIG_KEY``)."""
+    return pd.read_csv(run_a / "significance.csv").merge(
+        pd.read_csv(run_b / "significance.csv"), on=SIG_KEY, suffixes=("_a", "_b"))
+
+
+def claim_fates(merged: pd.DataFrame, level: float) -> list[str]:
+    """For each comparison of ``merged`` (``merged_significance``) that run A found below
+    ``level``, in order: ``"turned round"`` (run B's difference points the other way),
+    ``"held"`` (below ``level`` in B too, the same way) or ``"not beyond noise"``."""
+    fates = []
+    for r in merged[merged["p_boot_a"] < level].itertuples():
+        if _sign(r.diff_a) != _sign(r.diff_b):
+            fates.append("turned round")
+        else:
+            fates.append("held" if r.p_boot_b < level else "not beyond noise")
+    return fates
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -242,7 +242,7 @@ def second_base_words(out: Path, second: Path, label: str) -> list[str]:
     by ``pipa.compare.agreement``, and each comparison found beyond noise here, with what
     became of it there. ``label``: ``second`` as the stage's command names it. A folder of
     another grid (other Table 1 rows) is not compared; the section says so."""
-    from pipa.compare import SIG_KEY, agreement
+    from pipa.compare import SIG_KEY, agreement, claim_fates, merged_significance
 
     for name in ("table1.csv", "significance.csv"):
         if not (second / name).is_file():
@@ -258,8 +258,7 @@ def second_base_words(out: Path, second: Path, label: str) -> list[str]:
                  f"{len(here)} Table 1 rows in common): not compared. Name the report folder "
                  "of these params on another base model."), ""]
     found = agreement(out, second)
-    sig = pd.read_csv(out / "significance.csv").merge(
-        pd.read_csv(second / "significance.csv"), on=SIG_KEY, suffixes=("", "_2"))
+    sig = merged_significance(out, second).sort_values(SIG_KEY)
 
     def frac(pair: list[int]) -> str:
         return f"{pair[0]} of {pair[1]}"
@@ -275,18 +274,16 @@ def second_base_words(out: Path, second: Path, label: str) -> list[str]:
     verdicts = (f"- Verdicts at p_boot < 0.05 (beyond noise or not): "
                 f"{frac(found['verdicts_05'])} the same; at 0.01: {frac(found['verdicts_01'])}.")
     lines = ["## On a second base model", "", intro, "", orderings, signs, verdicts, ""]
-    claims = sig[sig["p_boot"] < ALPHA].sort_values(SIG_KEY)
+    claims = sig[sig["p_boot_a"] < ALPHA]
     if len(claims):
         header = ("| table | setting | model | benchmark | comparison | here: a - b, p_boot "
                   "| second base model: a - b, p_boot | held? |")
         lines += [header, "|---|---|---|---|---|---|---|---|"]
-        for r in claims.itertuples():
-            turned = (r.diff > 0) != (r.diff_2 > 0)
-            held = r.p_boot_2 < ALPHA and not turned
-            verdict = "held" if held else ("turned round" if turned else "not beyond noise")
+        for r, verdict in zip(claims.itertuples(), claim_fates(sig, ALPHA)):
             lines.append(f"| {r.table} | {r.setting} | {r.model} | {r.benchmark} | "
-                         f"{r.comparison} | {r.a} - {r.b}: {r.diff:+.1f}, {r.p_boot:.4f} | "
-                         f"{r.a_2} - {r.b_2}: {r.diff_2:+.1f}, {r.p_boot_2:.4f} | {verdict} |")
+                         f"{r.comparison} | {r.a_a} - {r.b_a}: {r.diff_a:+.1f}, "
+                         f"{r.p_boot_a:.4f} | {r.a_b} - {r.b_b}: {r.diff_b:+.1f}, "
+                         f"{r.p_boot_b:.4f} | {verdict} |")
         lines.append("")
     return lines
 
