@@ -217,11 +217,13 @@ def final_step_test(setting: str) -> Callable[[str], bool]:
 
 
 def search_cell(cfg, spec: SearchSpec, *, model_name: str, seed: int, align_dir: str | Path,
-                world_dir: str | Path) -> dict:
+                world_dir: str | Path, fingerprint: str | None = None) -> dict:
     """Every mode of ``search_modes`` on one trained cell with a value head (its
     ``align/model``), on ``spec.problems`` test problems per benchmark; the record Table 5
     reads, with the spec, the machine and the seconds. Threads are the caller's to set
-    (``pipa.hardware.setup_runtime``, or a ``pipa.parallel.fork_map`` worker)."""
+    (``pipa.hardware.setup_runtime``, or a ``pipa.parallel.fork_map`` worker).
+    ``fingerprint``: the cell's ``cell_fingerprint`` if the caller has it (hashing a 7B
+    model's weights again would cost minutes)."""
     from pipa.evaluation import eval_problems, grading_setting
     from pipa.hardware import machine
     from pipa.model_io import load_policy_model, prompt_formatter
@@ -255,7 +257,7 @@ def search_cell(cfg, spec: SearchSpec, *, model_name: str, seed: int, align_dir:
                          max_steps=cfg.eval.max_steps, seed=seed,
                          batch_size=cfg.eval.batch_size, references=spec.references)
     return {**found, "spec": asdict(spec), "seed": seed, "machine": machine(),
-            "fingerprint": cell_fingerprint(cfg, align_dir),
+            "fingerprint": fingerprint or cell_fingerprint(cfg, align_dir),
             "seconds": round(time.perf_counter() - started, 1)}
 
 

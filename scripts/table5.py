@@ -71,15 +71,18 @@ def main() -> None:
         s, a, m, seed = cell
         return run / "runs/main" / s / a / m / f"seed{seed}" / "align"
 
+    # each cell's model hashed once: to judge its cached record, then kept in the new one
+    fingerprints = {cell: cell_fingerprint(cfg, align_dir(cell)) for cell in cells}
+
     def fresh(cell) -> bool:
-        return record_is_fresh(record_path(cell), spec_of(cell[3]),
-                               cell_fingerprint(cfg, align_dir(cell)))
+        return record_is_fresh(record_path(cell), spec_of(cell[3]), fingerprints[cell])
 
     def one(cell) -> str:
         _, _, m, seed = cell
         started = time.perf_counter()
         found = search_cell(cfg, spec_of(seed), model_name=m, seed=seed,
-                            align_dir=align_dir(cell), world_dir=run / "data/world")
+                            align_dir=align_dir(cell), world_dir=run / "data/world",
+                            fingerprint=fingerprints[cell])
         path = record_path(cell)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
