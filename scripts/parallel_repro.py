@@ -27,7 +27,7 @@ results, and its per-stage read/write locks keep two processes off the same outp
 Side by side, each stage runs its jobs inline (``PIPA_MAX_WORKERS``, pipa/parallel.py)
 with the threads per job that runtime.threads / runtime.workers give it anyway, so every
 number is the one plain `dvc repro` gives, however many processes run side by side
-(tests/test_pipeline.py checks it). At the end
+(tests/test_pipeline_reruns.py checks it). At the end
 a plain `dvc repro` confirms that nothing is left to run (it runs whatever is).
 
 A failing stage lets the other processes of its wave finish (what they finish is

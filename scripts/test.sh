@@ -5,7 +5,8 @@
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 ruff check .
 # No arguments: the default run, one pytest-xdist worker per core, each test file on one
-# worker (--dist loadfile: test_pipeline.py's module fixture, the micro pipeline, is built
-# once and its tests run beside the other files).
+# worker (--dist loadfile). The micro pipeline is built once per run, by the first worker
+# that asks (tests/micro_pipeline.py); the other runs the unit tests meanwhile, then the
+# second pipeline file's tests beside the first's (tests/conftest.py orders the files).
 if [ "$#" -eq 0 ]; then set -- -m "not slow" -n auto --dist loadfile; fi
 python -m pytest -q -p no:cacheprovider "$@"

@@ -31,3 +31,24 @@ def run_download_offline():
                               check=False)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def micro(tmp_path_factory) -> Path:
+    """The micro pipeline, reproduced once per session and shared by every worker
+    (tests/micro_pipeline.py): read it, or copy it (``copy_repo``) before changing it."""
+    from micro_pipeline import micro_pipeline
+
+    return micro_pipeline(tmp_path_factory)
+
+
+# Collection order, which pytest-xdist's --dist loadfile hands out file by file: the file
+# that builds the micro pipeline first (its worker then spends minutes on it), the other
+# pipeline file last, so the second worker runs the unit tests while the pipeline builds and
+# then waits for it only as long as the build still takes.
+_FIRST, _LAST = "test_pipeline.py", "test_pipeline_reruns.py"
+
+
+def pytest_collection_modifyitems(items):
+    rank = {_FIRST: 0, _LAST: 2}
+    items.sort(key=lambda item: rank.get(item.path.name, 1))  # stable: the rest keep order
