@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from micro_pipeline import micro_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,8 +38,6 @@ def run_download_offline():
 def micro(tmp_path_factory) -> Path:
     """The micro pipeline, reproduced once per session and shared by every worker
     (tests/micro_pipeline.py): read it, or copy it (``copy_repo``) before changing it."""
-    from micro_pipeline import micro_pipeline
-
     return micro_pipeline(tmp_path_factory)
 
 
@@ -46,9 +45,8 @@ def micro(tmp_path_factory) -> Path:
 # that builds the micro pipeline first (its worker then spends minutes on it), the other
 # pipeline file last, so the second worker runs the unit tests while the pipeline builds and
 # then waits for it only as long as the build still takes.
-_FIRST, _LAST = "test_pipeline.py", "test_pipeline_reruns.py"
+_FILE_RANK = {"test_pipeline.py": 0, "test_pipeline_reruns.py": 2}  # the rest: 1
 
 
 def pytest_collection_modifyitems(items):
-    rank = {_FIRST: 0, _LAST: 2}
-    items.sort(key=lambda item: rank.get(item.path.name, 1))  # stable: the rest keep order
+    items.sort(key=lambda item: _FILE_RANK.get(item.path.name, 1))  # stable: the rest keep order
