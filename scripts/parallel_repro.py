@@ -41,6 +41,7 @@ import collections
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -52,6 +53,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # pipa, for params
 
 from stage_commands import ordered_stages, pipeline_graph, stage_waves
 from stage_times import StageClock, report
+from warm_start import warm_starts
 
 
 def stages_to_run(stages: list, targets: list[str], force: bool, single_item: bool) -> list:
@@ -113,10 +115,11 @@ def run_group(k: int, names: list[str], force: bool, env: dict, prefix: bool,
 
 
 def run_wave(names: list[str], jobs: int, workers: int, force: bool,
-             seconds: dict[str, float]) -> tuple[dict[str, float], list]:
-    """Run one wave; return the stage times and the failed groups."""
+             seconds: dict[str, float], warm_env: dict) -> tuple[dict[str, float], list]:
+    """Run one wave (``warm_env``: the variables of ``warm_starts``, or none); return the
+    stage times and the failed groups."""
     groups = split(names, jobs, seconds)
-    env = dict(os.environ)
+    env = dict(os.environ, **warm_env)
     if len(groups) > 1:  # side by side: each stage's jobs inline, same numbers
         env["PIPA_MAX_WORKERS"] = str(max(1, workers // len(groups)))
     out_lock, results = threading.Lock(), {}
@@ -171,6 +174,14 @@ def default_jobs(runtime: dict) -> int:
     return max(1, usable_cores() // per_job)
 
 
+def warm_starts_apply(runtime: dict, stages: list) -> bool:
+    """Whether the stages start warm (scripts/warm_start.py): some run ``python stages/``,
+    plainly (``runtime.launcher`` empty: a launcher starts its own processes), on the CPU
+    (a GPU's stages run one at a time, where start-up matters less)."""
+    plain = [s for s in stages if str(s.cmd).lstrip().startswith("python stages/")]
+    return bool(plain) and runtime["launcher"] == "" and not stages_on_gpu(str(runtime["device"]))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -186,6 +197,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-s", "--single-item", action="store_true",
                         help="only the targets, not what they depend on (`dvc repro -s`)")
     parser.add_argument("--dry", action="store_true", help="print the waves and stop")
+    parser.add_argument("--cold", action="store_true",
+                        help="every stage starts its own interpreter (no warm starts: "
+                             "scripts/warm_start.py); the numbers are the same")
     args = parser.parse_args(argv)
     runtime = runtime_params()
     workers = int(runtime["workers"])
@@ -219,10 +233,22 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     known = {stage.addressing for stage in pipeline_graph()}  # what timing.json may keep
+    warm = not args.cold and warm_starts_apply(runtime, todo)
+    with (warm_starts(shutil.which("python") or sys.executable) if warm
+          else contextlib.nullcontext(({}, lambda: 0))) as (warm_env, warm_count):
+        run_waves(waves, jobs, workers, args, seconds, warm_env, started, timing, known)
+        if warm:
+            print(f"[warm] {warm_count()} stage(s) started warm, torch and transformers "
+                  "already imported (scripts/warm_start.py; --cold: none)", flush=True)
+
+
+def run_waves(waves: dict[int, list[str]], jobs: int, workers: int, args, seconds: dict,
+              warm_env: dict, started: float, timing: Path, known: set) -> None:
+    """The waves one after the other, then the closing `dvc repro`; stop at a failure."""
     times: dict[str, float] = {}
     for w, names in sorted(waves.items()):
         began = time.time()
-        wave_times, failed = run_wave(names, jobs, workers, args.force, seconds)
+        wave_times, failed = run_wave(names, jobs, workers, args.force, seconds, warm_env)
         times.update(wave_times)
         print(f"[waves] wave {w}: {len(names)} stages, {time.time() - began:.1f} s", flush=True)
         if failed:
@@ -234,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
                      "(finished stages are recorded and will not run again)")
     # DVC's own last word: plain `dvc repro` finds nothing to do (or does what is left).
     closing = ["dvc", "repro", *(["--single-item"] if args.single_item else []), *args.targets]
-    rc, closing_times, _ = stream_dvc(closing)
+    rc, closing_times, _ = stream_dvc(closing, dict(os.environ, **warm_env))
     times.update(closing_times)
     report(times, time.time() - started, timing, known)
     if rc != 0:

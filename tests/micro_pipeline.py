@@ -123,8 +123,8 @@ def micro_pipeline(tmp_path_factory) -> Path:
 
 def _reproduce(repo: Path) -> None:
     """The micro pipeline reproduced the main job's way (scripts/parallel_repro.py: two DVC
-    processes on two cores, half the wall time of one); test_same_seed_same_numbers runs
-    plain `dvc repro` against it."""
+    processes on two cores, half the wall time of one, stages started warm);
+    test_a_cell_rerun_the_other_way_gives_the_same_bytes runs plain `dvc repro` against it."""
     if repo.exists():
         shutil.rmtree(repo)  # a build interrupted before it finished
     repo.mkdir()
@@ -134,5 +134,11 @@ def _reproduce(repo: Path) -> None:
     assert re.search(r"^\[2\] Running stage '", proc.stdout, re.MULTILINE), proc.stdout[-3000:]
     assert "Running stage 'report'" in proc.stdout
     assert "Data and pipelines are up to date" in proc.stdout  # the closing `dvc repro`
+    # Stages started warm (scripts/warm_start.py), all but perhaps the first wave's (it may
+    # start before the server has its imports); the reruns compare them with cold ones.
+    warm = re.search(r"^\[warm\] (\d+) stage", proc.stdout, re.MULTILINE)
+    first_wave = re.search(r"^\[waves\] wave 0: (\d+) stages", proc.stdout, re.MULTILINE)
+    assert warm and first_wave, proc.stdout[-3000:]
+    assert int(warm[1]) >= len(stages_ran(proc.stdout)) - int(first_wave[1]), warm[0]
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "repro"], repo)

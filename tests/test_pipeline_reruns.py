@@ -21,8 +21,9 @@ from micro_pipeline import OFFLINE_ENV, copy_repo, lock_outs, make_micro_repo, r
 
 
 def test_a_cell_rerun_the_other_way_gives_the_same_bytes(micro, tmp_path):
-    """Two cells forced again with plain `dvc repro` (each stage's jobs in forked workers),
-    where the fixture ran them through scripts/parallel_repro.py (jobs inline, two DVC
+    """Two cells forced again with plain `dvc repro` (a cold interpreter per stage, each
+    stage's jobs in forked workers), where the fixture ran them through
+    scripts/parallel_repro.py (warm starts: scripts/warm_start.py; jobs inline, two DVC
     processes): every output byte-identical, as DVC hashes them. The from-scratch version,
     upstream stages included, is test_same_seed_same_numbers (slow)."""
     repo = copy_repo(micro, tmp_path / "rerun")
@@ -42,7 +43,7 @@ def test_same_seed_same_numbers(micro, tmp_path):
     """A second, independent repro of two cells from scratch gives identical files, though
     it runs differently: plain `dvc repro`, one stage at a time, each stage's jobs in forked
     workers, where the fixture ran scripts/parallel_repro.py (the main job's way: two DVC
-    processes at once, each stage's jobs inline).
+    processes at once, stages started warm, each stage's jobs inline).
 
     Compared: every artifact that carries numbers (weights, sampled data, labels, prior
     log-probs, predictions, metrics, loss curves), and then every output of every stage

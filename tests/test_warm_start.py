@@ -1,0 +1,163 @@
+"""scripts/warm_start.py: a stage started from the warm server behaves as a cold one (its
+arguments, folder, environment, streams, exit status, traceback), dies with its shim, and
+anything else reaches the real interpreter. The micro pipeline's build runs every stage
+this way and tests/test_pipeline_reruns.py compares its bytes with cold runs.
+
+The server here preloads ``fractions`` instead of torch (seconds instead of ten), in a
+scratch repository laid out as ours: scripts/warm_start.py, stages/_boot.py, a probe stage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PROBE = '''\
+import os, sys, time
+loaded = "fractions" in sys.modules  # preloaded by the server, never by a cold interpreter
+import _boot
+shim_vars = sorted(k for k in os.environ if k.startswith("PIPA_WARM"))
+print("argv", sys.argv[1:], "cwd", os.getcwd(), "X", os.environ.get("X"), "warm", loaded,
+      "offline", os.environ.get("HF_HUB_OFFLINE"), "shim vars", shim_vars,
+      "shim on PATH", any(p.endswith("/bin") and "pipa-warm-" in p
+                          for p in os.environ["PATH"].split(os.pathsep)))
+print("to stderr", file=sys.stderr)
+if sys.argv[1:2] == ["fail"]:
+    raise RuntimeError("planted failure")
+if sys.argv[1:2] == ["message"]:
+    sys.exit("error: a message")
+if sys.argv[1:2] == ["exit"]:
+    sys.exit(int(sys.argv[2]))
+if sys.argv[1:2] == ["sleep"]:
+    worker = os.fork()  # as a stage's forked workers
+    if worker == 0:
+        time.sleep(120)
+        os._exit(0)
+    open("pids", "w").write(f"{os.getpid()} {worker}")
+    time.sleep(120)
+'''
+
+
+@pytest.fixture
+def scratch(tmp_path):
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "stages").mkdir()
+    shutil.copy(ROOT / "scripts/warm_start.py", tmp_path / "scripts")
+    shutil.copy(ROOT / "stages/_boot.py", tmp_path / "stages")
+    (tmp_path / "stages/probe.py").write_text(PROBE)
+    return tmp_path
+
+
+@contextlib.contextmanager
+def warm(scratch: Path):
+    """The scratch repository's warm_starts (preloading ``fractions``), once it listens."""
+    # The scratch copy, by path: a `warm_start` imported before (parallel_repro's) is ours.
+    spec = importlib.util.spec_from_file_location("scratch_warm_start",
+                                                  scratch / "scripts/warm_start.py")
+    warm_start = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(warm_start)
+    with warm_start.warm_starts(sys.executable, preload=("fractions",)) as (extra, count):
+        deadline = time.time() + 60
+        while not Path(extra[warm_start.SOCKET_VAR]).exists():
+            assert time.time() < deadline, "the server never listened"
+            time.sleep(0.05)
+        yield dict(os.environ, X="42", **extra), count
+
+
+def sh(command: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    """``command`` through the shell, as DVC runs a stage's."""
+    return subprocess.run(command, shell=True, cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def test_a_warm_stage_gets_its_arguments_folder_environment_streams_and_status(scratch):
+    with warm(scratch) as (env, count):
+        ok = sh("python stages/probe.py a 'b c'", scratch, env)
+        code = sh("python stages/probe.py exit 7", scratch, env)
+        message = sh("python stages/probe.py message", scratch, env)
+        failed = sh("python stages/probe.py fail", scratch, env)
+        assert count() == 4
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout == (f"argv ['a', 'b c'] cwd {scratch} X 42 warm True offline 1 "
+                         "shim vars [] shim on PATH False\n")
+    assert ok.stderr == "to stderr\n"
+    assert code.returncode == 7
+    assert (message.returncode, message.stderr) == (1, "to stderr\nerror: a message\n")
+    # the same traceback as a cold interpreter prints: it starts at the stage's own frame
+    cold = sh("python stages/probe.py fail", scratch, dict(os.environ, X="42"))
+    assert "warm False" in cold.stdout
+    assert failed.returncode == cold.returncode == 1
+    assert failed.stderr == cold.stderr
+    assert "RuntimeError: planted failure" in failed.stderr
+    assert "warm_start.py" not in failed.stderr and "runpy" not in failed.stderr
+
+
+def test_killing_the_shim_kills_the_stage_and_its_forked_workers(scratch):
+    with warm(scratch) as (env, _):
+        shim = subprocess.Popen("python stages/probe.py sleep", shell=True, cwd=scratch,
+                                env=env, start_new_session=True, stdout=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while not (scratch / "pids").exists() or len((scratch / "pids").read_text().split()) < 2:
+            assert time.time() < deadline, "the stage never started"
+            time.sleep(0.05)
+        pids = [int(p) for p in (scratch / "pids").read_text().split()]
+        assert all(Path(f"/proc/{p}").exists() for p in pids)
+        os.killpg(shim.pid, signal.SIGKILL)  # as a killed `dvc repro` takes its command
+        shim.wait()
+        deadline = time.time() + 10
+        while any(_alive(p) for p in pids):
+            assert time.time() < deadline, f"stage processes {pids} outlived their shim"
+            time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting to be reaped counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_other_commands_and_a_missing_server_run_the_real_interpreter(scratch):
+    with warm(scratch) as (env, count):
+        other = sh("python -c 'import sys, os; print(sys.executable, "
+                   "os.environ.get(\"PIPA_WARM_SOCKET\"))'", scratch, env)
+        flagged = sh("python -u stages/probe.py x", scratch, env)  # a flag first: cold
+        assert count() == 0
+        gone = dict(env, PIPA_WARM_SOCKET=str(scratch / "no-server.sock"))
+        cold = sh("python stages/probe.py y", scratch, gone)
+    assert other.stdout.split() == [sys.executable, "None"], other.stderr
+    assert "warm False" in flagged.stdout and "shim vars []" in flagged.stdout
+    assert cold.returncode == 0 and "argv ['y']" in cold.stdout and "warm False" in cold.stdout
+
+
+def test_parallel_repro_starts_warm_only_for_plain_python_stages_on_the_cpu():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from parallel_repro import warm_starts_apply
+    finally:
+        sys.path.pop(0)
+
+    class Stage:
+        def __init__(self, cmd):
+            self.cmd = cmd
+
+    cpu = {"launcher": "", "device": "cpu"}
+    assert warm_starts_apply(cpu, [Stage(" python stages/align.py --model ds")])
+    assert not warm_starts_apply(cpu, [Stage("echo hi > out.txt")])
+    launched = {"launcher": "accelerate launch --no_python", "device": "cpu"}
+    assert not warm_starts_apply(launched, [Stage("accelerate launch --no_python python "
+                                                  "stages/align.py")])
+    assert not warm_starts_apply({"launcher": "", "device": "cuda"},
+                                 [Stage("python stages/align.py")])
