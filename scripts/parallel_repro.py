@@ -4,6 +4,7 @@
     python scripts/parallel_repro.py --force         # every stage, as `dvc repro --force`
     python scripts/parallel_repro.py report --jobs 2 # `report` and what it needs
     python scripts/parallel_repro.py --dry           # print the waves, run nothing
+    python scripts/parallel_repro.py --cold          # no warm starts (same numbers)
     python scripts/parallel_repro.py -s -f cell1 cell2   # just these, as `dvc repro -s -f`
 
 Why: `dvc repro` runs one stage at a time, and a stage of the default is mostly start-up
@@ -29,6 +30,11 @@ with the threads per job that runtime.threads / runtime.workers give it anyway, 
 number is the one plain `dvc repro` gives, however many processes run side by side
 (tests/test_pipeline_reruns.py checks it). At the end
 a plain `dvc repro` confirms that nothing is left to run (it runs whatever is).
+
+Each stage starts warm (scripts/warm_start.py): in a fork of one server that has torch,
+transformers and the model code imported, seconds of one core saved per stage, the same
+bytes written (``--cold``: every stage starts its own interpreter, as under plain `dvc
+repro`; off under ``runtime.launcher`` and on a GPU).
 
 A failing stage lets the other processes of its wave finish (what they finish is
 recorded), then stops the run, naming the stage, with the end of its output.

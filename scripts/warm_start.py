@@ -107,7 +107,8 @@ def serve(address: str, preload: tuple[str, ...] = PRELOAD) -> dict:
                     if pid == 0:
                         return _become_stage(request, [listener, *running.values()],
                                              conn, base_path)
-                    os.setpgid(pid, pid)  # also done by the child: whichever runs first
+                    with contextlib.suppress(OSError):  # the child may have ended already
+                        os.setpgid(pid, pid)  # also done by the child: whichever runs first
                     for fd in request["fds"]:  # the child's now; held here, a pipe never ends
                         os.close(fd)
                     running[pid] = conn
