@@ -12,6 +12,7 @@ times (cold / warm) and the seconds a warm start saves per stage.
 from __future__ import annotations
 
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -43,6 +44,9 @@ def seconds(command: str, env: dict) -> float:
 
 
 def main() -> None:
+    # killed (timeout, Ctrl-C): still take the probe out of stages/, where the code
+    # manifests would see it
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     with tempfile.NamedTemporaryFile("w", suffix=".py", dir=ROOT / "stages",
                                      prefix="bench_probe_", delete=False) as probe:
         probe.write(PROBE)
@@ -50,7 +54,11 @@ def main() -> None:
     try:
         with warm_starts(sys.executable) as (extra, count):
             warm_env = dict(os.environ, **extra)
+            deadline = time.monotonic() + 120  # the imports take seconds, not minutes
             while not Path(extra[SOCKET_VAR]).exists():
+                if time.monotonic() > deadline:
+                    sys.exit("error: the warm-start server did not start within 120 s (its "
+                             "error is above; is the project's .venv active?)")
                 time.sleep(0.1)
             cold, warm = [], []
             for _ in range(REPEATS):
