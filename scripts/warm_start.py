@@ -25,14 +25,20 @@ status. The stage's environment is the one the shim had, less the shim's own var
 and folder. Only third-party packages are preloaded, in the environment ``stages/_boot.py``
 gives every stage (its offline flags are read at import time); the repository's code
 (``pipa``, ``_boot``, the stage script) is imported by each child from the files as they
-are then. The server never runs a torch operation, so no thread pool exists before the
-child sets its thread count. A warm stage writes the bytes a cold one writes
-(tests/test_pipeline_reruns.py compares a warm build with plain `dvc repro`).
+are then. The server never runs a torch operation, so torch's thread pools start in the
+child, after it sets its thread count (the OpenBLAS threads numpy starts at import have
+fork handlers). A warm stage writes the bytes a cold one writes
+(tests/test_pipeline_reruns.py compares a warm build with plain `dvc repro`). Two
+differences a stage could see, none of ours does: ``sys.argv[0]`` is the script's absolute
+path (runpy's), and objects still alive at exit are not finalized (no interpreter
+teardown: a file left open and unflushed at exit loses its buffer; ours close theirs).
 
 Death: a child runs in a process group of its own; when its shim goes away (killed, as a
 `dvc repro` may be) the server kills that group, forked workers included, so nothing of a
 killed stage goes on writing. When parallel_repro ends it stops the server, which kills
-whatever still runs.
+whatever still runs; a server killed outright takes its children with it (the kernel's
+parent-death signal). Ctrl-C reaches the stages as SIGINT through the server, and a stage
+that ends by it ends its shim the same way.
 
     python scripts/warm_start.py serve SOCKET [--preload json ...]   # parallel_repro does
     python -S scripts/warm_start.py shim ARGS...                     # the shim does
@@ -67,10 +73,26 @@ class _Stop(Exception):
 
 
 def serve(address: str, preload: tuple[str, ...] = PRELOAD) -> dict:
-    """Import ``preload``, then listen on ``address`` (it appears once the imports are
-    done). Returns only in a forked child, with its request: ``{"argv", "cwd", "env"}``,
-    the requester's descriptors already on 0, 1 and 2."""
+    """Listen on ``address``, then import ``preload``: a shim that connects meanwhile
+    waits in the backlog (no longer than its own cold imports would take), so no stage
+    starts cold because it came early. Returns only in a forked child, with its request:
+    ``{"argv", "cwd", "env"}``, the requester's descriptors already on 0, 1 and 2."""
     import importlib
+
+    def stop(signum, frame):
+        raise _Stop
+
+    def interrupt(signum, frame):  # Ctrl-C reaches the stages as it reaches cold ones
+        for pid in running:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGINT)
+
+    running: dict[int, socket.socket] = {}  # child pid -> its shim's connection
+    signal.signal(signal.SIGINT, interrupt)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(address + ".part")
+    listener.listen(64)
+    os.replace(address + ".part", address)
 
     base_path = list(sys.path)
     sys.path.insert(0, str(STAGES))
@@ -80,16 +102,7 @@ def serve(address: str, preload: tuple[str, ...] = PRELOAD) -> dict:
         importlib.import_module(name)
     sys.path[:] = base_path
     del sys.modules["_boot"]  # each stage imports it again, in its own environment
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(address + ".part")
-    listener.listen(64)
-    os.replace(address + ".part", address)
-
-    def stop(signum, frame):
-        raise _Stop
-
-    signal.signal(signal.SIGTERM, stop)
-    running: dict[int, socket.socket] = {}  # child pid -> its shim's connection
+    signal.signal(signal.SIGTERM, stop)  # (during the imports: the default, a quiet death)
     abandoned: set[int] = set()             # children whose shim went away: killed
     parent, me = os.getppid(), os.getpid()
     try:
@@ -106,7 +119,7 @@ def serve(address: str, preload: tuple[str, ...] = PRELOAD) -> dict:
                     pid = os.fork()
                     if pid == 0:
                         return _become_stage(request, [listener, *running.values()],
-                                             conn, base_path)
+                                             conn, base_path, me)
                     with contextlib.suppress(OSError):  # the child may have ended already
                         os.setpgid(pid, pid)  # also done by the child: whichever runs first
                     for fd in request["fds"]:  # the child's now; held here, a pipe never ends
@@ -145,6 +158,7 @@ def serve(address: str, preload: tuple[str, ...] = PRELOAD) -> dict:
 def _receive(conn: socket.socket) -> dict | None:
     """A shim's request: one JSON line, the three descriptors with its first bytes."""
     fds: list[int] = []
+    conn.settimeout(10)  # a shim stopped mid-request must not stall the others
     try:
         data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
         while not data.endswith(b"\n"):
@@ -153,6 +167,7 @@ def _receive(conn: socket.socket) -> dict | None:
                 break
             data += more
         if len(fds) == 3 and data.endswith(b"\n"):
+            conn.settimeout(None)
             return {**json.loads(data), "fds": fds}
     except (OSError, ValueError):  # a shim that died mid-request, or not a shim
         pass
@@ -162,11 +177,16 @@ def _receive(conn: socket.socket) -> dict | None:
 
 
 def _become_stage(request: dict, server_files: list, conn: socket.socket,
-                  base_path: list[str]) -> dict:
+                  base_path: list[str], server: int) -> dict:
     """In the forked child: leave the server's files and signals, take the shim's
-    descriptors, folder, environment and arguments."""
+    descriptors, folder, environment and arguments. Killed with the server (SIGKILL
+    included: a group of its own would otherwise outlive it)."""
     os.setpgid(0, 0)
+    _die_with_parent()
+    if os.getppid() != server:  # the server died before prctl
+        os._exit(1)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for f in [*server_files, conn]:
         f.close()
     for target, fd in enumerate(request.pop("fds")):
@@ -183,16 +203,27 @@ def _become_stage(request: dict, server_files: list, conn: socket.socket,
     return request
 
 
+def _die_with_parent() -> None:
+    """SIGKILL when the parent dies (Linux's PR_SET_PDEATHSIG; elsewhere nothing)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+
+
 def _text_stream(fd: int, unbuffered: bool) -> io.TextIOWrapper:
-    """The text stream a cold interpreter puts on ``fd`` (0, 1 or 2): stderr and terminals
-    line-buffered, ``PYTHONUNBUFFERED`` writing through, stderr's errors escaped."""
+    """The text stream a cold interpreter puts on ``fd`` (0, 1 or 2): the server's own
+    encoding and error handler (its interpreter read the same locale), stderr's errors
+    escaped, stderr and terminals line-buffered, ``PYTHONUNBUFFERED`` writing through."""
     raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
+    like = sys.__stdin__ if fd == 0 else sys.__stdout__
+    encoding = getattr(like, "encoding", None)
+    errors = "backslashreplace" if fd == 2 else getattr(like, "errors", None)
     if fd == 0:
-        return io.TextIOWrapper(io.BufferedReader(raw))
+        return io.TextIOWrapper(io.BufferedReader(raw), encoding=encoding, errors=errors)
     binary = raw if unbuffered else io.BufferedWriter(raw)
-    return io.TextIOWrapper(binary, line_buffering=fd == 2 or raw.isatty(),
-                            write_through=unbuffered,
-                            errors="backslashreplace" if fd == 2 else "strict")
+    return io.TextIOWrapper(binary, encoding=encoding, errors=errors,
+                            line_buffering=fd == 2 or raw.isatty(), write_through=unbuffered)
 
 
 def is_stage_command(args: list[str]) -> bool:
@@ -218,6 +249,8 @@ def shim(args: list[str]) -> None:
         else:
             request = {"argv": args, "cwd": os.getcwd(), "env": env}
             socket.send_fds(server, [json.dumps(request).encode() + b"\n"], [0, 1, 2])
+            # Ctrl-C: the server passes it to the stage, whose end is then this one's
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             answer = server.makefile("rb").readline()  # when the stage has ended
             if not answer:
                 sys.exit("error: the warm-start server (scripts/warm_start.py) ended before "
@@ -278,6 +311,7 @@ def run_stage() -> None:
     import threading
 
     script = os.path.abspath(sys.argv[0])
+    interrupted = False
     try:
         runpy.run_path(script, run_name="__main__")  # absolute, as a cold __main__ is
         code = 0
@@ -286,7 +320,8 @@ def run_stage() -> None:
         if not isinstance(stop.code, int | None):
             print(stop.code, file=sys.stderr)
     except BaseException as error:  # noqa: BLE001  uncaught in the stage: reported as a cold
-        tb = error.__traceback__       # interpreter reports it, status 1
+        tb = error.__traceback__       # interpreter reports it, status 1 (or SIGINT)
+        interrupted = isinstance(error, KeyboardInterrupt)
         while tb is not None and tb.tb_frame.f_code.co_filename != script:
             tb = tb.tb_next  # this file's and runpy's frames: not the stage's
         if tb is not None:
@@ -300,6 +335,9 @@ def run_stage() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
+    if interrupted:  # a cold interpreter ends an uncaught KeyboardInterrupt by SIGINT
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
     os._exit(code)
 
 

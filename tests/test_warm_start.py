@@ -24,7 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = '''\
-import os, sys, time
+import os, signal, sys, time
 loaded = "fractions" in sys.modules  # preloaded by the server, never by a cold interpreter
 import _boot
 shim_vars = sorted(k for k in os.environ if k.startswith("PIPA_WARM"))
@@ -39,6 +39,10 @@ if sys.argv[1:2] == ["message"]:
     sys.exit("error: a message")
 if sys.argv[1:2] == ["exit"]:
     sys.exit(int(sys.argv[2]))
+if sys.argv[1:2] == ["signal"]:
+    os.kill(os.getpid(), signal.SIGTERM)
+if sys.argv[1:2] == ["interrupt"]:
+    raise KeyboardInterrupt
 if sys.argv[1:2] == ["sleep"]:
     worker = os.fork()  # as a stage's forked workers
     if worker == 0:
@@ -103,15 +107,84 @@ def test_a_warm_stage_gets_its_arguments_folder_environment_streams_and_status(s
     assert "warm_start.py" not in failed.stderr and "runpy" not in failed.stderr
 
 
+def test_a_stage_ending_by_a_signal_or_ctrl_c_ends_as_a_cold_one(scratch):
+    with warm(scratch) as (env, count):
+        warm_runs = [sh(f"python stages/probe.py {how}", scratch, env)
+                     for how in ("signal", "interrupt")]
+        assert count() == 2
+    cold_runs = [sh(f"python stages/probe.py {how}", scratch, dict(os.environ, X="42"))
+                 for how in ("signal", "interrupt")]
+    for warm_run, cold_run in zip(warm_runs, cold_runs):
+        assert warm_run.returncode == cold_run.returncode != 0
+        assert warm_run.stderr == cold_run.stderr
+    assert cold_runs[0].returncode in (-signal.SIGTERM, 128 + signal.SIGTERM)
+    assert cold_runs[1].returncode in (-signal.SIGINT, 128 + signal.SIGINT)
+    assert "KeyboardInterrupt" in warm_runs[1].stderr
+
+
+def _server_pid(address: str) -> int:
+    """The warm-start server listening on ``address`` (from /proc)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            args = cmdline.read_bytes().split(b"\0")
+            if b"serve" in args and address.encode() in args:
+                return int(cmdline.parent.name)
+    raise AssertionError(f"no server process for {address}")
+
+
+def _started(scratch: Path) -> list[int]:
+    """The probe's `sleep` stage and its forked worker, once both run."""
+    deadline = time.time() + 60
+    while not (scratch / "pids").exists() or len((scratch / "pids").read_text().split()) < 2:
+        assert time.time() < deadline, "the stage never started"
+        time.sleep(0.05)
+    return [int(p) for p in (scratch / "pids").read_text().split()]
+
+
+def test_ctrl_c_reaches_a_warm_stage_through_the_server(scratch):
+    with warm(scratch) as (env, count):
+        shim = subprocess.Popen("python stages/probe.py sleep", shell=True, cwd=scratch,
+                                env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        pids = _started(scratch)
+        assert count() == 1
+        # the terminal's Ctrl-C reaches the server, not the stage's own process group
+        os.kill(_server_pid(env["PIPA_WARM_SOCKET"]), signal.SIGINT)
+        _, stderr = shim.communicate(timeout=30)
+        assert shim.returncode in (-signal.SIGINT, 128 + signal.SIGINT), stderr
+        assert "KeyboardInterrupt" in stderr
+        deadline = time.time() + 10
+        while any(_alive(p) for p in pids):
+            assert time.time() < deadline, f"stage processes {pids} outlived Ctrl-C"
+            time.sleep(0.05)
+
+
+def test_a_stage_dies_with_a_killed_server(scratch):
+    with warm(scratch) as (env, count):
+        shim = subprocess.Popen("python stages/probe.py sleep", shell=True, cwd=scratch,
+                                env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        stage, worker = _started(scratch)
+        assert count() == 1
+        os.kill(_server_pid(env["PIPA_WARM_SOCKET"]), signal.SIGKILL)
+        shim.wait(timeout=30)
+        assert shim.returncode != 0
+        deadline = time.time() + 10
+        try:
+            while _alive(stage):
+                assert time.time() < deadline, f"the stage {stage} outlived its killed server"
+                time.sleep(0.05)
+        finally:  # a stage killed outright leaves its workers, cold or warm: not this test's
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGKILL)
+
+
 def test_killing_the_shim_kills_the_stage_and_its_forked_workers(scratch):
-    with warm(scratch) as (env, _):
+    with warm(scratch) as (env, count):
         shim = subprocess.Popen("python stages/probe.py sleep", shell=True, cwd=scratch,
                                 env=env, start_new_session=True, stdout=subprocess.DEVNULL)
-        deadline = time.time() + 60
-        while not (scratch / "pids").exists() or len((scratch / "pids").read_text().split()) < 2:
-            assert time.time() < deadline, "the stage never started"
-            time.sleep(0.05)
-        pids = [int(p) for p in (scratch / "pids").read_text().split()]
+        pids = _started(scratch)
+        assert count() == 1  # warm: a cold stage would die with the shim's session anyway
         assert all(Path(f"/proc/{p}").exists() for p in pids)
         os.killpg(shim.pid, signal.SIGKILL)  # as a killed `dvc repro` takes its command
         shim.wait()
