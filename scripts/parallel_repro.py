@@ -246,6 +246,9 @@ def main(argv: list[str] | None = None) -> None:
         if warm:
             print(f"[warm] {warm_count()} stage(s) started warm, torch and transformers "
                   "already imported (scripts/warm_start.py; --cold: none)", flush=True)
+            if warm_count() == 0:  # same numbers, only slower: say so, do not fail
+                print("[warm] warning: no stage started warm; the warm-start server did not "
+                      "run (its error, if any, is above)", flush=True)
 
 
 def run_waves(waves: dict[int, list[str]], jobs: int, workers: int, args, seconds: dict,

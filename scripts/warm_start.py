@@ -272,7 +272,9 @@ def warm_starts(python: str, preload: tuple[str, ...] = PRELOAD):
     import subprocess
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="pipa-warm-") as folder:
+    # A Unix socket's path has at most ~107 bytes: a long TMPDIR falls back to /tmp.
+    short = None if len(tempfile.gettempdir()) < 60 else "/tmp"
+    with tempfile.TemporaryDirectory(prefix="pipa-warm-", dir=short) as folder:
         address, shim_dir = f"{folder}/server.sock", Path(folder) / "bin"
         shim_dir.mkdir()
         (shim_dir / "python").write_text(

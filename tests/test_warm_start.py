@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -213,6 +214,16 @@ def test_other_commands_and_a_missing_server_run_the_real_interpreter(scratch):
     assert other.stdout.split() == [sys.executable, "None"], other.stderr
     assert "warm False" in flagged.stdout and "shim vars []" in flagged.stdout
     assert cold.returncode == 0 and "argv ['y']" in cold.stdout and "warm False" in cold.stdout
+
+
+def test_a_long_temporary_folder_still_gets_a_server(scratch, tmp_path, monkeypatch):
+    long = tmp_path / ("t" * 90)  # a socket's path there would pass the ~107-byte limit
+    long.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(long))
+    with warm(scratch) as (env, count):
+        ok = sh("python stages/probe.py a", scratch, env)
+        assert count() == 1
+    assert ok.returncode == 0 and "warm True" in ok.stdout, ok.stderr
 
 
 def test_parallel_repro_starts_warm_only_for_plain_python_stages_on_the_cpu():
