@@ -99,7 +99,11 @@ def serve(address: str, preload: tuple[str, ...] = PRELOAD) -> dict:
     import _boot  # noqa: F401  the environment defaults a stage imports torch under
 
     for name in preload:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except Exception as error:  # noqa: BLE001  each stage imports it, failing as a cold one
+            print(f"warm_start: could not preload {name} ({type(error).__name__}: {error}); "
+                  "the stages import it themselves", file=sys.stderr, flush=True)
     sys.path[:] = base_path
     del sys.modules["_boot"]  # each stage imports it again, in its own environment
     signal.signal(signal.SIGTERM, stop)  # (during the imports: the default, a quiet death)
@@ -125,6 +129,8 @@ def serve(address: str, preload: tuple[str, ...] = PRELOAD) -> dict:
                     for fd in request["fds"]:  # the child's now; held here, a pipe never ends
                         os.close(fd)
                     running[pid] = conn
+                    with contextlib.suppress(OSError):  # the shim now waits for the stage
+                        conn.sendall(b'{"started": true}\n')
                     with open(address + ".served", "a") as served:  # parallel_repro counts
                         served.write(f"{request['argv'][0]}\n")
                 else:  # readable before its status was sent: the shim is gone
@@ -248,18 +254,27 @@ def shim(args: list[str]) -> None:
             server.close()
         else:
             request = {"argv": args, "cwd": os.getcwd(), "env": env}
-            socket.send_fds(server, [json.dumps(request).encode() + b"\n"], [0, 1, 2])
             # Ctrl-C: the server passes it to the stage, whose end is then this one's
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            answer = server.makefile("rb").readline()  # when the stage has ended
-            if not answer:
-                sys.exit("error: the warm-start server (scripts/warm_start.py) ended before "
-                         f"the stage {args[0]} did; run it again")
-            status = json.loads(answer)
-            if "signal" in status:
-                signal.signal(status["signal"], signal.SIG_DFL)
-                os.kill(os.getpid(), status["signal"])
-            os._exit(status["exit"])
+            ctrl_c = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            replies = server.makefile("rb")
+            try:
+                socket.send_fds(server, [json.dumps(request).encode() + b"\n"], [0, 1, 2])
+                started = replies.readline()  # the server forked the stage
+            except OSError:
+                started = b""
+            if started:
+                answer = replies.readline()  # when the stage has ended
+                if not answer:
+                    sys.exit("error: the warm-start server (scripts/warm_start.py) ended "
+                             f"before the stage {args[0]} did; run it again")
+                status = json.loads(answer)
+                if "signal" in status:
+                    signal.signal(status["signal"], signal.SIG_DFL)
+                    os.kill(os.getpid(), status["signal"])
+                os._exit(status["exit"])
+            # the server ended before it forked the stage (its imports failed): cold
+            signal.signal(signal.SIGINT, ctrl_c)
+            server.close()
     os.execve(real, [real, *args], env)
 
 

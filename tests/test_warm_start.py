@@ -65,14 +65,14 @@ def scratch(tmp_path):
 
 
 @contextlib.contextmanager
-def warm(scratch: Path):
+def warm(scratch: Path, preload: tuple[str, ...] = ("fractions",)):
     """The scratch repository's warm_starts (preloading ``fractions``), once it listens."""
     # The scratch copy, by path: a `warm_start` imported before (parallel_repro's) is ours.
     spec = importlib.util.spec_from_file_location("scratch_warm_start",
                                                   scratch / "scripts/warm_start.py")
     warm_start = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(warm_start)
-    with warm_start.warm_starts(sys.executable, preload=("fractions",)) as (extra, count):
+    with warm_start.warm_starts(sys.executable, preload=preload) as (extra, count):
         deadline = time.time() + 60
         while not Path(extra[warm_start.SOCKET_VAR]).exists():
             assert time.time() < deadline, "the server never listened"
@@ -214,6 +214,20 @@ def test_other_commands_and_a_missing_server_run_the_real_interpreter(scratch):
     assert other.stdout.split() == [sys.executable, "None"], other.stderr
     assert "warm False" in flagged.stdout and "shim vars []" in flagged.stdout
     assert cold.returncode == 0 and "argv ['y']" in cold.stdout and "warm False" in cold.stdout
+
+
+def test_a_preload_that_fails_or_kills_the_server_leaves_the_stages_as_cold_ones(scratch):
+    with warm(scratch, preload=("fractions", "no_such_module_anywhere")) as (env, count):
+        skipped = sh("python stages/probe.py a", scratch, env)
+        assert count() == 1  # served, the missing module left to the stage
+    assert skipped.returncode == 0 and "warm True" in skipped.stdout, skipped.stderr
+    # a server that dies in its imports, after a shim has reached it: the shim runs cold
+    (scratch / "scripts/boom.py").write_text("import os, time\ntime.sleep(2)\nos._exit(3)\n")
+    with warm(scratch, preload=("fractions", "boom")) as (env, count):
+        cold = sh("python stages/probe.py b", scratch, env)
+        assert count() == 0
+    assert cold.returncode == 0 and "argv ['b']" in cold.stdout, cold.stderr
+    assert "warm False" in cold.stdout
 
 
 def test_a_long_temporary_folder_still_gets_a_server(scratch, tmp_path, monkeypatch):
