@@ -244,10 +244,11 @@ def main(argv: list[str] | None = None) -> None:
           else contextlib.nullcontext(({}, lambda: 0))) as (warm_env, warm_count):
         run_waves(waves, jobs, workers, args, seconds, warm_env, started, timing, known)
         if warm:
-            print(f"[warm] {warm_count()} stage command(s) started warm, torch and "
+            served = warm_count()
+            print(f"[warm] {served} stage command(s) started warm, torch and "
                   "transformers already imported (scripts/warm_start.py; --cold: none)",
                   flush=True)
-            if warm_count() == 0:  # same numbers, only slower: say so, do not fail
+            if served == 0:  # same numbers, only slower: say so, do not fail
                 print("[warm] warning: no stage started warm; the warm-start server did not "
                       "run (its error, if any, is above)", flush=True)
 
