@@ -2,6 +2,8 @@
 
     python scripts/parallel_repro.py                 # the whole pipeline, as `dvc repro`
     python scripts/parallel_repro.py --force         # every stage, as `dvc repro --force`
+    python scripts/parallel_repro.py --force --keep base   # every stage but base, which
+                                                     # runs only if DVC finds it changed
     python scripts/parallel_repro.py report --jobs 2 # `report` and what it needs
     python scripts/parallel_repro.py --dry           # print the waves, run nothing
     python scripts/parallel_repro.py --cold          # no warm starts (same numbers)
@@ -35,6 +37,12 @@ Each stage starts warm (scripts/warm_start.py): in a fork of one server that has
 transformers and the model code imported, seconds of one core saved per stage, the same
 bytes written (``--cold``: every stage starts its own interpreter, as under plain `dvc
 repro`; off under ``runtime.launcher`` and on a GPU).
+
+``--keep STAGE`` (with ``--force``): that stage is not forced; at its turn DVC re-runs it
+only if its inputs or outputs changed, as plain `dvc repro` would. CI uses it for ``base``:
+the base models are committed to git (``models/base``, ``cache: false`` in dvc.yaml), so
+the study is reproduced from them, and pretraining runs again exactly when its code,
+params or data changed, or the folder is missing (README, "Reproducing on another machine").
 
 A failing stage lets the other processes of its wave finish (what they finish is
 recorded), then stops the run, naming the stage, with the end of its output.
@@ -111,17 +119,33 @@ def stream_dvc(cmd: list[str], env: dict | None = None, prefix: str = "",
     return proc.wait(), clock.close(), "".join(tail)
 
 
+def group_commands(names: list[str], force: bool, keep: frozenset = frozenset()) -> list:
+    """The `dvc repro --single-item` commands of one process's share of a wave: one over
+    ``names``, ``--force`` when forcing; under ``--force`` the ``keep`` stages among them
+    in a second command without it (DVC then runs them only if they changed)."""
+    forced = [n for n in names if not (force and n in keep)]
+    kept = [n for n in names if force and n in keep]
+    base = ["dvc", "--wait-for-lock", "repro", "--single-item"]
+    return ([[*base, *(["--force"] if force else []), *forced]] if forced else []) + \
+        ([[*base, *kept]] if kept else [])
+
+
 def run_group(k: int, names: list[str], force: bool, env: dict, prefix: bool,
-              out_lock: threading.Lock, results: dict) -> None:
-    """One `dvc repro --single-item` over ``names``, prefixed with the group's number when
-    several run."""
-    cmd = ["dvc", "--wait-for-lock", "repro", "--single-item", *(["--force"] if force else []),
-           *names]
-    results[k] = (*stream_dvc(cmd, env, f"[{k}] " if prefix else "", out_lock), names)
+              out_lock: threading.Lock, results: dict, keep: frozenset = frozenset()) -> None:
+    """The commands of ``group_commands``, one after the other (the first failure ends the
+    group), prefixed with the group's number when several run."""
+    rc, times, tail = 0, {}, ""
+    for cmd in group_commands(names, force, keep):
+        rc, cmd_times, tail = stream_dvc(cmd, env, f"[{k}] " if prefix else "", out_lock)
+        times.update(cmd_times)
+        if rc != 0:
+            break
+    results[k] = (rc, times, tail, names)
 
 
 def run_wave(names: list[str], jobs: int, workers: int, force: bool,
-             seconds: dict[str, float], warm_env: dict) -> tuple[dict[str, float], list]:
+             seconds: dict[str, float], warm_env: dict,
+             keep: frozenset = frozenset()) -> tuple[dict[str, float], list]:
     """Run one wave (``warm_env``: the variables of ``warm_starts``, or none); return the
     stage times and the failed groups."""
     groups = split(names, jobs, seconds)
@@ -130,7 +154,8 @@ def run_wave(names: list[str], jobs: int, workers: int, force: bool,
         env["PIPA_MAX_WORKERS"] = str(max(1, workers // len(groups)))
     out_lock, results = threading.Lock(), {}
     threads = [threading.Thread(target=run_group,
-                                args=(k, group, force, env, len(groups) > 1, out_lock, results))
+                                args=(k, group, force, env, len(groups) > 1, out_lock, results,
+                                      keep))
                for k, group in enumerate(groups, 1)]
     for thread in threads:
         thread.start()
@@ -194,6 +219,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("targets", nargs="*", help="stages (default: the whole pipeline)")
     parser.add_argument("-f", "--force", action="store_true",
                         help="re-run every stage (of the targets), as `dvc repro --force`")
+    parser.add_argument("--keep", action="append", default=[], metavar="STAGE",
+                        help="with --force: do not force STAGE (repeatable); DVC re-runs it "
+                             "only if it changed (CI: --keep base, the committed base models)")
     parser.add_argument("--jobs", type=int, default=None,
                         help="DVC processes at once (default: on the CPU the usable cores / "
                              "(runtime.threads // runtime.workers); 1 when the stages run "
@@ -219,6 +247,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.single_item and not args.targets:
         sys.exit("error: --single-item needs stage names (as `dvc repro -s`)")
     stages = ordered_stages(args.targets)
+    unknown = sorted(set(args.keep) - {s.addressing for s in stages})
+    if unknown:
+        sys.exit(f"error: --keep {' '.join(unknown)}: not a stage of this run (dvc.yaml; "
+                 "`python scripts/parallel_repro.py --dry` lists them)")
     if args.single_item:
         stages = [s for s in stages if s.addressing in args.targets]
     todo = stages_to_run(stages, args.targets, args.force, args.single_item)
@@ -235,7 +267,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{jobs} DVC process(es) at once ({how})")
         for w, names in sorted(waves.items()):
             for k, group in enumerate(split(names, jobs, seconds), 1):
-                print(f"wave {w}, process {k}: {' '.join(group)}")
+                kept = [n for n in group if args.force and n in args.keep]
+                note = f" ({' '.join(kept)}: not forced, runs if changed)" if kept else ""
+                print(f"wave {w}, process {k}: {' '.join(group)}{note}")
         return
 
     known = {stage.addressing for stage in pipeline_graph()}  # what timing.json may keep
@@ -259,7 +293,8 @@ def run_waves(waves: dict[int, list[str]], jobs: int, workers: int, args, second
     times: dict[str, float] = {}
     for w, names in sorted(waves.items()):
         began = time.time()
-        wave_times, failed = run_wave(names, jobs, workers, args.force, seconds, warm_env)
+        wave_times, failed = run_wave(names, jobs, workers, args.force, seconds, warm_env,
+                                      frozenset(args.keep))
         times.update(wave_times)
         print(f"[waves] wave {w}: {len(names)} stages, {time.time() - began:.1f} s", flush=True)
         if failed:

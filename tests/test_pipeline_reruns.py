@@ -135,6 +135,41 @@ def test_a_stage_start_removes_the_temporaries_a_killed_run_left(micro, tmp_path
     assert other.exists()
 
 
+def test_base_models_go_into_git_only_as_dvc_lock_records_them(micro, tmp_path):
+    """scripts/commit_base_models.py (CI reproduces the study from the committed base
+    models: .ci/run's `--keep base`): on the machine type that made the study it adds
+    models/base to git when pretraining reproduces the locked bytes; it adds nothing when
+    they come out otherwise (a planted lock entry), or on another machine type (a planted
+    provenance)."""
+    script = [sys.executable, "scripts/commit_base_models.py"]
+    repo = copy_repo(micro, tmp_path / "bases")
+    run(["git", "rm", "-rq", "--cached", "--ignore-unmatch", "models/base"], repo)
+    proc = run(script, repo)
+    staged = run(["git", "diff", "--cached", "--name-only"], repo).stdout.split()
+    assert "models/base/ds/model.safetensors" in staged, proc.stdout[-3000:]
+
+    planted = copy_repo(micro, tmp_path / "other-bytes")
+    lock = planted / "dvc.lock"
+    record = yaml.safe_load(lock.read_text())
+    out = next(o for o in record["stages"]["base"]["outs"] if o["path"] == "models/base")
+    out["md5"] = "0" * 32 + ".dir"  # what another machine type's base models would hash to
+    lock.write_text(yaml.safe_dump(record, sort_keys=False))
+    proc = run(script, planted, check=False)
+    assert proc.returncode != 0 and "came out other than dvc.lock recorded" in proc.stderr
+    assert "Running stage 'base'" in proc.stdout, proc.stdout[-3000:]  # it did pretrain
+    staged = run(["git", "diff", "--cached", "--name-only"], planted).stdout.split()
+    assert not [f for f in staged if f.startswith("models/base/")]
+
+    elsewhere = copy_repo(micro, tmp_path / "other-machine")
+    prov = elsewhere / "reports" / "provenance.json"
+    record = json.loads(prov.read_text())
+    record["machines"][0]["capability"] = "SOME-OTHER-ISA"
+    prov.write_text(json.dumps(record))
+    proc = run(script, elsewhere, check=False)
+    assert proc.returncode != 0 and "its base models would differ" in proc.stderr
+    assert "Running stage" not in proc.stdout
+
+
 # Two CPU processes under accelerate: `--cpu` would start one (accelerate's simple launcher),
 # so `--multi_gpu` (torchrun) with runtime.device: cpu, which makes each process's
 # Accelerator a gloo MULTI_CPU one; `--no_python`: the commands go on with `python stages/...`.

@@ -191,6 +191,44 @@ def test_parallel_repro_runs_a_wave_side_by_side_and_stops_on_a_failing_stage(tm
     assert set(re.findall(r"Running stage '([^']+)'", only.stdout)) == {"last"}, only.stdout
 
 
+def test_parallel_repro_force_keep_reruns_a_kept_stage_only_when_it_changed(tmp_path):
+    """`--force --keep first` (CI's `--keep base`): every other stage is forced, ``first``
+    runs only when DVC finds it changed: never while its output is the one dvc.lock
+    records, again once that output is missing or its command changed."""
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", PATH=f"{Path(sys.executable).parent}"
+               f"{os.pathsep}{os.environ['PATH']}")
+    env.pop("PIPA_MAX_WORKERS", None)
+    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True, env=env)
+    (tmp_path / "params.yaml").write_text("runtime: {workers: 2, threads: 2, device: cpu}\n")
+
+    def pipeline(first_cmd: str) -> None:
+        stages = {"first": {"cmd": first_cmd, "outs": [{"first.txt": {"cache": False}}]},
+                  "second": {"cmd": "cat first.txt > second.txt", "deps": ["first.txt"],
+                             "outs": ["second.txt"]}}
+        (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+
+    def repro(*args: str) -> set[str]:
+        out = subprocess.run([sys.executable, str(SCRIPT.parent / "parallel_repro.py"),
+                              "--timing", "timing.json", *args], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, check=True).stdout
+        assert "Data and pipelines are up to date" in out, out  # nothing left to run
+        return set(re.findall(r"Running stage '([^']+)'", out))
+
+    pipeline("echo one > first.txt")
+    assert repro() == {"first", "second"}
+    assert repro("--force", "--keep", "first") == {"second"}
+    assert repro("--force") == {"first", "second"}
+    (tmp_path / "first.txt").unlink()  # a clone without the committed output
+    assert repro("--force", "--keep", "first") == {"first", "second"}
+    pipeline("echo two > first.txt")  # its command changed
+    assert repro("--force", "--keep", "first") == {"first", "second"}
+    assert (tmp_path / "second.txt").read_text().strip() == "two"
+    bad = subprocess.run([sys.executable, str(SCRIPT.parent / "parallel_repro.py"), "--force",
+                          "--keep", "nosuch"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, check=False)
+    assert bad.returncode != 0 and "--keep nosuch: not a stage" in bad.stderr
+
+
 def test_the_four_setting_stages_differ_only_in_the_setting_name():
     """What dvc.yaml cannot write once (a matrix is a full product; each setting has its
     own algorithm list) is at least kept identical: any other difference is a slip."""
