@@ -42,31 +42,22 @@ def locked_outs(lock_path: Path) -> dict[str, str]:
     return {out["path"]: out["md5"] for out in stage["outs"]}
 
 
-def this_machine_type() -> tuple:
-    """This machine as ``reports/provenance.json`` records the study's cells."""
-    from pipa.compare import MACHINE_KEYS
+def machine_types(provenance: Path) -> tuple[tuple | None, tuple | None]:
+    """(this machine, the committed study's) as ``pipa.compare`` keys machine types for its
+    identity check: this machine described as ``reports/provenance.json`` describes cells."""
+    from pipa.compare import _machine_type
     from pipa.config import get, load_params
     from pipa.hardware import machine, resolve_precision
 
-    here = machine()
     precision = resolve_precision(get(load_params(ROOT / "params.yaml"),
                                       "runtime.mixed_precision"))
-    return tuple(here.get(k) for k in MACHINE_KEYS) + ((precision,),)
-
-
-def committed_machine_type(provenance: Path) -> tuple | None:
-    from pipa.compare import MACHINE_KEYS
-
-    prov = json.loads(provenance.read_text())
-    if len(prov.get("machines", [])) != 1:
-        return None
-    return tuple(prov["machines"][0].get(k) for k in MACHINE_KEYS) + (
-        tuple(prov.get("precision", [])),)
+    here = _machine_type({"machines": [machine()], "precision": [precision]})
+    return here, _machine_type(json.loads(provenance.read_text()))
 
 
 def main() -> None:
     provenance = ROOT / "reports" / "provenance.json"
-    here, committed = this_machine_type(), committed_machine_type(provenance)
+    here, committed = machine_types(provenance)
     if here != committed:
         sys.exit(f"error: this machine is {here}, the committed study was made on "
                  f"{committed} ({provenance}): its base models would differ. Run this on "

@@ -150,15 +150,22 @@ def test_parallel_repro_default_jobs_follow_the_cores_and_the_device(monkeypatch
     subprocess.run([sys.executable, "-c", probe], cwd=ROOT, check=True)
 
 
+def _toy_dvc_project(folder: Path) -> dict:
+    """An empty DVC project (no git) with the runtime params parallel_repro reads; returns
+    the environment to run DVC in (this interpreter's dvc first, no inherited worker cap)."""
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", PATH=f"{Path(sys.executable).parent}"
+               f"{os.pathsep}{os.environ['PATH']}")
+    env.pop("PIPA_MAX_WORKERS", None)
+    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=folder, check=True, env=env)
+    (folder / "params.yaml").write_text("runtime: {workers: 2, threads: 2, device: cpu}\n")
+    return env
+
+
 def test_parallel_repro_runs_a_wave_side_by_side_and_stops_on_a_failing_stage(tmp_path):
     """A toy DVC project: two independent stages in one wave, one of them failing, and a
     stage downstream of both. The good one is recorded, the failure named with its output,
     nothing downstream runs; after the fix a second run does only what is left."""
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", PATH=f"{Path(sys.executable).parent}"
-               f"{os.pathsep}{os.environ['PATH']}")
-    env.pop("PIPA_MAX_WORKERS", None)
-    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True, env=env)
-    (tmp_path / "params.yaml").write_text("runtime: {workers: 2, threads: 2, device: cpu}\n")
+    env = _toy_dvc_project(tmp_path)
     stages = {
         "good": {"cmd": "echo workers=$PIPA_MAX_WORKERS > good.txt", "outs": ["good.txt"]},
         "flaky": {"cmd": "test -f fixed && echo ok > flaky.txt "
@@ -195,11 +202,7 @@ def test_parallel_repro_force_keep_reruns_a_kept_stage_only_when_it_changed(tmp_
     """`--force --keep first` (CI's `--keep base`): every other stage is forced, ``first``
     runs only when DVC finds it changed: never while its output is the one dvc.lock
     records, again once that output is missing or its command changed."""
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", PATH=f"{Path(sys.executable).parent}"
-               f"{os.pathsep}{os.environ['PATH']}")
-    env.pop("PIPA_MAX_WORKERS", None)
-    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True, env=env)
-    (tmp_path / "params.yaml").write_text("runtime: {workers: 2, threads: 2, device: cpu}\n")
+    env = _toy_dvc_project(tmp_path)
 
     def pipeline(first_cmd: str) -> None:
         stages = {"first": {"cmd": first_cmd, "outs": [{"first.txt": {"cache": False}}]},
