@@ -219,6 +219,7 @@ def _relations(params: dict, source: str, algorithms: Mapping[str, Any]) -> list
     if algorithms is not None:
         problems += _kto_micro_batch_problems(params, grid, algorithms, source)
         problems += _name_and_range_problems(params, algorithms, source)
+        problems += _search_problems(params, grid, algorithms, source)
     for key in ("runtime.threads", "runtime.workers", "align.length_groups"):
         value = need(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
@@ -243,6 +244,37 @@ def _relations(params: dict, source: str, algorithms: Mapping[str, Any]) -> list
         problems.extend(check_lora(params, section, source))
     problems += _path_problems(params, source)
     return problems
+
+
+def _search_problems(params: dict, grid: dict, table: Mapping[str, Any],
+                     source: str) -> list[str]:
+    """Table 5's cells must exist and have a value head; every budget must split into
+    ``beam_width`` beams; a reference seed must be a seed of the grid."""
+    search = params.get("search")
+    if not isinstance(search, dict):
+        return []  # absent: the defaults (pipa.config_types.Search); malformed: the schema's
+    out: list[str] = []
+    for setting in search.get("settings") or []:
+        for name in search.get("algorithms") or []:
+            spec = table.get(name)
+            if spec is not None and not spec.needs_value_head:
+                out.append(f"{source}: search.algorithms lists {name!r}, which trains no "
+                           "value head; Table 5 searches with g (PIPA's cells: pipa_m, pipa_n)")
+            elif name not in (grid.get(setting) or []):
+                out.append(f"{source}: search.algorithms lists {name!r} but "
+                           f"algorithms.{setting} has no such cell to search; add it there "
+                           "or remove it from search")
+    width = search.get("beam_width", 2)
+    for n in search.get("budgets") or []:
+        if isinstance(n, int) and isinstance(width, int) and width >= 1 and n % width:
+            out.append(f"{source}: search.budgets has {n}, not a multiple of "
+                       f"search.beam_width={width} (a beam is B1 = beam_width x B2 = N / B1)")
+    seeds = params.get("seeds") or []
+    for seed in search.get("reference_seeds") or []:
+        if seed not in seeds:
+            out.append(f"{source}: search.reference_seeds has {seed!r}, not one of seeds "
+                       f"{seeds}: no cell would run the reference scorers")
+    return out
 
 
 def _name_and_range_problems(params: dict, table: Mapping[str, Any], source: str) -> list[str]:

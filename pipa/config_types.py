@@ -26,7 +26,7 @@ from typing import Any
 
 __all__ = ["Ablation", "Align", "Arch", "Config", "Data", "Eval", "Family", "Finetune", "Grid",
            "KtoWeights", "Lora", "Paths", "Pretrain", "Report", "Runtime", "Sampling",
-           "Tokenizer", "frozen", "thawed"]
+           "Search", "Tokenizer", "frozen", "thawed"]
 
 
 def frozen(value: Any) -> Any:
@@ -189,6 +189,40 @@ class Sampling:
                    rollouts=int(m["rollouts"]), temperature=float(m["temperature"]),
                    max_new_tokens=int(m["max_new_tokens"]), batch_size=int(m["batch_size"]),
                    include_gold=bool(m.get("include_gold", False)))
+
+
+@dataclass(frozen=True)
+class Search:
+    """Table 5 (beyond the paper, issue #20): the step-level PIPA cells searched with their
+    value head, and how (``pipa.search_eval.SearchSpec`` per cell)."""
+
+    settings: tuple[str, ...] = ("unpaired_step",)
+    algorithms: tuple[str, ...] = ("pipa_m", "pipa_n")
+    problems: int | None = 100        # test problems per benchmark (None: all)
+    budgets: tuple[int, ...] = (4, 8)  # N; a beam is B1 = beam_width x B2 = N / B1
+    beam_width: int = 2
+    temperature: float = 0.8
+    max_step_tokens: int = 48
+    reference_seeds: tuple[int, ...] = (0,)  # their cells also run the oracle and chance
+
+    @classmethod
+    def from_mapping(cls, m: Mapping) -> Search:
+        d = cls()
+        n = m.get("problems", d.problems)
+        return cls(settings=tuple(m.get("settings", d.settings)),
+                   algorithms=tuple(m.get("algorithms", d.algorithms)),
+                   problems=None if n is None else int(n),
+                   budgets=tuple(int(b) for b in m.get("budgets", d.budgets)),
+                   beam_width=int(m.get("beam_width", d.beam_width)),
+                   temperature=float(m.get("temperature", d.temperature)),
+                   max_step_tokens=int(m.get("max_step_tokens", d.max_step_tokens)),
+                   reference_seeds=tuple(int(s) for s in
+                                         m.get("reference_seeds", d.reference_seeds)))
+
+    def cells(self, models: tuple[str, ...], seeds: tuple[int, ...]) -> list[tuple]:
+        """Every (setting, algorithm, model, seed) Table 5 searches."""
+        return [(s, a, m, seed) for s in self.settings for a in self.algorithms
+                for m in models for seed in seeds]
 
 
 @dataclass(frozen=True)
@@ -368,6 +402,7 @@ class Config(Grid):
     prior_ft: Finetune
     align: Align
     eval: Eval
+    search: Search = Search()
 
     @classmethod
     def from_params(cls, p: Mapping) -> Config:
@@ -385,7 +420,8 @@ class Config(Grid):
             pretrain=Pretrain.from_mapping(p["pretrain"]),
             sampling=Sampling.from_mapping(p["sampling"]),
             sft=Finetune.from_mapping(p["sft"]), prior_ft=Finetune.from_mapping(p["prior_ft"]),
-            align=Align.from_mapping(p["align"]), eval=Eval.from_mapping(p["eval"]))
+            align=Align.from_mapping(p["align"]), eval=Eval.from_mapping(p["eval"]),
+            search=Search.from_mapping(p.get("search") or {}))
 
     def family(self, model: str) -> Family:
         return self.model_families[model]

@@ -31,10 +31,13 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 
-# The engine's batched decoding loop with per-row seeds; promoted to a public name when
-# the search gets its DVC stages (an edit to generation.py re-runs every evaluating stage).
-from pipa.generation import _row_seed, _run
+import torch
+
+# The engine's batched decoding loop with per-row seeds (private names: an edit to
+# generation.py re-runs every evaluating stage of the study, so its API stays as it is).
+from pipa.generation import _forward_kwarg_names, _row_seed, _run
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,42 @@ StepScorer = Callable[[Sequence[int], Sequence[Sequence[str]]], list[list[float]
 
 # ---------------------------------------------------------------- proposing with the LM
 
+class SharedPrefill(torch.nn.Module):
+    """``model`` as the generation engine sees it, except that a prefill (a forward of more
+    than one position) computes each distinct row of the batch once and copies its KV cache
+    and logits to the rows that repeat it; decoding steps pass through. A step beam asks
+    for B2 next steps of each beam, B2 copies of one prefix in one batch, so the prefill
+    reads each prefix once instead of B2 times. Same padded shape, same rows: the logits
+    are those of the unshared prefill up to float rounding between batch sizes."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+        self.config = model.config
+        self.generation_config = getattr(model, "generation_config", None)
+        self._cache_name, self._has_keep = _forward_kwarg_names(model)
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None,
+                past_key_values=None, use_cache=True, logits_to_keep=0):
+        extra = {"logits_to_keep": logits_to_keep} if self._has_keep else {}
+        kwargs = {self._cache_name: past_key_values, "use_cache": use_cache, **extra}
+        width = input_ids.shape[1]
+        if width == 1 or attention_mask is None or position_ids is None:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                              position_ids=position_ids, **kwargs)
+        # a row is its tokens, padding and positions: equal rows compute equal caches
+        rows, inverse = torch.unique(torch.cat([input_ids, attention_mask, position_ids], 1),
+                                     dim=0, return_inverse=True)
+        if len(rows) == len(input_ids):  # nothing repeats
+            return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                              position_ids=position_ids, **kwargs)
+        out = self.model(input_ids=rows[:, :width], attention_mask=rows[:, width:2 * width],
+                         position_ids=rows[:, 2 * width:], **kwargs)
+        if past_key_values is not None:
+            past_key_values.batch_select_indices(inverse)
+        return SimpleNamespace(logits=out.logits[inverse])
+
+
 def _drawn(result) -> int:
     """Tokens a decode drew: the kept ones, plus the EOS that ended it (drawn, not kept)."""
     return len(result.token_ids) + (result.finish == "eos")
@@ -71,18 +110,23 @@ def _drawn(result) -> int:
 def lm_proposer(model, tokenizer, prompts: Sequence[str], *, max_step_tokens: int,
                 temperature: float, seed: int, batch_size: int = 64,
                 step_delimiter: str = "\n", is_final: Callable[[str], bool] = lambda s: False,
-                ) -> Proposer:
+                share_prefill: bool = True) -> Proposer:
     """Next steps from ``model``: each request continues ``prompts[p] + prefix`` up to and
     including ``step_delimiter``. A step is final when the model stops with EOS, draws
     nothing more, runs out of ``max_step_tokens`` (the step is cut and the solution ends
     there), or writes a line ``is_final`` accepts (the world's answer line), so no round is
     spent waiting for the EOS after an answer.
     Request k of round r samples with the row seed of (seed, r * 2^20 + k): reproducible,
-    independent across rounds."""
+    independent across rounds. ``share_prefill``: the requests that continue the same
+    prefix (a beam's B2 samples) read it once and decode from copies of its KV cache; the
+    samples are the same as without it up to float rounding between batch shapes
+    (``SharedPrefill``)."""
+    decoder = SharedPrefill(model) if share_prefill else model
+
     def propose(requests: Sequence[tuple[int, str]], round_: int) -> list[Step]:
         texts = [prompts[p] + prefix for p, prefix in requests]
         seeds = [_row_seed(seed, (round_ << 20) + k) for k in range(len(texts))]
-        results = _run(model, tokenizer, texts, max_new_tokens=max_step_tokens,
+        results = _run(decoder, tokenizer, texts, max_new_tokens=max_step_tokens,
                        batch_size=batch_size, temperature=temperature, top_p=1.0,
                        stop_strings=(step_delimiter,),
                        row_seeds=seeds if temperature > 0 else None, progress=False,

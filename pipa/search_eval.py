@@ -206,6 +206,15 @@ class SearchSpec:
     max_step_tokens: int = 48
     references: bool = True
 
+    @classmethod
+    def of_cell(cls, search, seed: int) -> SearchSpec:
+        """The spec params' ``search`` section (``pipa.config_types.Search``) gives the cell
+        of ``seed``."""
+        return cls(problems=search.problems, budgets=tuple(search.budgets),
+                   beam_width=search.beam_width, temperature=search.temperature,
+                   max_step_tokens=search.max_step_tokens,
+                   references=seed in search.reference_seeds)
+
 
 def final_step_test(setting: str) -> Callable[[str], bool]:
     """Does a step give the final answer? The world's answer line, or a ``\\boxed{}``."""
@@ -224,27 +233,12 @@ def search_cell(cfg, spec: SearchSpec, *, model_name: str, seed: int, align_dir:
     (``pipa.hardware.setup_runtime``, or a ``pipa.parallel.fork_map`` worker).
     ``fingerprint``: the cell's ``cell_fingerprint`` if the caller has it (hashing a 7B
     model's weights again would cost minutes)."""
-    from pipa.evaluation import eval_problems, grading_setting
+    from pipa.evaluation import grading_setting
     from pipa.hardware import machine
-    from pipa.model_io import load_policy_model, prompt_formatter
-    from pipa.value_head import VALUE_HEAD_WEIGHTS, load_value_head
-    from pipa.world import subsample
+    from pipa.model_io import prompt_formatter
 
-    model_dir = Path(align_dir) / "model"
-    tok, model = load_policy_model(cfg, model_name, model_dir)
-    if not (model_dir / VALUE_HEAD_WEIGHTS).is_file():
-        raise ValueError(f"{model_dir}: no value head ({VALUE_HEAD_WEIGHTS}); Table 5 "
-                         "searches the cells of algorithms that train one (PIPA)")
-    head = load_value_head(model_dir)
-    test = eval_problems(cfg, world_dir, "test")
-    problems = []
-    for bench in cfg.data.benchmarks:
-        mine = [q for q in test if q["benchmark"] == bench]
-        if not mine:
-            raise ValueError(f"{world_dir}: no test problem of benchmark {bench!r} (params "
-                             "data.benchmarks); re-run the stages that write it (world, "
-                             "download)")
-        problems += subsample(mine, spec.problems, cfg.seed)
+    tok, model, head, problems = load_cell(cfg, model_name, align_dir, world_dir,
+                                           spec.problems)
     setting = grading_setting(cfg)
     started = time.perf_counter()
     found = search_modes(model, head, tok, problems,
@@ -256,9 +250,68 @@ def search_cell(cfg, spec: SearchSpec, *, model_name: str, seed: int, align_dir:
                          max_new_tokens=cfg.eval.max_new_tokens,
                          max_steps=cfg.eval.max_steps, seed=seed,
                          batch_size=cfg.eval.batch_size, references=spec.references)
+    # the seconds apart from the record: the record is a function of the cell and the params
+    # (same machine, same bytes), the seconds are not
+    timing = {"seconds": round(time.perf_counter() - started, 1),
+              "sampling_seconds": found.pop("sampling_seconds"),
+              "modes": {f"{row['mode']}/{row['budget']}/{row['scorer']}": row.pop("seconds")
+                        for row in found["modes"] if row.get("seconds") is not None}}
+    for row in found["modes"]:
+        row.pop("seconds", None)
     return {**found, "spec": asdict(spec), "seed": seed, "machine": machine(),
-            "fingerprint": fingerprint or cell_fingerprint(cfg, align_dir),
-            "seconds": round(time.perf_counter() - started, 1)}
+            "fingerprint": fingerprint or cell_fingerprint(cfg, align_dir), "timing": timing}
+
+
+def search_dir(root: str | Path, setting: str, algorithm: str, model: str, seed: int) -> Path:
+    """Where a cell's search record lies (stage search's output; Table 5 reads it)."""
+    return Path(root) / "runs/search" / setting / algorithm / model / f"seed{seed}"
+
+
+def align_dir(root: str | Path, setting: str, algorithm: str, model: str, seed: int) -> Path:
+    """The trained cell a search reads (stage align_<setting>'s output)."""
+    return Path(root) / "runs/main" / setting / algorithm / model / f"seed{seed}" / "align"
+
+
+def write_search(record: dict, out_dir: str | Path) -> Path:
+    """``search_cell``'s record, less its seconds, as ``out_dir/search.json`` (what Table 5
+    reads), written whole (``pipa.io.atomic_path``); returns the path. The seconds are left
+    out, as every stage leaves them out of what it writes: same params, same bytes."""
+    from pipa.io import atomic_path
+
+    path = Path(out_dir) / "search.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({k: v for k, v in record.items() if k != "timing"},
+                                  sort_keys=True) + "\n")
+    return path
+
+
+def load_cell(cfg, model_name: str, align_dir: str | Path, world_dir: str | Path,
+              problems: int | None) -> tuple:
+    """A trained cell with a value head and the test problems it is searched on:
+    ``(tokenizer, policy, head, problems)``, ``problems`` test problems per benchmark (a
+    subsample drawn with the data seed, the same for every cell; None: all)."""
+    from pipa.evaluation import eval_problems
+    from pipa.model_io import load_policy_model
+    from pipa.value_head import VALUE_HEAD_WEIGHTS, load_value_head
+    from pipa.world import subsample
+
+    model_dir = Path(align_dir) / "model"
+    tok, model = load_policy_model(cfg, model_name, model_dir)
+    if not (model_dir / VALUE_HEAD_WEIGHTS).is_file():
+        raise ValueError(f"{model_dir}: no value head ({VALUE_HEAD_WEIGHTS}); Table 5 "
+                         "searches the cells of algorithms that train one (PIPA)")
+    head = load_value_head(model_dir)
+    test = eval_problems(cfg, world_dir, "test")
+    chosen = []
+    for bench in cfg.data.benchmarks:
+        mine = [q for q in test if q["benchmark"] == bench]
+        if not mine:
+            raise ValueError(f"{world_dir}: no test problem of benchmark {bench!r} (params "
+                             "data.benchmarks); re-run the stages that write it (world, "
+                             "download)")
+        chosen += subsample(mine, problems, cfg.seed)
+    return tok, model, head, chosen
 
 
 def cell_fingerprint(cfg, align_dir: str | Path) -> str:

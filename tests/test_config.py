@@ -12,6 +12,7 @@ import yaml
 
 from pipa.config import ConfigError, check_threshold, load_params
 from pipa.config import validate as validate_without_names
+from pipa.config_types import Search
 from pipa.losses import ALGORITHMS
 from pipa.preset import merge
 
@@ -293,6 +294,10 @@ SILENT_CHANGES = [
     ("align.lr_grid", {"dpo": [2e-5]}, "align.lr_grid has no 'default' and no entry for"),
     ("sft.lr", -1e-3, "sft.lr=-0.001 must be a positive learning rate"),
     ("pretrain.lr", 0, "pretrain.lr=0 must be a positive learning rate"),
+    ("search.algorithms", ["kto"], "search.algorithms lists 'kto', which trains no value head"),
+    ("search.algorithms", ["pipa_m_sft"], "algorithms.unpaired_step has no such cell"),
+    ("search.budgets", [3, 8], "search.budgets has 3, not a multiple of search.beam_width=2"),
+    ("search.reference_seeds", [7], "search.reference_seeds has 7, not one of seeds"),
 ]
 
 
@@ -440,12 +445,14 @@ def test_optional_keys_take_their_defaults_in_the_typed_config(default_params):
     params["sampling"].pop("include_gold", None)
     params["pretrain"].pop("weight_decay", None)
     params["pretrain"].pop("seed", None)
+    params.pop("search")
     cfg = parse(params, "params.yaml", ALGORITHMS)
     assert (cfg.eval.decoding, cfg.eval.max_steps, cfg.eval.stop_strings,
             cfg.eval.answer_fallback) == ("greedy", 16, (), "last_number")
     assert cfg.align.val_problems is None and cfg.align.value_head_lr is None
     assert cfg.sampling.include_gold is False and cfg.pretrain.weight_decay == 0.0
     assert cfg.pretrain.seed is None
+    assert cfg.search == Search() and cfg.search.budgets == (4, 8)  # Table 5's defaults
 
 
 def test_parse_refuses_what_validate_refuses(default_params):

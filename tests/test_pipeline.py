@@ -49,6 +49,41 @@ def test_micro_pipeline_runs_offline_and_reports(micro):
     assert "verifier" not in kto
 
 
+def test_table5_searches_every_pipa_step_cell_and_its_params_rerun_only_the_search(
+        micro, tmp_path):
+    """Stages search@... and table5 (issue #20): every cell params' `search` names has a
+    record of every mode, with the tokens each sampled; Table 5, g's verifier table and its
+    reliability diagram are written; a change of the search params re-runs those stages
+    and nothing else."""
+    params = yaml.safe_load((micro / "params.yaml").read_text())
+    search = params["search"]
+    cells = [f"{s}/{a}/{m}/seed{seed}" for s in search["settings"]
+             for a in search["algorithms"] for m in params["models"] for seed in params["seeds"]]
+    for cell in cells:
+        record = json.loads((micro / "runs/search" / cell / "search.json").read_text())
+        modes = {(r["mode"], r["scorer"], r["budget"]) for r in record["modes"]}
+        for n in search["budgets"]:
+            for scorer in ("g", "policy", "random", "oracle"):  # seed 0: the references too
+                assert ("step_beam", scorer, n) in modes, (cell, scorer, n)
+            assert ("best_of_n_min", "g", n) in modes and ("majority", None, n) in modes
+        assert all(len(r["tokens"]) == len(record["problems"]) for r in record["modes"])
+        assert "timing" not in record and "seconds" not in record["modes"][0]
+    table = (micro / "reports/search/table5.md").read_text()
+    assert "value beam (g)" in table and "majority@N" in table
+    assert (micro / "reports/search/reliability.png").stat().st_size > 0
+    assert len(pd.read_csv(micro / "reports/search/verifier.csv")) == (
+        len(search["settings"]) * len(search["algorithms"]) * len(params["models"]))
+
+    repo = copy_repo(micro, tmp_path / "search")
+    params["search"]["problems"] = search["problems"] + 1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    changed = set(json.loads(run(["dvc", "status", "--json"], repo).stdout))
+    searched = {f"search@{s}-{a}-{m}-{seed}" for s in search["settings"]
+                for a in search["algorithms"] for m in params["models"]
+                for seed in params["seeds"]}
+    assert changed == searched | {"table5"}
+
+
 def test_dvc_plots_show_draws_every_curve_file_the_report_writes(micro):
     """dvc.yaml's plots section names two folders once; every long-form CSV the report
     writes under them becomes a plot with one line per curve (the series template)."""
@@ -105,8 +140,10 @@ def test_threshold_change_reruns_only_step_level_cells(micro, tmp_path):
     assert not ran & answer_cells
     step_ablations = {f"ablation@{n}" for n, a in params["ablations"].items()
                       if a["setting"].endswith("_step")}
-    allowed = step_cells | step_ablations | {"labels_step@paired", "labels_step@unpaired",
-                                              "reduction_study", "report"}
+    searched = {f"search@unpaired_step-{a}-{m}-{seed}" for a in params["search"]["algorithms"]
+                for m in params["models"] for seed in params["seeds"]}
+    allowed = step_cells | step_ablations | searched | {
+        "labels_step@paired", "labels_step@unpaired", "reduction_study", "report", "table5"}
     assert ran <= allowed, f"unexpected stages re-ran: {sorted(ran - allowed)}"
 
 

@@ -130,6 +130,37 @@ def test_greedy_width_one_beam_is_the_greedy_decode_and_counts_its_tokens(lm):
         assert got.tokens >= len(tok(got.text, add_special_tokens=False)["input_ids"])
 
 
+def test_a_shared_prefill_reads_each_prefix_once_and_proposes_the_same_steps(lm):
+    """A beam's B2 requests continue one prefix: SharedPrefill reads it once and copies its
+    KV cache, and the sampled steps are those of one prefill per request."""
+    model, tok = lm
+    prefixes = ["", "Max 10 toys ", "1+2=3\n"]
+    # three copies of each (problem, prefix), nine of one: more than a batch of 8
+    requests = [(p, prefix) for p in range(3) for prefix in prefixes for _ in range(3)]
+    requests += [(4, "7*2=14\n")] * 9
+    prefilled = []
+
+    def count_prefill(_module, _args, kwargs):
+        if kwargs["input_ids"].shape[1] > 1:
+            prefilled.append(kwargs["input_ids"].numel())
+
+    def steps(share: bool):
+        prefilled.clear()
+        propose = search.lm_proposer(model, tok, PROMPTS, max_step_tokens=12,
+                                     temperature=1.0, seed=11, batch_size=8,
+                                     share_prefill=share)
+        return propose(requests, 2), sum(prefilled)
+
+    hook = model.register_forward_pre_hook(count_prefill, with_kwargs=True)
+    try:
+        (alone, read_alone), (shared, read_shared) = steps(False), steps(True)
+    finally:
+        hook.remove()
+    assert shared == alone
+    assert len({step.text for step in shared[-9:]}) > 1  # the copies still sample apart
+    assert read_shared < read_alone / 2
+
+
 def test_sampled_modes_are_reproducible_from_their_seed(lm):
     model, tok = lm
     def run(seed):

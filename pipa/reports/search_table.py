@@ -366,6 +366,19 @@ def build(records: Sequence[Mapping], out: str | Path,
             "cells": sorted(_name(r) for r in records)}
 
 
+def build_from_grid(cfg, root: str | Path, out: str | Path) -> dict:
+    """Table 5 over the cells params' ``search`` section names (every setting x algorithm
+    x model x seed), from their records under ``root/runs/search``; a missing cell is an
+    error naming it (stage table5)."""
+    from pipa.search_eval import search_dir
+
+    cells = cfg.search.cells(cfg.models, cfg.seeds)
+    records = read_records([({"setting": s, "algorithm": a, "model": m, "seed": seed},
+                             search_dir(root, s, a, m, seed) / "search.json")
+                            for s, a, m, seed in cells])
+    return build(records, out, cfg.report.model_labels, cfg.report.benchmark_labels)
+
+
 def read_records(paths: Sequence[tuple[Mapping, Path]]) -> list[dict]:
     """The cell records at ``paths`` (``(cell keys, search.json)``); a missing file is an
     error naming every one that is missing."""
