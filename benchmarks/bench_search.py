@@ -43,7 +43,7 @@ def main() -> None:
     from pipa.generation import _row_seed
     from pipa.hardware import machine, setup_runtime
     from pipa.model_io import prompt_formatter
-    from pipa.search_eval import SearchSpec, final_step_test, load_cell, logprob_scorer
+    from pipa.search_eval import SearchSpec, final_step_test, load_cell
     from pipa.value_head import PolicyWithValueHead
 
     run = args.run_dir.resolve()
@@ -60,7 +60,7 @@ def main() -> None:
     scorers = {
         "g": search.value_scorer(PolicyWithValueHead(model, head), tok, format_prompt,
                                  questions, batch_size=cfg.eval.batch_size),
-        "policy": logprob_scorer(model, tok, format_prompt, questions, cfg.eval.batch_size),
+        "policy": None,  # the proposals' own log-probabilities
     }
 
     def beams(share: bool) -> tuple[float, list[str]]:

@@ -42,11 +42,13 @@ from pipa.generation import _forward_kwarg_names, _row_seed, _run
 
 @dataclass(frozen=True)
 class Step:
-    """One proposed next step: its text, the tokens drawn for it, and whether it ends the
-    solution (EOS, a final stop string, or the final answer line)."""
+    """One proposed next step: its text, the tokens drawn for it, whether it ends the
+    solution (EOS, a final stop string, or the final answer line), and the policy's
+    log-probability of the drawn tokens (untempered, summed; a closing EOS included)."""
     text: str
     tokens: int
     done: bool
+    logprob: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -130,9 +132,9 @@ def lm_proposer(model, tokenizer, prompts: Sequence[str], *, max_step_tokens: in
                        batch_size=batch_size, temperature=temperature, top_p=1.0,
                        stop_strings=(step_delimiter,),
                        row_seeds=seeds if temperature > 0 else None, progress=False,
-                       want_logprobs=False)
+                       want_logprobs=True)
         return [Step(r.text, _drawn(r),
-                     r.finish != "stop" or not r.text or is_final(r.text))
+                     r.finish != "stop" or not r.text or is_final(r.text), r.logprob)
                 for r in results]
     return propose
 
@@ -216,12 +218,16 @@ class _Beam:
     score: float
     done: bool
     tokens: int = 0  # drawn for this path's own steps
+    logprob: float = 0.0  # the policy's, of this path's drawn tokens
 
 
-def value_beam(n_problems: int, propose: Proposer, score: StepScorer, *, beam_width: int,
-               n_samples: int, max_steps: int, max_tokens: int | None = None) -> list[Searched]:
+def value_beam(n_problems: int, propose: Proposer, score: StepScorer | None, *,
+               beam_width: int, n_samples: int, max_steps: int,
+               max_tokens: int | None = None) -> list[Searched]:
     """Step-level beam search with B1 = ``beam_width`` beams and B2 = ``n_samples`` next steps
-    per beam, scored by ``score`` at the new step's end. Each round every unfinished beam of
+    per beam, scored by ``score`` at the new step's end; ``score=None``: by the policy's own
+    log-probability of the path, summed over the proposals' drawn tokens (the paper's step
+    beam; read from the proposer's forward, nothing encoded again). Each round every unfinished beam of
     every problem is extended (one batched ``propose`` call); the pool (new candidates and
     the solutions already finished) keeps its ``beam_width`` best by score, ties to the
     earlier candidate. After ``max_steps`` rounds, or when every beam is finished, the best
@@ -244,18 +250,22 @@ def value_beam(n_problems: int, propose: Proposer, score: StepScorer, *, beam_wi
         steps = propose([(p, "".join(beam.steps)) for p, beam in requests], round_)
         grown = [beam.steps + (step.text,) if step.text else beam.steps
                  for (_, beam), step in zip(requests, steps)]
-        new = [k for k, step in enumerate(steps) if step.text]
-        scored = dict(zip(new, score([requests[k][0] for k in new], [grown[k] for k in new])))
+        new = [k for k, step in enumerate(steps) if step.text and score is not None]
+        scored = (dict(zip(new, score([requests[k][0] for k in new], [grown[k] for k in new])))
+                  if new else {})
         pools = [[b for b in plist if b.done] for plist in beams]
         for k, ((p, beam), step, path) in enumerate(zip(requests, steps, grown)):
             tokens[p] += step.tokens
             used = beam.tokens + step.tokens
-            if k in scored:
+            logprob = beam.logprob + step.logprob
+            if score is None:
+                value = logprob if path else float("-inf")
+            elif k in scored:
                 value = scored[k][-1]
             else:  # nothing new to score: the path keeps its score, or has none
                 value = beam.score if path else float("-inf")
             done = step.done or (max_tokens is not None and used >= max_tokens)
-            pools[p].append(_Beam(path, value, done, used))
+            pools[p].append(_Beam(path, value, done, used, logprob))
         # sorted() is stable: equal scores keep the order they were proposed in
         beams = [sorted(pool, key=lambda b: -b.score)[:beam_width] for pool in pools]
     out = []

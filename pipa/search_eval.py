@@ -2,8 +2,8 @@
 problems: Table 5's cell (issue #20).
 
 For each budget N: best-of-N (by g: the minimum and the last step end) on N samples; the step beam with B1 = ``beam_width`` and B2 = N / B1 scored by g (the value
-beam), by the policy's cumulative log-probability (the paper's beam, sampled here so that it
-spends the same tokens), and, as references that say whether the search itself works, by the
+beam), by the policy's cumulative log-probability of the drawn tokens (the paper's beam,
+sampled here so that it spends the same tokens), and, as references that say whether the search itself works, by the
 world's exact oracle and by chance. Majority vote at every m = 1 .. max(N) (the samples are
 nested, so each m is free): the baseline each mode is compared with at the tokens it spent.
 Greedy decoding is the budget-1 row. Every mode reports its accuracy per benchmark and the
@@ -19,45 +19,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
 from pipa import search
-from pipa.batching import device_of
 from pipa.grading import grade_predictions
-from pipa.models import encode_example, token_logps
 from pipa.sampling import split_steps
-from pipa.verifier import step_end_tokens, verifier_metrics
-
-
-def logprob_scorer(model, tokenizer, format_prompt: Callable[[str], str],
-                   questions: Sequence[str], batch_size: int = 32) -> search.StepScorer:
-    """The policy's log-probability of the solution so far (summed over its tokens,
-    untempered) at each step end: what the paper's step beam ranks by."""
-    @torch.no_grad()
-    def score(indices: Sequence[int], steps: Sequence[Sequence[str]]) -> list[list[float]]:
-        model.eval()
-        encoded = []
-        for p, solution in zip(indices, steps):
-            prompt_ids, response_ids, offsets = encode_example(
-                tokenizer, format_prompt(questions[p]), "".join(solution), add_eos=False)
-            ends = step_end_tokens(offsets, solution) if solution else []
-            encoded.append((prompt_ids + response_ids, len(prompt_ids), ends))
-        pad, device, out = tokenizer.pad_token_id, device_of(model), []
-        for start in range(0, len(encoded), batch_size):
-            chunk = encoded[start:start + batch_size]
-            length = max(len(ids) for ids, _, _ in chunk)
-            ids = torch.full((len(chunk), length), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), length), dtype=torch.long)
-            for row, (seq, _, _) in enumerate(chunk):
-                ids[row, :len(seq)] = torch.tensor(seq)
-                mask[row, :len(seq)] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            logps = token_logps(logits.float(), ids.to(device)).cpu()
-            for row, (_, n_prompt, ends) in enumerate(chunk):
-                running = logps[row, n_prompt:].cumsum(0)
-                out.append([float(running[t]) for t in ends])
-        return out
-    return score
+from pipa.verifier import verifier_metrics
 
 
 def reliability(values: Sequence[float], correct: Sequence[bool], n_bins: int = 10) -> list[dict]:
@@ -128,8 +93,8 @@ def search_modes(model, head, tokenizer, problems: list[dict], *,
     n_problems = len(problems)
     value = search.value_scorer(PolicyWithValueHead(model, head), tokenizer, format_prompt,
                                 questions, batch_size=batch_size)
-    scorers = {"g": value,
-               "policy": logprob_scorer(model, tokenizer, format_prompt, questions, batch_size)}
+    # the policy beam ranks by the proposals' own log-probabilities (value_beam's None)
+    scorers: dict[str, search.StepScorer | None] = {"g": value, "policy": None}
     if references:  # they judge the search, not the cell: Table 5 runs them on some cells
         scorers["random"] = search.random_scorer(seed, questions)
         if setting == "world":

@@ -180,23 +180,34 @@ def test_sampled_modes_are_reproducible_from_their_seed(lm):
     assert all(r.tokens >= 1 for r in beam)
 
 
-def test_the_policy_scorer_is_the_log_probability_the_decoder_drew_the_step_with(lm):
-    from pipa.generation import _run
-    from pipa.search_eval import logprob_scorer
+def test_the_policy_beam_ranks_by_the_log_probability_the_text_has_under_the_policy(lm):
+    """The policy beam's score is read from the proposals (Step.logprob, summed over the
+    drawn tokens): it equals the log-probability a forward pass gives the step's text."""
+    import torch
+
+    from pipa.models import token_logps
 
     model, tok = lm
-    drawn = _run(model, tok, PROMPTS, max_new_tokens=12, batch_size=8, temperature=0.0,
-                 top_p=1.0, stop_strings=("\n",), row_seeds=None, progress=False,
-                 want_logprobs=True)
-    # rows whose text re-encodes to the drawn tokens (a random model may draw <pad>, which
-    # decoding drops)
-    kept = [(i, r) for i, r in enumerate(drawn) if r.finish != "eos" and r.text
-            and tok(r.text, add_special_tokens=False)["input_ids"] == r.token_ids]
-    assert len(kept) >= 3
-    score = logprob_scorer(model, tok, format_prompt, QUESTIONS)
-    values = score([i for i, _ in kept], [[r.text] for _, r in kept])
-    for (_, r), v in zip(kept, values):
-        assert v[-1] == pytest.approx(r.logprob, abs=1e-3)
+    propose = search.lm_proposer(model, tok, PROMPTS, max_step_tokens=12, temperature=1.0,
+                                 seed=4)
+    steps = propose([(p, "") for p in range(len(PROMPTS))], 0)
+    # steps that re-encode to the tokens drawn (a random model may draw <pad>, which
+    # decoding drops) and drew no EOS (its log-prob is in the step's, not in the text's)
+    checked = 0
+    for p, step in enumerate(steps):
+        prompt = tok(PROMPTS[p], add_special_tokens=False)["input_ids"]
+        text = tok(step.text, add_special_tokens=False)["input_ids"]
+        if not step.text or len(text) != step.tokens:
+            continue
+        ids = torch.tensor([prompt + text])
+        with torch.no_grad():
+            logps = token_logps(model(input_ids=ids).logits.float(), ids)[0]
+        assert float(logps[len(prompt):].sum()) == pytest.approx(step.logprob, abs=1e-3)
+        checked += 1
+    assert checked >= 3
+    beam = search.value_beam(len(PROMPTS), propose, None, beam_width=2, n_samples=2,
+                             max_steps=3)
+    assert all(r.tokens >= 1 for r in beam)
 
 
 def test_every_mode_runs_on_world_problems_and_counts_the_samples_it_shares(lm, tmp_path):
