@@ -15,7 +15,8 @@ moves with them. So the check has two parts, reported separately:
 
 * **Identity**, when both report folders' ``provenance.json`` name the same machine type
   (CPU model, torch's CPU capability, native bf16, torch version) and precision: every
-  ``table*.csv``, ``cells.csv`` and ``significance.csv`` must be byte-identical. Elsewhere
+  ``table*.csv``, ``cells.csv`` and ``significance.csv`` must be byte-identical, and Table 5's
+  ``search/table5.csv`` and ``search/verifier.csv`` where the committed folder has them. Elsewhere
   it is not expected, and says so.
 * **What the study claims, within measured bounds** (always):
   1. the same tables with the same rows (keyed by every label column), no empty cell;
@@ -57,7 +58,8 @@ CELL_KEY = ["group", "setting", "algorithm", "ablation", "threshold", "model", "
 # A comparison is named by what it asks (e.g. PIPA vs the best baseline of a column), not by
 # whom it compares: the best baseline itself may change between machines.
 SIG_KEY = ["table", "setting", "model", "benchmark", "comparison"]
-IDENTITY_FILES = ("cells.csv", "significance.csv")
+# and Table 5 (stage table5) where the committed study has it
+IDENTITY_FILES = ("cells.csv", "significance.csv", "search/table5.csv", "search/verifier.csv")
 MACHINE_KEYS = ("cpu", "capability", "bf16_native", "torch")
 DEFAULT_BOUNDS = Path(__file__).resolve().parents[1] / "configs" / "table_check.json"
 

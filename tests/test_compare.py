@@ -81,6 +81,20 @@ def test_same_machine_type_demands_the_same_bytes(tmp_path, bounds, capsys):
     assert "table1.csv: not byte-identical on the same machine type and precision" in out
 
 
+def test_same_machine_type_demands_table5s_bytes_where_the_committed_study_has_them(
+        tmp_path, bounds, capsys):
+    a = _report(tmp_path / "a", machine=MACHINE)
+    b = _report(tmp_path / "b", machine=MACHINE)
+    assert _run(a, b, bounds, capsys)[0] == 0  # neither has Table 5: nothing to compare
+    for folder, accuracy in ((a, 41.0), (b, 41.5)):
+        (folder / "search").mkdir()
+        (folder / "search/table5.csv").write_text(f"mode,mean\ngreedy,{accuracy}\n")
+        (folder / "search/verifier.csv").write_text("auc_step\n0.52\n")
+    code, out = _run(a, b, bounds, capsys)
+    assert code == 1
+    assert "search/table5.csv: not byte-identical" in out and "verifier.csv" not in out
+
+
 def test_another_machine_may_move_the_base_model_within_the_measured_bound(tmp_path, bounds,
                                                                            capsys):
     """A 5-point shift of the SFT start (within 3 x 2.0) that moves every cell with it is a
