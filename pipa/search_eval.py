@@ -227,11 +227,6 @@ def search_cell(cfg, spec: SearchSpec, *, model_name: str, seed: int, align_dir:
             "fingerprint": fingerprint or cell_fingerprint(cfg, align_dir), "timing": timing}
 
 
-def search_dir(root: str | Path, setting: str, algorithm: str, model: str, seed: int) -> Path:
-    """Where a cell's search record lies (stage search's output; Table 5 reads it)."""
-    return Path(root) / "runs/search" / setting / algorithm / model / f"seed{seed}"
-
-
 def align_dir(root: str | Path, setting: str, algorithm: str, model: str, seed: int) -> Path:
     """The trained cell a search reads (stage align_<setting>'s output)."""
     return Path(root) / "runs/main" / setting / algorithm / model / f"seed{seed}" / "align"

@@ -39,14 +39,13 @@ def main() -> None:
 
     from pipa.hardware import setup_runtime
     from pipa.parallel import fork_map
-    from pipa.reports.search_table import build_from_grid
+    from pipa.reports.search_table import build_from_grid, search_dir
     from pipa.search_eval import (
         SearchSpec,
         align_dir,
         cell_fingerprint,
         record_is_fresh,
         search_cell,
-        search_dir,
         write_search,
     )
 

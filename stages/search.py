@@ -9,7 +9,8 @@ import _boot
 
 from pipa.hardware import setup_runtime
 from pipa.parallel import worker_plan
-from pipa.search_eval import SearchSpec, align_dir, search_cell, search_dir, write_search
+from pipa.reports.search_table import search_dir
+from pipa.search_eval import SearchSpec, align_dir, search_cell, write_search
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--setting", required=True)

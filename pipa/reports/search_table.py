@@ -366,12 +366,15 @@ def build(records: Sequence[Mapping], out: str | Path,
             "cells": sorted(_name(r) for r in records)}
 
 
+def search_dir(root: str | Path, setting: str, algorithm: str, model: str, seed: int) -> Path:
+    """Where a cell's search record lies (stage search's output, ``search.json``)."""
+    return Path(root) / "runs/search" / setting / algorithm / model / f"seed{seed}"
+
+
 def build_from_grid(cfg, root: str | Path, out: str | Path) -> dict:
     """Table 5 over the cells params' ``search`` section names (every setting x algorithm
     x model x seed), from their records under ``root/runs/search``; a missing cell is an
     error naming it (stage table5)."""
-    from pipa.search_eval import search_dir
-
     cells = cfg.search.cells(cfg.models, cfg.seeds)
     records = read_records([({"setting": s, "algorithm": a, "model": m, "seed": seed},
                              search_dir(root, s, a, m, seed) / "search.json")
