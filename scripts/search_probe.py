@@ -80,12 +80,16 @@ def main() -> None:
     found = search_cell(cfg, spec, model_name=model_name, seed=int(seed), align_dir=folder,
                         world_dir=ROOT / "data/world")
     where = folder.resolve()
+    timing = found.pop("timing")
     record = {"cell": args.cell,
               "align_dir": str(where.relative_to(ROOT) if where.is_relative_to(ROOT) else where),
               "problems": args.problems, "budgets": args.budgets,
               "beam_width": args.beam_width, "temperature": args.temperature, **found,
-              # the log keeps each mode's summary; per-problem lists are Table 5's to keep
-              "modes": [{k: v for k, v in row.items() if k not in ("correct", "tokens")}
+              "seconds": timing["seconds"], "sampling_seconds": timing["sampling_seconds"],
+              # the log keeps each mode's summary and seconds; per-problem lists are Table 5's
+              "modes": [{**{k: v for k, v in row.items() if k not in ("correct", "tokens")},
+                         "seconds": timing["modes"].get(
+                             f"{row['mode']}/{row['budget']}/{row['scorer']}")}
                         for row in found["modes"]]}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with open(RESULTS, "a") as fh:
