@@ -81,10 +81,10 @@ def main() -> None:
                         world_dir=ROOT / "data/world")
     where = folder.resolve()
     timing = found.pop("timing")
-    record = {"cell": args.cell,
+    record = {**found, "cell": args.cell,
               "align_dir": str(where.relative_to(ROOT) if where.is_relative_to(ROOT) else where),
-              "problems": args.problems, "budgets": args.budgets,
-              "beam_width": args.beam_width, "temperature": args.temperature, **found,
+              "problems": args.problems, "budgets": args.budgets,  # per tier, not the ids
+              "beam_width": args.beam_width, "temperature": args.temperature,
               "seconds": timing["seconds"], "sampling_seconds": timing["sampling_seconds"],
               # the log keeps each mode's summary and seconds; per-problem lists are Table 5's
               "modes": [{**{k: v for k, v in row.items() if k not in ("correct", "tokens")},
