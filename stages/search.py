@@ -9,28 +9,26 @@ import _boot
 
 from pipa.hardware import setup_runtime
 from pipa.parallel import worker_plan
-from pipa.reports.search_table import search_dir
-from pipa.search_eval import SearchSpec, align_dir, search_cell, write_search
+from pipa.search_eval import SearchSpec, search_cell, write_search
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--setting", required=True)
 parser.add_argument("--algorithm", required=True)
 parser.add_argument("--model", required=True)
 parser.add_argument("--seed", type=int, required=True)
-parser.add_argument("--root", default=".", help="folder that holds runs/ (in and out)")
+parser.add_argument("--align", required=True, help="the trained cell's align folder")
+parser.add_argument("--out", required=True, help="folder of the cell's search.json")
 parser.add_argument("--world", default="data/world")
 args = parser.parse_args()
 cell = (args.setting, args.algorithm, args.model, args.seed)
-out = search_dir(args.root, *cell)
-_boot.outputs(out / "search.json")
+_boot.outputs(f"{args.out}/search.json")
 cfg = _boot.config()
 # one job, with the threads every job of a stage gets (pipa.parallel): the same bytes
 # whether the cell runs alone (plain `dvc repro`) or beside another (scripts/repro.sh)
 setup_runtime(worker_plan(cfg.runtime.threads, cfg.runtime.workers, 1)[1], cfg.seed)
 record = search_cell(cfg, SearchSpec.of_cell(cfg.search, args.seed), model_name=args.model,
-                     seed=args.seed, align_dir=align_dir(args.root, *cell),
-                     world_dir=args.world)
-write_search(record, out)
+                     seed=args.seed, align_dir=args.align, world_dir=args.world)
+write_search(record, args.out)
 timing = record["timing"]
 print(f"search {'/'.join(map(str, cell))}: {timing['seconds']} s (sampling and scoring the "
       f"N samples {timing['sampling_seconds']} s; "

@@ -111,6 +111,15 @@ def test_long_stages_do_not_depend_on_code_they_never_run():
     assert "pipa/losses.py" not in closure("preflight.py")
 
 
+def test_table5s_search_cells_do_not_depend_on_the_report_code():
+    """An edit to the tables' code re-runs the tables (report, table5), never the searches
+    (minutes of decoding) that Table 5 reads."""
+    files = set(manifest(ROOT / "stages/search.py", ROOT)["files"])
+    assert {"pipa/search.py", "pipa/search_eval.py"} <= files
+    assert not {f for f in files if f.startswith("pipa/reports/")}, sorted(files)
+    assert "pipa/reports/search_table.py" in manifest(ROOT / "stages/table5.py", ROOT)["files"]
+
+
 def test_a_loss_edit_reruns_the_cells_never_sampling_sft_the_priors_or_their_evaluation():
     """The stages upstream of alignment never import the preference losses or the cell's
     code: editing DPO's loss (or how a cell picks its lr) re-runs the cells and what reads
