@@ -43,16 +43,16 @@ def main() -> None:
     from pipa.generation import _row_seed
     from pipa.hardware import machine, setup_runtime
     from pipa.model_io import prompt_formatter
-    from pipa.search_eval import SearchSpec, final_step_test, load_cell
+    from pipa.search_eval import SearchSpec, align_dir, final_step_test, load_cell
     from pipa.value_head import PolicyWithValueHead
 
     run = args.run_dir.resolve()
     cfg = C.load(run / "params.yaml")
     setting, algorithm, model_name, seed = args.cell.split("/")
-    align_dir = run / "runs/main" / setting / algorithm / model_name / f"seed{seed}" / "align"
     setup_runtime(1, cfg.seed)
-    tok, model, head, problems = load_cell(cfg, model_name, align_dir, run / "data/world",
-                                           args.problems)
+    tok, model, head, problems = load_cell(
+        cfg, model_name, align_dir(run, setting, algorithm, model_name, int(seed)),
+        run / "data/world", args.problems)
     format_prompt = prompt_formatter(cfg, model_name, tok)
     questions = [p["question"] for p in problems]
     prompts = [format_prompt(q) for q in questions]

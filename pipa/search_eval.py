@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipa import search
+from pipa.config_types import Search
 from pipa.grading import grade_predictions
 from pipa.sampling import split_steps
 from pipa.verifier import verifier_metrics
@@ -164,11 +165,11 @@ class SearchSpec:
     beam width B1 (B2 = N / B1), the sampling temperature, the longest step, and whether the
     cell also runs the reference scorers (chance and the world's oracle)."""
 
-    problems: int | None = 100
-    budgets: tuple[int, ...] = (4, 8)
-    beam_width: int = 2
-    temperature: float = 0.8
-    max_step_tokens: int = 48
+    problems: int | None = Search.problems
+    budgets: tuple[int, ...] = Search.budgets
+    beam_width: int = Search.beam_width
+    temperature: float = Search.temperature
+    max_step_tokens: int = Search.max_step_tokens
     references: bool = True
 
     @classmethod
@@ -218,11 +219,11 @@ def search_cell(cfg, spec: SearchSpec, *, model_name: str, seed: int, align_dir:
     # the seconds apart from the record: the record is a function of the cell and the params
     # (same machine, same bytes), the seconds are not
     timing = {"seconds": round(time.perf_counter() - started, 1),
-              "sampling_seconds": found.pop("sampling_seconds"),
-              "modes": {f"{row['mode']}/{row['budget']}/{row['scorer']}": row.pop("seconds")
-                        for row in found["modes"] if row.get("seconds") is not None}}
+              "sampling_seconds": found.pop("sampling_seconds"), "modes": {}}
     for row in found["modes"]:
-        row.pop("seconds", None)
+        seconds = row.pop("seconds")
+        if seconds is not None:
+            timing["modes"][f"{row['mode']}/{row['budget']}/{row['scorer']}"] = seconds
     return {**found, "spec": asdict(spec), "seed": seed, "machine": machine(),
             "fingerprint": fingerprint or cell_fingerprint(cfg, align_dir), "timing": timing}
 

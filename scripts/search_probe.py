@@ -68,11 +68,10 @@ def main() -> None:
         ap.error("--cell is required (or --summary)")
 
     from pipa.hardware import setup_runtime
-    from pipa.search_eval import SearchSpec, search_cell
+    from pipa.search_eval import SearchSpec, align_dir, search_cell
 
     setting, algorithm, model_name, seed = args.cell.split("/")
-    folder = args.align_dir or (ROOT / "runs/main" / setting / algorithm / model_name
-                                / f"seed{seed}" / "align")
+    folder = args.align_dir or align_dir(ROOT, setting, algorithm, model_name, int(seed))
     cfg = C.load(ROOT / "params.yaml")
     setup_runtime(cfg.runtime.threads, cfg.seed)
     spec = SearchSpec(problems=args.problems, budgets=tuple(args.budgets),
