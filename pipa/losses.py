@@ -79,6 +79,7 @@ __all__ = [
     "Responses",
     "UnpairedBatch",
     "dpo_loss",
+    "dpo_sft_loss",
     "ipo_loss",
     "kto_loss",
     "kto_sft_loss",
@@ -177,6 +178,23 @@ def dpo_loss(batch: PairedBatch, hp: LossParams) -> LossOutput:
     r_neg = sequence_reward(y_neg.policy_logps, y_neg.prior_logps, y_neg.mask)
     loss = _batch_mean(-F.logsigmoid(hp.beta * (r_pos - r_neg)))
     return loss, _paired_logs(r_pos, r_neg)
+
+
+def dpo_sft_loss(batch: PairedBatch, hp: LossParams) -> LossOutput:
+    """DPO + SFT: ``dpo_loss`` + sft_coef * NLL of the chosen answers (the NLL anchor of
+    Pang et al. 2024's iterative RPO, the "extra SFT loss" the paper cites against DPO's
+    falling reward of correct answers, Section 3.3.1; not in the paper's tables).
+
+    The NLL term is -sum_t log f_t per chosen row, divided by its token count when
+    ``hp.sft_reduction="mean"`` (as ``kto_sft_loss``), batch mean. Shapes and logs as in
+    ``dpo_loss``; logs add ``sft_nll``.
+    """
+    loss, logs = dpo_loss(batch, hp)
+    y_pos = batch.chosen
+    sft, _ = _sft_term("dpo_sft_loss", y_pos.policy_logps, y_pos.mask, None,
+                       hp.sft_reduction)
+    logs["sft_nll"] = sft.detach()
+    return loss + hp.sft_coef * sft, logs
 
 
 def ipo_loss(batch: PairedBatch, hp: LossParams) -> LossOutput:

@@ -69,6 +69,7 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
               "pipa_m_fixed_g_loss"),
     Algorithm("pipa_n_fixed_g", "PIPA-N (g=0.5)", "variant", "unpaired",
               "pipa_n_fixed_g_loss"),
+    Algorithm("dpo_sft", "DPO+SFT", "variant", "paired", "dpo_sft_loss"),
     Algorithm("kto_sft", "KTO+SFT", "variant", "unpaired", "kto_sft_loss",
               needs_mismatched=True),
     Algorithm("pipa_m_sft", "PIPA-M+SFT", "variant", "unpaired", "pipa_m_sft_loss",

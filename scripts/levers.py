@@ -70,27 +70,56 @@ def run_cell(cfg: C.Config, cell: str, folder: Path) -> dict:
                            folder / "eval")
     chosen = next(t for t in summary["lr_grid"] if t["lr"] == summary["selected_lr"])
     return {"cell": cell, "steps": summary["steps"], "selected_lr": summary["selected_lr"],
+            "curves": curve_summary(folder / "align" / "dvclive"),
             "val_by_lr": {f"{t['lr']:g}": t["val_accuracy"] for t in summary["lr_grid"]},
             "final": chosen["final"], "verifier": summary.get("verifier"), "test": test,
             "precision": summary["precision"],
             "machine": summary["machine"], "seconds": round(time.perf_counter() - started, 1)}
 
 
-def summary_table(path: Path) -> str:
+def curve_summary(live: Path) -> dict:
+    """What the chosen run's curves say beyond its last batch (one batch is noisy): the
+    reward margin (correct minus incorrect) averaged over the second half of the steps, as
+    the report's training direction (``pipa.cells.reward_margin``), and the value head's
+    label likelihood averaged over the last tenth of the steps (Figure 3's end point)."""
+    from pipa.cells import read_curve
+
+    def late_mean(name: str, share: float) -> float:
+        path = live / "plots" / "metrics" / "train" / f"{name}.tsv"
+        if not path.is_file():
+            return math.nan
+        df = read_curve(path, name)
+        late = df["value"][df["step"] >= df["step"].max() * (1 - share)].dropna()
+        return float(late.mean()) if len(late) else math.nan
+
+    margin = late_mean("reward_correct", 0.5) - late_mean("reward_incorrect", 0.5)
+    out = {"margin_second_half": margin,
+           "g_likelihood_last_tenth": late_mean("value_label_likelihood", 0.1)}
+    return {k: v for k, v in out.items() if not math.isnan(v)}
+
+
+def summary_table(path: Path, only: str = "") -> str:
+    """``results.jsonl`` as a table. margin and g lik. come from the chosen run's curves
+    (``curve_summary``: second half of the steps, last tenth) where the row has them, else
+    from its last batch (rows written before the curves were recorded, marked *)."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    header = ("| tag | cell | steps | lr | val | test | R correct | R incorrect | g lik. | "
-              "g AUC | s |")
-    lines = [header, "|" + "---|" * 11]
+    rows = [r for r in rows if r["tag"].startswith(only)]
+    header = ("| tag | cell | steps | lr | val | test | margin | g lik. | g AUC | s |")
+    lines = [header, "|" + "---|" * 10]
     for r in rows:
-        f = r["final"]
+        f, curves = r["final"], r.get("curves")
         test = " / ".join(f"{100 * v:.1f}" for k, v in r["test"].items() if k != "seconds")
+        if curves is None:
+            margin = f.get("reward_correct", math.nan) - f.get("reward_incorrect", math.nan)
+            g_lik, mark = f.get("value_label_likelihood", math.nan), "*"
+        else:
+            margin = curves.get("margin_second_half", math.nan)
+            g_lik, mark = curves.get("g_likelihood_last_tenth", math.nan), ""
         lines.append(
             f"| {r['tag']} | {r['cell']} | {r['steps']} | {r['selected_lr']:g} | "
-            f"{100 * max(r['val_by_lr'].values()):.1f} | {test} | "
-            f"{f.get('reward_correct', float('nan')):.3f} | "
-            f"{f.get('reward_incorrect', float('nan')):.3f} | "
-            f"{f.get('value_label_likelihood', float('nan')):.4f} | "
-            f"{(r.get('verifier') or {}).get('auc_step', float('nan')):.3f} | {r['seconds']} |")
+            f"{100 * max(r['val_by_lr'].values()):.1f} | {test} | {margin:.2f}{mark} | "
+            f"{g_lik:.4f}{mark} | "
+            f"{(r.get('verifier') or {}).get('auc_step', math.nan):.3f} | {r['seconds']} |")
     return "\n".join(lines)
 
 
@@ -120,11 +149,13 @@ def main() -> None:
     parser.add_argument("--cell", action="append", default=[],
                         metavar="SETTING/ALGORITHM/MODEL/SEED")
     parser.add_argument("--summary", action="store_true", help="print the results table")
+    parser.add_argument("--only", default="", metavar="PREFIX",
+                        help="--summary: only the rows whose tag starts with PREFIX")
     parser.add_argument("--base-rates", action="store_true",
                         help="print each labelled dataset's label base rate")
     args = parser.parse_args()
     if args.summary:
-        print(summary_table(RESULTS))
+        print(summary_table(RESULTS, args.only))
         return
     if args.base_rates:
         print(base_rates())

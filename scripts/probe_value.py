@@ -14,6 +14,19 @@ decodes of the validation problems against their final correctness. ``--prompt-o
 reads the hidden state where the prompt ends instead, for every step: what the problem
 alone says about the chance of solving it. One JSON line per run is appended to
 ``runs/levers/probe.jsonl``.
+
+``--all-tokens`` measures Figure 3's quantity instead: the geometric mean over every
+response token of p(c_t | x, y<t) (token labels as the alignment loss reads them), for a
+head fitted on the hidden states that predict each token (as ``PolicyWithValueHead``
+aligns them) of the problems outside a held-out share (``--holdout``, split by question),
+scored on both: the fitted problems (what the training curve of Figure 3 sees) and problems
+the head never saw (what it knows). Each is printed beside the best constant g of its own
+labels, the floor a head that learned only the base rate reaches.
+
+``--oracle-bound`` prints that measure for a g that knows exactly whether an earlier step
+of the solution is wrong (the world's exact checker, ``pipa.search.world_oracle``) and
+nothing else (the label rate of its case): what perfect detection of written errors alone
+is worth. A head could add foresight (which steps are hard), so it is no strict ceiling.
 """
 
 from __future__ import annotations
@@ -34,6 +47,16 @@ from pipa import config as C
 RESULTS = ROOT / "runs" / "levers" / "probe.jsonl"
 
 
+def _padded(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (ids, attention mask) of token sequences."""
+    ids = torch.full((len(seqs), max(len(q) for q in seqs)), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, seq in enumerate(seqs):
+        ids[row, :len(seq)] = torch.tensor(seq)
+        mask[row, :len(seq)] = 1
+    return ids, mask
+
+
 @torch.no_grad()
 def step_end_features(model, tok, fmt, solutions, prompt_only: bool, batch_size: int):
     """(features per step end, solution index per step end) for ``(question, steps)``."""
@@ -51,18 +74,159 @@ def step_end_features(model, tok, fmt, solutions, prompt_only: bool, batch_size:
             where = [len(prompt_ids) - 1] * len(ends) if prompt_only else \
                 [len(prompt_ids) + t for t in ends]
             encoded.append((prompt_ids + response_ids, where))
-        length = max(len(ids) for ids, _ in encoded)
-        ids = torch.full((len(chunk), length), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, (seq, _) in enumerate(encoded):
-            ids[row, :len(seq)] = torch.tensor(seq)
-            mask[row, :len(seq)] = 1
+        ids, mask = _padded([seq for seq, _ in encoded], tok.pad_token_id)
         hidden = model(input_ids=ids, attention_mask=mask,
                        output_hidden_states=True).hidden_states[-1].float()
         for row, (_, where) in enumerate(encoded):
             feats += [hidden[row, p] for p in where]
             owner += [start + row] * len(where)
     return torch.stack(feats), owner
+
+
+@torch.no_grad()
+def token_features(model, examples, pad_id: int, batch_size: int):
+    """(hidden state that predicts each response token, its label c_t, example index)."""
+    feats, labels, owner = [], [], []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start:start + batch_size]
+        ids, mask = _padded([e.prompt_ids + e.response_ids for e in chunk], pad_id)
+        hidden = model(input_ids=ids, attention_mask=mask,
+                       output_hidden_states=True).hidden_states[-1].float()
+        for row, e in enumerate(chunk):
+            first = len(e.prompt_ids) - 1  # the state after the prompt predicts token 1
+            feats.append(hidden[row, first:first + len(e.response_ids)])
+            labels += [float(c) for c in e.token_labels]
+            owner += [start + row] * len(e.response_ids)
+    return torch.cat(feats), torch.tensor(labels), torch.tensor(owner)
+
+
+def label_likelihood(g: torch.Tensor, y: torch.Tensor) -> float:
+    """Figure 3's measure: exp(mean log p(c_t)), p(c_t = 1) = g."""
+    return float(torch.exp(-torch.nn.functional.binary_cross_entropy(g, y)))
+
+
+def fit_head_on_features(head, x, y, fit, args) -> torch.Tensor:
+    """The head alone on the frozen trunk's cached states: g on every token."""
+    opt = torch.optim.Adam(head.parameters(), lr=args.lr)
+    xf, yf = x[fit], y[fit]
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(args.epochs):  # minibatches of 4,096 tokens
+        order = torch.randperm(len(yf), generator=gen)
+        for start in range(0, len(yf), 4096):
+            idx = order[start:start + 4096]
+            opt.zero_grad()
+            torch.nn.functional.binary_cross_entropy_with_logits(head(xf[idx]), yf[idx]) \
+                .backward()
+            opt.step()
+    with torch.no_grad():
+        return torch.sigmoid(head(x))
+
+
+def fit_head_and_trunk(head, model, examples, pad_id, owner, is_held, args) -> torch.Tensor:
+    """A process reward model's training: the head and the whole trunk (at ``--trunk-lr``)
+    by cross-entropy on the token labels of the fitted problems, batches of 32 solutions;
+    then g on every token of every solution (hidden states of the trained trunk)."""
+    from pipa.value_head import PolicyWithValueHead
+
+    held_examples = {int(i) for i in owner[is_held].tolist()}
+    fitted = [e for i, e in enumerate(examples) if i not in held_examples]
+    policy = PolicyWithValueHead(model, head)
+    policy.train()
+    opt = torch.optim.AdamW([{"params": list(model.parameters()), "lr": args.trunk_lr},
+                             {"params": list(head.parameters()), "lr": args.lr}],
+                            weight_decay=0.0)
+    gen = torch.Generator().manual_seed(0)
+
+    def batch_of(chunk):
+        ids, mask = _padded([e.prompt_ids + e.response_ids for e in chunk], pad_id)
+        labels = torch.zeros(ids.shape)
+        scored = torch.zeros(ids.shape, dtype=torch.bool)
+        for row, e in enumerate(chunk):
+            first, end = len(e.prompt_ids), len(e.prompt_ids) + len(e.response_ids)
+            labels[row, first:end] = torch.tensor([float(c) for c in e.token_labels])
+            scored[row, first:end] = True
+        return ids, mask, labels, scored
+
+    for _ in range(args.epochs):
+        order = torch.randperm(len(fitted), generator=gen).tolist()
+        for start in range(0, len(order), 32):
+            ids, mask, labels, scored = batch_of([fitted[i] for i in order[start:start + 32]])
+            _, v = policy(ids, mask)
+            opt.zero_grad()
+            torch.nn.functional.binary_cross_entropy_with_logits(v[scored], labels[scored]) \
+                .backward()
+            opt.step()
+    policy.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(examples), 128):
+            ids, mask, _, scored = batch_of(examples[start:start + 128])
+            _, v = policy(ids, mask)
+            out.append(torch.sigmoid(v[scored]))
+    return torch.cat(out)  # token order = token_features' order (examples, then tokens)
+
+
+def oracle_bound(records: list[dict], examples) -> dict:
+    """Figure 3's measure for g = the label rate of the token's case, the case being
+    whether a step before the token's step is wrong (exact checker): what a perfect
+    detector of errors already written reaches, every token's own step still unseen."""
+    from pipa.search import world_oracle
+
+    record_of = {r["rid"]: r for r in records}
+    chosen = [record_of[e.rid] for e in examples]
+    verdicts = world_oracle([r["question"] for r in chosen])(
+        list(range(len(chosen))), [r["steps"] for r in chosen])
+    cases, labels = [], []
+    for e, right in zip(examples, verdicts):
+        first_wrong = next((k for k, ok in enumerate(right) if ok < 0.5), len(right))
+        cases += [k > first_wrong for k in e.step_ids]
+        labels += [float(c) for c in e.token_labels]
+    cases, y = torch.tensor(cases), torch.tensor(labels)
+    g = torch.empty_like(y)
+    for case in (False, True):
+        g[cases == case] = y[cases == case].mean()
+    return {"tokens": len(y), "after_an_error_share": round(float(cases.float().mean()), 4),
+            "label_likelihood": round(label_likelihood(g.clamp(1e-6, 1 - 1e-6), y), 4),
+            "constant_floor": round(label_likelihood(torch.full_like(y, float(y.mean())),
+                                                     y), 4)}
+
+
+def all_tokens_probe(args, cfg, tok, model, fmt) -> dict:
+    """Fit the head on every token of the problems outside the held-out share; score the
+    label likelihood on fitted and held-out problems (see the module docstring)."""
+    import random
+
+    from pipa.examples import build_examples
+    from pipa.io import read_jsonl
+    from pipa.value_head import ValueHead
+
+    records = read_jsonl(ROOT / f"data/labels/{args.labels}.jsonl")
+    examples, _ = build_examples(records, tok, fmt, cfg.family(args.model).arch.max_len)
+    questions = sorted({r["question"] for r in records})
+    random.Random(cfg.seed).shuffle(questions)
+    held = set(questions[:round(args.holdout * len(questions))])
+    question_of = {r["rid"]: r["question"] for r in records}
+    x, y, owner = token_features(model, examples, tok.pad_token_id, cfg.eval.batch_size)
+    is_held = torch.tensor([question_of[examples[i].rid] in held for i in owner.tolist()])
+    fit, out = ~is_held, is_held
+
+    torch.manual_seed(0)
+    head = ValueHead(x.shape[1])
+    if args.trunk_lr is None:
+        g = fit_head_on_features(head, x, y, fit, args)
+    else:
+        g = fit_head_and_trunk(head, model, examples, tok.pad_token_id, owner, is_held,
+                               args)
+
+    def scored(part):
+        rate = float(y[part].mean())
+        return {"tokens": int(part.sum()), "label_likelihood": round(label_likelihood(
+                    g[part], y[part]), 4),
+                "constant_floor": round(label_likelihood(torch.full_like(y[part], rate),
+                                                         y[part]), 4)}
+
+    return {"fitted": scored(fit), "held_out": scored(out), "holdout": args.holdout,
+            "held_out_questions": len(held), "questions": len(questions)}
 
 
 def main() -> None:
@@ -74,6 +238,15 @@ def main() -> None:
     ap.add_argument("--prompt-only", action="store_true")
     ap.add_argument("--epochs", type=int, default=300)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--all-tokens", action="store_true",
+                    help="Figure 3's measure on every token, fitted vs held-out problems")
+    ap.add_argument("--holdout", type=float, default=0.2,
+                    help="share of questions held out (--all-tokens)")
+    ap.add_argument("--oracle-bound", action="store_true",
+                    help="--all-tokens' ceiling for a perfect detector of earlier errors")
+    ap.add_argument("--trunk-lr", type=float, default=None,
+                    help="--all-tokens: train the trunk too at this lr (a process reward "
+                         "model's training); default: the frozen SFT trunk")
     args = ap.parse_args()
 
     from pipa.evaluation import eval_problems, evaluate_model
@@ -91,6 +264,26 @@ def main() -> None:
     tok, model = load_policy_model(cfg, args.model, ROOT / f"models/sft/{args.model}")
     model.eval()
     fmt = prompt_formatter(cfg, args.model, tok)
+    if args.oracle_bound:
+        from pipa.examples import build_examples
+
+        records = read_jsonl(ROOT / f"data/labels/{args.labels}.jsonl")
+        examples, _ = build_examples(records, tok, fmt, cfg.family(args.model).arch.max_len)
+        record = {"model": args.model, "labels": args.labels, "oracle_bound": True,
+                  **oracle_bound(records, examples), "machine": machine()}
+        with open(RESULTS, "a") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+        print(json.dumps(record, indent=1, sort_keys=True))
+        return
+    if args.all_tokens:
+        record = {"model": args.model, "labels": args.labels, "all_tokens": True,
+                  "epochs": args.epochs, "lr": args.lr, "trunk_lr": args.trunk_lr,
+                  **all_tokens_probe(args, cfg, tok, model, fmt),
+                  "machine": machine(), "seconds": round(time.perf_counter() - started, 1)}
+        with open(RESULTS, "a") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+        print(json.dumps(record, indent=1, sort_keys=True))
+        return
     records = read_jsonl(ROOT / f"data/labels/{args.labels}.jsonl")
     train = [(r["question"], r["steps"]) for r in records]
     x, owner = step_end_features(model, tok, fmt, train, args.prompt_only,

@@ -133,7 +133,7 @@ def call_algorithm(spec, inputs: dict, hparams: dict):
 EXPECTED_KEYS = {
     "sft", "sft_cont", "dpo", "ipo", "kto", "step_dpo", "step_dpo_l0", "step_kto",
     "step_kto_orig", "pipa_m", "pipa_n", "pipa_m_fixed_g", "pipa_n_fixed_g", "kto_sft",
-    "pipa_m_sft",
+    "pipa_m_sft", "dpo_sft",
 }
 
 
@@ -143,7 +143,7 @@ def test_table_keys_and_flags() -> None:
         assert spec.name == name
         assert spec.data_kind in ("paired", "unpaired")
     paired = {n for n, s in ALGORITHMS.items() if s.data_kind == "paired"}
-    assert paired == {"dpo", "ipo", "step_dpo", "step_dpo_l0"}
+    assert paired == {"dpo", "ipo", "step_dpo", "step_dpo_l0", "dpo_sft"}
     head = {n for n, s in ALGORITHMS.items() if s.needs_value_head}
     assert head == {"pipa_m", "pipa_n", "pipa_m_sft"}
     mism = {n for n, s in ALGORITHMS.items() if s.needs_mismatched}
@@ -550,6 +550,7 @@ def test_added_sft_terms() -> None:
     pm, _ = call(L.pipa_m_loss, **x)
     pm_sft, _ = call(L.pipa_m_sft_loss, **x, sft_coef=1.0)
     _close(pm_sft, pm + nll_mean)
+
     nll_sum = (-_seq(x["policy_logps"], x["mask"]))[ok].mean()
     pm_sum, _ = call(L.pipa_m_sft_loss, **x, sft_coef=2.0, sft_reduction="sum")
     _close(pm_sum, pm + 2.0 * nll_sum)
@@ -564,6 +565,20 @@ LOGP = st.one_of(st.sampled_from([0.0, -1e-8, -1e-3, -1e4]),
                  st.floats(min_value=-1e4, max_value=0.0, allow_nan=False))
 VLOGIT = st.one_of(st.sampled_from([-50.0, 50.0, 0.0]),
                    st.floats(min_value=-50.0, max_value=50.0, allow_nan=False))
+
+
+def test_dpo_sft_adds_the_chosen_answers_nll_to_dpo() -> None:
+    """Every chosen row counts (they are the correct answers); the rejected never do."""
+    x = {k: v for k, v in _paired().items() if k != "rejected_token_labels"}
+    chosen_nll = (-_seq(x["chosen_policy_logps"], x["chosen_mask"])
+                  / x["chosen_mask"].sum(-1)).mean()
+    dpo, dpo_logs = call(L.dpo_loss, **x)
+    both, logs = call(L.dpo_sft_loss, **x, sft_coef=0.7)
+    _close(both, dpo + 0.7 * chosen_nll)
+    _close(logs["sft_nll"], chosen_nll)
+    _close(logs["reward_margin"], dpo_logs["reward_margin"])
+    summed, _ = call(L.dpo_sft_loss, **x, sft_coef=1.0, sft_reduction="sum")
+    _close(summed, dpo - _seq(x["chosen_policy_logps"], x["chosen_mask"]).mean())
 
 
 def _tensor(draw: st.DrawFn, shape: tuple[int, int], elems: st.SearchStrategy,
