@@ -24,9 +24,10 @@ the head never saw (what it knows). Each is printed beside the best constant g o
 labels, the floor a head that learned only the base rate reaches.
 
 ``--oracle-bound`` prints that measure for a g that knows exactly whether an earlier step
-of the solution is wrong (the world's exact checker, ``pipa.search.world_oracle``) and
-nothing else (the label rate of its case): what perfect detection of written errors alone
-is worth. A head could add foresight (which steps are hard), so it is no strict ceiling.
+of the solution is wrong (the world's exact checker, ``pipa.search.world_oracle``), alone
+and with the step's position (the label rate of its case): what perfect detection of
+written errors is worth. A head could add other foresight (which steps are hard), so
+neither is a strict ceiling.
 """
 
 from __future__ import annotations
@@ -167,26 +168,35 @@ def fit_head_and_trunk(head, model, examples, pad_id, owner, is_held, args) -> t
 
 
 def oracle_bound(records: list[dict], examples) -> dict:
-    """Figure 3's measure for g = the label rate of the token's case, the case being
-    whether a step before the token's step is wrong (exact checker): what a perfect
-    detector of errors already written reaches, every token's own step still unseen."""
+    """Figure 3's measure for g = the label rate of the token's case, for two cases: whether
+    a step before the token's step is wrong (exact checker), ``detector``; and that with the
+    step's index and the solution's number of steps, ``detector_and_position`` (a perfect
+    checker that knows where it is: past the last operation without an error, the answer
+    is right). Neither sees the token's own step or any later one."""
     from pipa.search import world_oracle
 
     record_of = {r["rid"]: r for r in records}
     chosen = [record_of[e.rid] for e in examples]
     verdicts = world_oracle([r["question"] for r in chosen])(
         list(range(len(chosen))), [r["steps"] for r in chosen])
-    cases, labels = [], []
-    for e, right in zip(examples, verdicts):
+    seen, placed, labels = [], [], []
+    for e, right, record in zip(examples, verdicts, chosen):
         first_wrong = next((k for k, ok in enumerate(right) if ok < 0.5), len(right))
-        cases += [k > first_wrong for k in e.step_ids]
+        seen += [k > first_wrong for k in e.step_ids]
+        placed += [(k > first_wrong, k, len(record["steps"])) for k in e.step_ids]
         labels += [float(c) for c in e.token_labels]
-    cases, y = torch.tensor(cases), torch.tensor(labels)
-    g = torch.empty_like(y)
-    for case in (False, True):
-        g[cases == case] = y[cases == case].mean()
-    return {"tokens": len(y), "after_an_error_share": round(float(cases.float().mean()), 4),
-            "label_likelihood": round(label_likelihood(g.clamp(1e-6, 1 - 1e-6), y), 4),
+    y = torch.tensor(labels)
+
+    def case_rate_likelihood(cases: list) -> float:
+        g = torch.empty_like(y)
+        for case in set(cases):
+            where = torch.tensor([c == case for c in cases])
+            g[where] = y[where].mean()
+        return round(label_likelihood(g.clamp(1e-6, 1 - 1e-6), y), 4)
+
+    return {"tokens": len(y), "after_an_error_share": round(sum(seen) / len(seen), 4),
+            "detector": case_rate_likelihood(seen),
+            "detector_and_position": case_rate_likelihood(placed),
             "constant_floor": round(label_likelihood(torch.full_like(y, float(y.mean())),
                                                      y), 4)}
 

@@ -123,8 +123,8 @@ def test_trunk_fit_returns_g_in_the_probes_token_order():
 
 
 def test_oracle_bound_splits_tokens_at_the_first_wrong_step():
-    """Tokens of steps after the first wrong step form one case, the rest the other;
-    g is each case's label rate."""
+    """Tokens of steps after the first wrong step form one case, the rest the other (and,
+    with position, one case per step index); g is each case's label rate."""
     probe = _script("probe_value")
     question = "Ida 8 shells *2 +74 ?"  # gold: 16, then 90
     records = [
@@ -138,11 +138,16 @@ def test_oracle_bound_splits_tokens_at_the_first_wrong_step():
                 token_labels=[1, 1, 0, 0, 0, 0], step_ids=[0, 0, 1, 1, 2, 2], correct=False),
     ]
     out = probe.oracle_bound(records, examples)
-    # after b's wrong step 1: b's two step-2 tokens, both labelled 0 (g = 0, clipped);
-    # the other ten tokens: eight 1s and two 0s (g = 0.8)
     assert out["tokens"] == 12
     assert out["after_an_error_share"] == pytest.approx(2 / 12, abs=1e-4)
-    expected = math.exp((8 * math.log(0.8) + 2 * math.log(0.2) + 2 * math.log(1 - 1e-6)) / 12)
-    assert out["label_likelihood"] == pytest.approx(expected, abs=1e-4)
+    # after b's wrong step 1: b's two step-2 tokens, both labelled 0 (g = 0, clipped);
+    # the other ten tokens: eight 1s and two 0s (g = 0.8)
+    clip = math.log(1 - 1e-6)
+    expected = math.exp((8 * math.log(0.8) + 2 * math.log(0.2) + 2 * clip) / 12)
+    assert out["detector"] == pytest.approx(expected, abs=1e-4)
+    # with position: step 0 (four 1s), step 1 (two 1s, two 0s), step 2 clean (a's two 1s),
+    # step 2 after the error (b's two 0s)
+    expected = math.exp((8 * clip + 4 * math.log(0.5)) / 12)
+    assert out["detector_and_position"] == pytest.approx(expected, abs=1e-4)
     assert out["constant_floor"] == pytest.approx(
         math.exp(8 / 12 * math.log(8 / 12) + 4 / 12 * math.log(4 / 12)), abs=1e-4)
