@@ -32,12 +32,13 @@ def read_curve(path: Path, name: str) -> pd.DataFrame:
                          "value": pd.to_numeric(df[name], errors="coerce")})
 
 
-def _second_half_mean(path: Path, name: str) -> float:
-    """Mean of a dvclive metric over the second half of its steps (NaN if never logged)."""
+def late_mean(path: Path, name: str, share: float = 0.5) -> float:
+    """Mean of a dvclive metric over the last ``share`` of its steps (the steps from
+    (1 - share) x the last one on; NaN if never logged)."""
     if not path.is_file():
         return math.nan
     df = read_curve(path, name)
-    late = df["value"][df["step"] >= df["step"].max() / 2].dropna()
+    late = df["value"][df["step"] >= df["step"].max() * (1 - share)].dropna()
     return float(late.mean()) if len(late) else math.nan
 
 
@@ -46,7 +47,7 @@ def reward_margin(root: Path, cell) -> float:
     the control, or no alignment run, as the SFT start)."""
     if cell.group == "sft" or cell.control:
         return math.nan
-    correct, incorrect = (_second_half_mean(root / cell.curve(n), n) for n in MARGIN_CURVES)
+    correct, incorrect = (late_mean(root / cell.curve(n), n) for n in MARGIN_CURVES)
     return correct - incorrect
 
 

@@ -80,21 +80,16 @@ def run_cell(cfg: C.Config, cell: str, folder: Path) -> dict:
 def curve_summary(live: Path) -> dict:
     """What the chosen run's curves say beyond its last batch (one batch is noisy): the
     reward margin (correct minus incorrect) averaged over the second half of the steps, as
-    the report's training direction (``pipa.cells.reward_margin``), and the value head's
+    the report's training direction (``pipa.cells.reward_margin``, ``late_mean``), and the value head's
     label likelihood averaged over the last tenth of the steps (Figure 3's end point)."""
-    from pipa.cells import read_curve
+    from pipa.cells import late_mean
 
-    def late_mean(name: str, share: float) -> float:
-        path = live / "plots" / "metrics" / "train" / f"{name}.tsv"
-        if not path.is_file():
-            return math.nan
-        df = read_curve(path, name)
-        late = df["value"][df["step"] >= df["step"].max() * (1 - share)].dropna()
-        return float(late.mean()) if len(late) else math.nan
+    def curve(name: str, share: float) -> float:
+        return late_mean(live / "plots" / "metrics" / "train" / f"{name}.tsv", name, share)
 
-    margin = late_mean("reward_correct", 0.5) - late_mean("reward_incorrect", 0.5)
+    margin = curve("reward_correct", 0.5) - curve("reward_incorrect", 0.5)
     out = {"margin_second_half": margin,
-           "g_likelihood_last_tenth": late_mean("value_label_likelihood", 0.1)}
+           "g_likelihood_last_tenth": curve("value_label_likelihood", 0.1)}
     return {k: v for k, v in out.items() if not math.isnan(v)}
 
 

@@ -48,14 +48,12 @@ from pipa import config as C
 RESULTS = ROOT / "runs" / "levers" / "probe.jsonl"
 
 
-def _padded(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded (ids, attention mask) of token sequences."""
-    ids = torch.full((len(seqs), max(len(q) for q in seqs)), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, seq in enumerate(seqs):
-        ids[row, :len(seq)] = torch.tensor(seq)
-        mask[row, :len(seq)] = 1
-    return ids, mask
+def _append(record: dict) -> None:
+    """One JSON line to ``runs/levers/probe.jsonl``, and the record printed."""
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS, "a") as fh:
+        fh.write(json.dumps(record, sort_keys=True) + "\n")
+    print(json.dumps(record, indent=1, sort_keys=True))
 
 
 @torch.no_grad()
@@ -75,7 +73,12 @@ def step_end_features(model, tok, fmt, solutions, prompt_only: bool, batch_size:
             where = [len(prompt_ids) - 1] * len(ends) if prompt_only else \
                 [len(prompt_ids) + t for t in ends]
             encoded.append((prompt_ids + response_ids, where))
-        ids, mask = _padded([seq for seq, _ in encoded], tok.pad_token_id)
+        length = max(len(ids) for ids, _ in encoded)
+        ids = torch.full((len(chunk), length), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, (seq, _) in enumerate(encoded):
+            ids[row, :len(seq)] = torch.tensor(seq)
+            mask[row, :len(seq)] = 1
         hidden = model(input_ids=ids, attention_mask=mask,
                        output_hidden_states=True).hidden_states[-1].float()
         for row, (_, where) in enumerate(encoded):
@@ -86,19 +89,21 @@ def step_end_features(model, tok, fmt, solutions, prompt_only: bool, batch_size:
 
 @torch.no_grad()
 def token_features(model, examples, pad_id: int, batch_size: int):
-    """(hidden state that predicts each response token, its label c_t, example index)."""
-    feats, labels, owner = [], [], []
+    """(hidden state that predicts each response token, its label c_t, example index), in
+    example then token order. ``pipa.batching.collate`` marks token t's position; the state
+    at t - 1 predicts it, as ``PolicyWithValueHead`` gives it to the head."""
+    from pipa.batching import collate
+
+    feats, labels = [], []
     for start in range(0, len(examples), batch_size):
-        chunk = examples[start:start + batch_size]
-        ids, mask = _padded([e.prompt_ids + e.response_ids for e in chunk], pad_id)
-        hidden = model(input_ids=ids, attention_mask=mask,
+        batch = collate(examples[start:start + batch_size], pad_id)
+        hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                        output_hidden_states=True).hidden_states[-1].float()
-        for row, e in enumerate(chunk):
-            first = len(e.prompt_ids) - 1  # the state after the prompt predicts token 1
-            feats.append(hidden[row, first:first + len(e.response_ids)])
-            labels += [float(c) for c in e.token_labels]
-            owner += [start + row] * len(e.response_ids)
-    return torch.cat(feats), torch.tensor(labels), torch.tensor(owner)
+        response = batch["response_mask"]
+        feats.append(hidden[:, :-1][response[:, 1:]])
+        labels.append(batch["token_labels"][response])
+    owner = [i for i, e in enumerate(examples) for _ in e.response_ids]
+    return torch.cat(feats), torch.cat(labels), torch.tensor(owner)
 
 
 def label_likelihood(g: torch.Tensor, y: torch.Tensor) -> float:
@@ -123,48 +128,38 @@ def fit_head_on_features(head, x, y, fit, args) -> torch.Tensor:
         return torch.sigmoid(head(x))
 
 
-def fit_head_and_trunk(head, model, examples, pad_id, owner, is_held, args) -> torch.Tensor:
+def fit_head_and_trunk(head, model, examples, fitted, pad_id, args) -> torch.Tensor:
     """A process reward model's training: the head and the whole trunk (at ``--trunk-lr``)
-    by cross-entropy on the token labels of the fitted problems, batches of 32 solutions;
-    then g on every token of every solution (hidden states of the trained trunk)."""
+    by cross-entropy on the token labels of the ``fitted`` examples, batches of 32
+    solutions; then g on every token of ``examples`` (hidden states of the trained trunk),
+    in ``token_features``' order."""
+    from pipa.batching import collate
     from pipa.value_head import PolicyWithValueHead
 
-    held_examples = {int(i) for i in owner[is_held].tolist()}
-    fitted = [e for i, e in enumerate(examples) if i not in held_examples]
     policy = PolicyWithValueHead(model, head)
     policy.train()
     opt = torch.optim.AdamW([{"params": list(model.parameters()), "lr": args.trunk_lr},
                              {"params": list(head.parameters()), "lr": args.lr}],
                             weight_decay=0.0)
     gen = torch.Generator().manual_seed(0)
-
-    def batch_of(chunk):
-        ids, mask = _padded([e.prompt_ids + e.response_ids for e in chunk], pad_id)
-        labels = torch.zeros(ids.shape)
-        scored = torch.zeros(ids.shape, dtype=torch.bool)
-        for row, e in enumerate(chunk):
-            first, end = len(e.prompt_ids), len(e.prompt_ids) + len(e.response_ids)
-            labels[row, first:end] = torch.tensor([float(c) for c in e.token_labels])
-            scored[row, first:end] = True
-        return ids, mask, labels, scored
-
     for _ in range(args.epochs):
         order = torch.randperm(len(fitted), generator=gen).tolist()
         for start in range(0, len(order), 32):
-            ids, mask, labels, scored = batch_of([fitted[i] for i in order[start:start + 32]])
-            _, v = policy(ids, mask)
+            batch = collate([fitted[i] for i in order[start:start + 32]], pad_id)
+            _, v = policy(batch["input_ids"], batch["attention_mask"])
+            response = batch["response_mask"]
             opt.zero_grad()
-            torch.nn.functional.binary_cross_entropy_with_logits(v[scored], labels[scored]) \
-                .backward()
+            torch.nn.functional.binary_cross_entropy_with_logits(
+                v[response], batch["token_labels"][response]).backward()
             opt.step()
     policy.eval()
     out = []
     with torch.no_grad():
         for start in range(0, len(examples), 128):
-            ids, mask, _, scored = batch_of(examples[start:start + 128])
-            _, v = policy(ids, mask)
-            out.append(torch.sigmoid(v[scored]))
-    return torch.cat(out)  # token order = token_features' order (examples, then tokens)
+            batch = collate(examples[start:start + 128], pad_id)
+            _, v = policy(batch["input_ids"], batch["attention_mask"])
+            out.append(torch.sigmoid(v[batch["response_mask"]]))
+    return torch.cat(out)
 
 
 def oracle_bound(records: list[dict], examples) -> dict:
@@ -179,12 +174,12 @@ def oracle_bound(records: list[dict], examples) -> dict:
     chosen = [record_of[e.rid] for e in examples]
     verdicts = world_oracle([r["question"] for r in chosen])(
         list(range(len(chosen))), [r["steps"] for r in chosen])
-    seen, placed, labels = [], [], []
+    placed, labels = [], []  # (an earlier step is wrong, step index, number of steps)
     for e, right, record in zip(examples, verdicts, chosen):
         first_wrong = next((k for k, ok in enumerate(right) if ok < 0.5), len(right))
-        seen += [k > first_wrong for k in e.step_ids]
         placed += [(k > first_wrong, k, len(record["steps"])) for k in e.step_ids]
         labels += [float(c) for c in e.token_labels]
+    seen = [case[0] for case in placed]
     y = torch.tensor(labels)
 
     def case_rate_likelihood(cases: list) -> float:
@@ -201,23 +196,32 @@ def oracle_bound(records: list[dict], examples) -> dict:
                                                      y), 4)}
 
 
+def labelled_examples(args, cfg, tok, fmt):
+    """The labelled records of ``--labels`` and their tokenized examples (as alignment
+    builds them)."""
+    from pipa.examples import build_examples
+    from pipa.io import read_jsonl
+
+    records = read_jsonl(ROOT / f"data/labels/{args.labels}.jsonl")
+    examples, _ = build_examples(records, tok, fmt, cfg.family(args.model).arch.max_len)
+    return records, examples
+
+
 def all_tokens_probe(args, cfg, tok, model, fmt) -> dict:
     """Fit the head on every token of the problems outside the held-out share; score the
     label likelihood on fitted and held-out problems (see the module docstring)."""
     import random
 
-    from pipa.examples import build_examples
-    from pipa.io import read_jsonl
     from pipa.value_head import ValueHead
 
-    records = read_jsonl(ROOT / f"data/labels/{args.labels}.jsonl")
-    examples, _ = build_examples(records, tok, fmt, cfg.family(args.model).arch.max_len)
+    records, examples = labelled_examples(args, cfg, tok, fmt)
     questions = sorted({r["question"] for r in records})
     random.Random(cfg.seed).shuffle(questions)
     held = set(questions[:round(args.holdout * len(questions))])
     question_of = {r["rid"]: r["question"] for r in records}
+    held_example = torch.tensor([question_of[e.rid] in held for e in examples])
     x, y, owner = token_features(model, examples, tok.pad_token_id, cfg.eval.batch_size)
-    is_held = torch.tensor([question_of[examples[i].rid] in held for i in owner.tolist()])
+    is_held = held_example[owner]
     fit, out = ~is_held, is_held
 
     torch.manual_seed(0)
@@ -225,8 +229,8 @@ def all_tokens_probe(args, cfg, tok, model, fmt) -> dict:
     if args.trunk_lr is None:
         g = fit_head_on_features(head, x, y, fit, args)
     else:
-        g = fit_head_and_trunk(head, model, examples, tok.pad_token_id, owner, is_held,
-                               args)
+        fitted = [e for e, h in zip(examples, held_example.tolist()) if not h]
+        g = fit_head_and_trunk(head, model, examples, fitted, tok.pad_token_id, args)
 
     def scored(part):
         rate = float(y[part].mean())
@@ -275,24 +279,15 @@ def main() -> None:
     model.eval()
     fmt = prompt_formatter(cfg, args.model, tok)
     if args.oracle_bound:
-        from pipa.examples import build_examples
-
-        records = read_jsonl(ROOT / f"data/labels/{args.labels}.jsonl")
-        examples, _ = build_examples(records, tok, fmt, cfg.family(args.model).arch.max_len)
-        record = {"model": args.model, "labels": args.labels, "oracle_bound": True,
-                  **oracle_bound(records, examples), "machine": machine()}
-        with open(RESULTS, "a") as fh:
-            fh.write(json.dumps(record, sort_keys=True) + "\n")
-        print(json.dumps(record, indent=1, sort_keys=True))
+        _append({"model": args.model, "labels": args.labels, "oracle_bound": True,
+                 **oracle_bound(*labelled_examples(args, cfg, tok, fmt)),
+                 "machine": machine()})
         return
     if args.all_tokens:
-        record = {"model": args.model, "labels": args.labels, "all_tokens": True,
-                  "epochs": args.epochs, "lr": args.lr, "trunk_lr": args.trunk_lr,
-                  **all_tokens_probe(args, cfg, tok, model, fmt),
-                  "machine": machine(), "seconds": round(time.perf_counter() - started, 1)}
-        with open(RESULTS, "a") as fh:
-            fh.write(json.dumps(record, sort_keys=True) + "\n")
-        print(json.dumps(record, indent=1, sort_keys=True))
+        _append({"model": args.model, "labels": args.labels, "all_tokens": True,
+                 "epochs": args.epochs, "lr": args.lr, "trunk_lr": args.trunk_lr,
+                 **all_tokens_probe(args, cfg, tok, model, fmt),
+                 "machine": machine(), "seconds": round(time.perf_counter() - started, 1)})
         return
     records = read_jsonl(ROOT / f"data/labels/{args.labels}.jsonl")
     train = [(r["question"], r["steps"]) for r in records]
@@ -336,10 +331,7 @@ def main() -> None:
               "val": {k: (round(v, 4) if isinstance(v, float) else v)
                       for k, v in metrics.items()},
               "machine": machine(), "seconds": round(time.perf_counter() - started, 1)}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS, "a") as fh:
-        fh.write(json.dumps(record, sort_keys=True) + "\n")
-    print(json.dumps(record, indent=1, sort_keys=True))
+    _append(record)
 
 
 if __name__ == "__main__":
