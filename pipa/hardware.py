@@ -64,10 +64,23 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device.type != "cpu":
         return False
+    return cpu_bf16_kernels() != "no"
+
+
+def cpu_bf16_kernels() -> str:
+    """Which native bf16 matmul units the CPU offers: ``amx``, ``avx512_bf16`` or ``no``.
+
+    Recorded in ``machine()`` because the two kinds of unit are different kernels (oneDNN
+    picks AMX tiles where it can), so an Intel with AMX and one with AVX512-BF16 alone, which
+    share a model name and torch's capability string, are different machine types for
+    ``pipa.compare``'s byte-identity check."""
     if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
-        return False  # kernels capped below AVX512 (ATEN_CPU_CAPABILITY=avx2): bf16 emulated
-    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # torch.cpu, private
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+        return "no"  # kernels capped below AVX512 (ATEN_CPU_CAPABILITY=avx2): bf16 emulated
+    for kind, probe in (("amx", "_is_amx_tile_supported"),  # torch.cpu, private
+                        ("avx512_bf16", "_is_avx512_bf16_supported")):
+        if getattr(torch.cpu, probe, lambda: False)():
+            return kind
+    return "no"
 
 
 def resolve_precision(mixed_precision, device: torch.device | str = "cpu") -> str:
@@ -94,7 +107,7 @@ def machine() -> dict[str, str]:
     except OSError:
         pass
     return {"cpu": cpu, "capability": torch.backends.cpu.get_cpu_capability(),
-            "bf16_native": "yes" if native_bf16("cpu") else "no", "torch": torch.__version__}
+            "bf16_native": cpu_bf16_kernels(), "torch": torch.__version__}
 
 
 def autocast(mixed_precision, device: torch.device | str = "cpu"):

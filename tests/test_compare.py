@@ -12,7 +12,7 @@ from pipa.compare import load_bounds, main
 
 BOUNDS = {"z": 3.0, "alpha": 0.01, "margin_floor": 0.01,
           "pairs": [{"a": "x", "b": "y", "sd_start": 2.0, "sd_gain_excess": 1.0}]}
-MACHINE = {"cpu": "Some CPU", "capability": "AVX512", "bf16_native": "yes", "torch": "2.13.0"}
+MACHINE = {"cpu": "Some CPU", "capability": "AVX512", "bf16_native": "amx", "torch": "2.13.0"}
 
 
 def _table1(sft_shift: float = 0.0, dpo_gain: float = -1.0) -> list[dict]:
@@ -93,6 +93,18 @@ def test_same_machine_type_demands_table5s_bytes_where_the_committed_study_has_t
     code, out = _run(a, b, bounds, capsys)
     assert code == 1
     assert "search/table5.csv: not byte-identical" in out and "verifier.csv" not in out
+
+
+def test_amx_and_avx512_bf16_alone_are_different_machine_types(tmp_path, bounds, capsys):
+    """One model name and capability string, two kinds of bf16 kernels (an Intel with AMX,
+    one whose AMX is hidden): bytes may differ, so identity is not demanded, the bounds are."""
+    a = _report(tmp_path / "a", machine=MACHINE)
+    b = _report(tmp_path / "b", table1=_table1(dpo_gain=-1.1),
+                machine=dict(MACHINE, bf16_native="avx512_bf16"))
+    code, out = _run(a, b, bounds, capsys)
+    assert code == 0, out
+    assert "identity: not expected" in out and "native bf16 amx" in out \
+        and "native bf16 avx512_bf16" in out
 
 
 def test_another_machine_may_move_the_base_model_within_the_measured_bound(tmp_path, bounds,

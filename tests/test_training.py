@@ -320,20 +320,24 @@ def test_prior_log_probs_in_bf16_match_the_policy_forward_of_training():
         autocast("fp8")
 
 
-@pytest.mark.parametrize("capability, cpu_flags, expected", [
-    ("AVX2", (False, False), "fp32"),     # AVX2-only: bf16 would be emulated
-    ("AVX512", (True, False), "bf16"),    # AMX
-    ("AVX512", (False, True), "bf16"),    # AVX512-BF16
-    ("AVX2", (False, True), "fp32"),      # the same CPU with kernels capped at AVX2
-])                                        # (ATEN_CPU_CAPABILITY=avx2): emulated again
+@pytest.mark.parametrize("capability, cpu_flags, expected, kernels", [
+    ("AVX2", (False, False), "fp32", "no"),        # AVX2-only: bf16 would be emulated
+    ("AVX512", (True, True), "bf16", "amx"),       # AMX (which has AVX512-BF16 too)
+    ("AVX512", (False, True), "bf16", "avx512_bf16"),  # AVX512-BF16 alone
+    ("AVX512", (False, False), "fp32", "no"),      # AVX512 without bf16 units
+    ("AVX2", (True, True), "fp32", "no"),          # the same CPU with kernels capped at AVX2
+])                                                 # (ATEN_CPU_CAPABILITY=avx2): emulated again
 def test_auto_precision_is_bf16_only_where_the_cpu_runs_it_natively(monkeypatch, capability,
-                                                                  cpu_flags, expected):
-    from pipa.hardware import autocast, resolve_precision
+                                                                  cpu_flags, expected,
+                                                                  kernels):
+    from pipa.hardware import autocast, machine, resolve_precision
 
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: cpu_flags[0])
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: cpu_flags[1])
     assert resolve_precision("auto", "cpu") == expected
+    # The record tells AMX from AVX512-BF16: one model name, two kinds of bf16 kernels.
+    assert machine()["bf16_native"] == kernels
     with autocast("auto", "cpu"):
         assert torch.is_autocast_enabled("cpu") == (expected == "bf16")
     # Written values are taken as written, whatever the hardware; `no` and YAML's false
