@@ -186,6 +186,15 @@ def test_significance(built):
     ua = sig[(sig.setting == "unpaired_answer") & (sig.comparison == "vs_sft_cont")]
     assert (ua["p_boot"] > 0.5).all()
     assert len(sig[sig.comparison.str.startswith("ablation:")]) == 2 * 2
+    # "no algorithm beats the control" is tested too: the best paper baseline of each block
+    # and column (control excluded) against the control, one-sided, beside PIPA's rows
+    base = sig[sig.comparison == "baseline_vs_sft_cont"]
+    pipa_rows = sig[sig.comparison == "vs_best_paper_baseline"]
+    assert len(base) == len(pipa_rows) > 0
+    assert (base["b"] == "sft_cont").all() and (base["alternative"] == "greater").all()
+    merged = base.merge(pipa_rows, on=["setting", "model", "benchmark"], suffixes=("", "_p"))
+    assert (merged["a"] == merged["b_p"]).all()  # the same best paper baseline PIPA met
+    assert "p_boot: best paper baseline vs continued SFT" in (out / "table1.md").read_text()
 
 
 def test_min_detectable_difference_has_its_stated_power():

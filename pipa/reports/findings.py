@@ -78,6 +78,13 @@ def agreement(col: Collected, summary: pd.DataFrame, sig: pd.DataFrame,
             out.append(f"The best PIPA variant beats {what} beyond noise (p_boot < {ALPHA}) "
                        f"in {k} of {len(s)} cells; it has the lower mean in {lose}. "
                        "(The paper reports no significance tests and no control.)")
+    s = t1[t1["comparison"] == f"baseline_vs_{control}"] if len(t1) else t1
+    if len(s):
+        k = int(((s["p_boot"] < ALPHA) & (s["diff"] > 0)).sum())
+        lose = int((s["diff"] < 0).sum())
+        out.append(f"The best of the paper's baselines beats the continued-SFT control beyond "
+                   f"noise (p_boot < {ALPHA}) in {k} of {len(s)} cells; it has the lower mean "
+                   f"in {lose}.")
     # the SFT start point
     wins = 0
     for m, b in cols:

@@ -238,7 +238,9 @@ def table1(col: Collected, summary: pd.DataFrame | None = None,
                           [bold[(alg, m, b)] for m, b in columns]))
         if sig is not None and len(sig):
             for comp, title in (("vs_best_baseline", "p_boot: best PIPA vs best baseline"),
-                                (f"vs_{control}", "p_boot: best PIPA vs continued SFT")):
+                                (f"vs_{control}", "p_boot: best PIPA vs continued SFT"),
+                                (f"baseline_vs_{control}",
+                                 "p_boot: best paper baseline vs continued SFT")):
                 s = sig[(sig["table"] == 1) & (sig["setting"] == setting)
                         & (sig["comparison"] == comp)]
                 if s.empty:
@@ -258,7 +260,8 @@ def table1(col: Collected, summary: pd.DataFrame | None = None,
              "learning-rate selection, no negatives; neither it nor the SFT row is in the "
              "paper."),
              (f"p_boot: one-sided paired bootstrap over test problems (B={N_BOOT}, seeds "
-             "paired), P(PIPA not better); best PIPA and best other chosen by mean.")]
+             "paired), P(the first row not better than the second); best PIPA, best other "
+             "and best paper baseline chosen by mean.")]
     notes += _power_note(col, power, 1, columns, "two trained rows of a block", "one-sided")
     if _is_world(col.benchmarks):
         notes.append("Built-in world: the columns are its two tiers and two model families, "
