@@ -67,24 +67,22 @@ def agreement(col: Collected, summary: pd.DataFrame, sig: pd.DataFrame,
                 out.append(f"{paper.display(p)} beats {paper.display(base)} in {ours[0]} of "
                            f"{ours[1]} columns of {data}/{labels} ({ptxt}).")
     t1 = sig[sig["table"] == 1] if len(sig) else sig
-    for comp, what in (("vs_best_baseline", ("the best other algorithm of its block (control "
-                        "included)")),
-                       ("vs_best_paper_baseline", "the best of the paper's baselines"),
-                       (f"vs_{control}", "the continued-SFT control")):
+    for comp, who, what, aside in (
+            ("vs_best_baseline", "The best PIPA variant",
+             "the best other algorithm of its block (control included)", True),
+            ("vs_best_paper_baseline", "The best PIPA variant",
+             "the best of the paper's baselines", True),
+            (f"vs_{control}", "The best PIPA variant", "the continued-SFT control", True),
+            (f"baseline_vs_{control}", "The best of the paper's baselines",
+             "the continued-SFT control", False)):
         s = t1[t1["comparison"] == comp] if len(t1) else t1
         if len(s):
             k = int(((s["p_boot"] < ALPHA) & (s["diff"] > 0)).sum())
             lose = int((s["diff"] < 0).sum())
-            out.append(f"The best PIPA variant beats {what} beyond noise (p_boot < {ALPHA}) "
-                       f"in {k} of {len(s)} cells; it has the lower mean in {lose}. "
-                       "(The paper reports no significance tests and no control.)")
-    s = t1[t1["comparison"] == f"baseline_vs_{control}"] if len(t1) else t1
-    if len(s):
-        k = int(((s["p_boot"] < ALPHA) & (s["diff"] > 0)).sum())
-        lose = int((s["diff"] < 0).sum())
-        out.append(f"The best of the paper's baselines beats the continued-SFT control beyond "
-                   f"noise (p_boot < {ALPHA}) in {k} of {len(s)} cells; it has the lower mean "
-                   f"in {lose}.")
+            out.append(f"{who} beats {what} beyond noise (p_boot < {ALPHA}) in {k} of "
+                       f"{len(s)} cells; it has the lower mean in {lose}."
+                       + (" (The paper reports no significance tests and no control.)"
+                          if aside else ""))
     # the SFT start point
     wins = 0
     for m, b in cols:

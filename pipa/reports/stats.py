@@ -164,21 +164,19 @@ def significance(col: Collected, summary: pd.DataFrame | None = None,
                     return _main_mean(summary, setting, a, model, bench)
                 best_p = max(pipas, key=mean)
                 best_o = max(others, key=mean)
-                comps = [("vs_best_baseline", best_o)]
                 paper_bases = [a for a in others if a != control]
-                if paper_bases:
-                    comps.append(("vs_best_paper_baseline", max(paper_bases, key=mean)))
+                best_b = max(paper_bases, key=mean) if paper_bases else None
+                comps = [("vs_best_baseline", best_p, best_o)]
+                if best_b:
+                    comps.append(("vs_best_paper_baseline", best_p, best_b))
                 if control in others:
-                    comps.append((f"vs_{control}", control))
-                for name, other in comps:
-                    add(1, setting, model, bench, name, best_p, other,
-                        _main_cells(col, setting, best_p, model),
-                        _main_cells(col, setting, other, model), "greater")
-                if paper_bases and control in others:
-                    best_b = max(paper_bases, key=mean)
-                    add(1, setting, model, bench, f"baseline_vs_{control}", best_b, control,
-                        _main_cells(col, setting, best_b, model),
-                        _main_cells(col, setting, control, model), "greater")
+                    comps.append((f"vs_{control}", best_p, control))
+                    if best_b:
+                        comps.append((f"baseline_vs_{control}", best_b, control))
+                for name, first, second in comps:
+                    add(1, setting, model, bench, name, first, second,
+                        _main_cells(col, setting, first, model),
+                        _main_cells(col, setting, second, model), "greater")
     for name in list(col.grid.ablations):
         spec = col.grid.ablations[name]
         for model in col.grid.ablation_models:
